@@ -1,0 +1,6 @@
+//! # sitelog-processor — from Kafka to ClickHouse
+//!
+//! Owns the consumer group, attaching requests to customers, derivations (classification,
+//! usage, site health), the ClickHouse sink and the schema migrations runner.
+//!
+//! Must not know about: log formats, files, tailing. Its input is the Kafka topic.

@@ -1,0 +1,19 @@
+//! # sitelog-schema — the contract between stages
+//!
+//! Owns the plain data every stage shares:
+//! - [`record::AccessRecord`]: one parsed access-log line (borrowed or owned strings),
+//! - [`wire`]: the versioned, compact Kafka message format carrying many records per message,
+//! - [`reject::Reject`]: an unparseable line with its place (source, line, byte offset),
+//! - [`migrations`]: the ClickHouse DDL as ordered, checksummed migration files.
+//!
+//! Must not know about: I/O, tokio, Kafka clients, ClickHouse clients, file tailing. It is
+//! small and boring on purpose: `ingest` and `processor` both depend on it and never on each
+//! other.
+
+pub mod migrations;
+pub mod record;
+pub mod reject;
+pub mod wire;
+
+pub use record::{AccessRecord, SourceId};
+pub use reject::Reject;

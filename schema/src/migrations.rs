@@ -1,0 +1,155 @@
+//! ClickHouse DDL as ordered, versioned migration files (`schema/migrations/NNNN_name.sql`).
+//!
+//! The files are templates: `{{db}}` and the retention placeholders are filled from config,
+//! so retention is configuration with safe defaults ([`Retention::default`]). A migration's
+//! checksum is taken over the *template*, so changing retention does not look like tampering,
+//! while editing an applied file does. Applying them (I/O) is the processor's job.
+
+use sha2::{Digest, Sha256};
+
+/// One migration file, embedded at build time.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    pub template: &'static str,
+}
+
+/// All migrations, in the order they apply. Append only: never edit or reorder a released one.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "access_log",
+    template: include_str!("../migrations/0001_access_log.sql"),
+}];
+
+/// Retention per purpose of the privacy notice. Defaults are the safe ones of DESIGN.md.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Raw access records (diagnosis, security).
+    pub raw_days: u32,
+    /// The full client address inside raw records; afterwards only the /24 or /48 remains.
+    pub client_ip_days: u32,
+    /// Per-minute site health (diagnosis, disruption alerts).
+    pub site_health_days: u32,
+    /// Security events.
+    pub security_days: u32,
+    /// Billing usage (Finnish bookkeeping period).
+    pub usage_years: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { raw_days: 30, client_ip_days: 7, site_health_days: 90, security_days: 365, usage_years: 10 }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RetentionError {
+    #[error("retention.{key} must be at least 1")]
+    Zero { key: &'static str },
+    #[error("retention.client_ip_days ({ip}) must not exceed retention.raw_days ({raw})")]
+    IpOutlivesRaw { ip: u32, raw: u32 },
+}
+
+impl Retention {
+    pub fn validate(&self) -> Result<(), RetentionError> {
+        for (key, v) in [
+            ("raw_days", self.raw_days),
+            ("client_ip_days", self.client_ip_days),
+            ("site_health_days", self.site_health_days),
+            ("security_days", self.security_days),
+            ("usage_years", self.usage_years),
+        ] {
+            if v == 0 {
+                return Err(RetentionError::Zero { key });
+            }
+        }
+        if self.client_ip_days > self.raw_days {
+            return Err(RetentionError::IpOutlivesRaw { ip: self.client_ip_days, raw: self.raw_days });
+        }
+        Ok(())
+    }
+}
+
+impl Migration {
+    /// Hex SHA-256 of the template text.
+    pub fn checksum(&self) -> String {
+        Sha256::digest(self.template.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The statements of this migration for `db`, with retention filled in.
+    pub fn statements(&self, db: &str, r: &Retention) -> Vec<String> {
+        let sql = self
+            .template
+            .replace("{{db}}", db)
+            .replace("{{raw_days}}", &r.raw_days.to_string())
+            .replace("{{client_ip_days}}", &r.client_ip_days.to_string())
+            .replace("{{site_health_days}}", &r.site_health_days.to_string())
+            .replace("{{security_days}}", &r.security_days.to_string())
+            .replace("{{usage_years}}", &r.usage_years.to_string());
+        split_statements(&sql)
+    }
+}
+
+/// Splits on `;` at the end of a line, dropping comment-only chunks. Statements in these files
+/// never contain `;` at a line end inside a string literal.
+fn split_statements(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in sql.lines() {
+        let trimmed = line.trim_end();
+        if trimmed.trim_start().starts_with("--") {
+            continue;
+        }
+        cur.push_str(trimmed);
+        cur.push('\n');
+        if trimmed.ends_with(';') {
+            let stmt = cur.trim().trim_end_matches(';').trim().to_owned();
+            if !stmt.is_empty() {
+                out.push(stmt);
+            }
+            cur.clear();
+        }
+    }
+    let rest = cur.trim();
+    if !rest.is_empty() {
+        out.push(rest.to_owned());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_dense_and_ordered() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version as usize, i + 1, "migration {} out of order", m.name);
+        }
+    }
+
+    #[test]
+    fn templates_render_without_leftover_placeholders() {
+        let r = Retention::default();
+        for m in MIGRATIONS {
+            for s in m.statements("sitelog", &r) {
+                assert!(!s.contains("{{"), "unfilled placeholder in {}: {s}", m.name);
+                assert!(!s.ends_with(';'));
+            }
+        }
+        let first = MIGRATIONS[0].statements("db1", &r);
+        assert!(first[0].contains("INTERVAL 7 DAY"), "client ip ttl default 7 days");
+        assert!(first[0].contains("INTERVAL 30 DAY"), "raw ttl default 30 days");
+        assert!(first.iter().any(|s| s.contains("INTERVAL 10 YEAR")));
+    }
+
+    #[test]
+    fn retention_validation_names_the_key() {
+        let r = Retention { raw_days: 0, ..Default::default() };
+        assert_eq!(r.validate().unwrap_err().to_string(), "retention.raw_days must be at least 1");
+        let r = Retention { client_ip_days: 40, ..Default::default() };
+        assert!(r.validate().unwrap_err().to_string().contains("client_ip_days"));
+    }
+}
