@@ -1,1 +1,51 @@
-fn main() {}
+//! `sitelog` — the one CLI: local stack, schema migrations, sample data, parsing, collecting,
+//! processing, customer register and reports. Each subcommand lives in `src/cli/<name>.rs`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+/// Access-log pipeline for a multi-tenant WordPress host: collectors tail nginx/apache logs
+/// into Kafka, the processor attributes each request to its customer and stores it in
+/// ClickHouse for security, error diagnosis and exact usage billing.
+///
+/// Typical first run on a fresh machine: `sitelog stack up`, `sitelog schema migrate`,
+/// `sitelog generate --out sample`, then `sitelog collect` and `sitelog process`.
+#[derive(Parser, Debug)]
+#[command(name = "sitelog", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start, stop or inspect the local stack (tansu Kafka broker + ClickHouse over chDB).
+    Stack(cli::stack::StackArgs),
+    /// ClickHouse schema: apply versioned migrations.
+    Schema(cli::schema::SchemaArgs),
+    /// Write a deterministic sample data set (register, access logs, ground truth).
+    Generate(cli::generate::GenerateArgs),
+    /// Parse access logs with a named or pasted log format and print JSON lines.
+    Parse(cli::parse::ParseArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli::init_tracing();
+    let result = match cli.command {
+        Command::Stack(a) => cli::stack::run(a),
+        Command::Schema(a) => cli::schema::run(a),
+        Command::Generate(a) => cli::generate::run(a),
+        Command::Parse(a) => cli::parse::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,6 +1,9 @@
 //! # sitelog-processor — from Kafka to ClickHouse
 //!
 //! Owns the consumer group, attaching requests to customers, derivations (classification,
-//! usage, site health), the ClickHouse sink and the schema migrations runner.
+//! usage, site health), the ClickHouse sink and the schema migrations runner (`store`).
 //!
 //! Must not know about: log formats, files, tailing. Its input is the Kafka topic.
+
+pub mod config;
+pub mod store;

@@ -29,6 +29,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::record::{AccessRecord, SourceId};
 
+/// Default topic for access-record batches (key = site host).
+pub const ACCESS_TOPIC: &str = "sitelog.access";
+/// Default topic for rejects (JSON [`crate::Reject`], key = source path).
+pub const REJECTS_TOPIC: &str = "sitelog.rejects";
+
 pub const MAGIC: &[u8; 3] = b"SLW";
 pub const VERSION: u8 = 1;
 const HEADER_FIXED: usize = 3 + 1 + 8 + 4 + 8 + 8;

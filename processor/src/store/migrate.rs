@@ -1,0 +1,109 @@
+//! Applies `sitelog_schema::migrations` in order and records each in `schema_migrations`.
+//!
+//! Invariants: checks run before any change (a database newer than this binary, or an applied
+//! migration whose file changed, refuses with nothing touched); a second run does nothing;
+//! every statement is `IF NOT EXISTS`, so a run interrupted mid-migration completes on re-run.
+
+use clickhouse::Client;
+use serde::Deserialize;
+use sitelog_schema::migrations::{Migration, Retention, MIGRATIONS};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("database '{db}' is at schema version {found}, newer than this sitelog (knows up to {known}); upgrade sitelog, nothing was changed")]
+    DatabaseNewer { db: String, found: u32, known: u32 },
+    #[error("migration {version} ({name}) was applied with checksum {recorded} but this binary has {current}; applied migrations must never be edited, nothing was changed")]
+    ChecksumChanged { version: u32, name: String, recorded: String, current: String },
+    #[error("invalid retention: {0}")]
+    Retention(#[from] sitelog_schema::migrations::RetentionError),
+    #[error("migration {version} ({name}), statement {index}: {source}")]
+    Statement { version: u32, name: &'static str, index: usize, source: clickhouse::error::Error },
+    #[error("{what}: {source}")]
+    ClickHouse { what: &'static str, source: clickhouse::error::Error },
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct Applied {
+    version: u32,
+    name: String,
+    checksum: String,
+}
+
+/// What a run did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct MigrateReport {
+    pub applied: Vec<(u32, &'static str)>,
+    pub current_version: u32,
+}
+
+/// Migrates `db` to the newest known version. `server` must not be bound to `db` (it may not
+/// exist yet).
+pub async fn migrate(server: &Client, db: &str, retention: &Retention) -> Result<MigrateReport, MigrateError> {
+    migrate_with(server, db, retention, MIGRATIONS).await
+}
+
+pub(crate) async fn migrate_with(
+    server: &Client,
+    db: &str,
+    retention: &Retention,
+    migrations: &'static [Migration],
+) -> Result<MigrateReport, MigrateError> {
+    retention.validate()?;
+    let ch = |what| move |source| MigrateError::ClickHouse { what, source };
+    server.query(&format!("CREATE DATABASE IF NOT EXISTS {db}")).execute().await.map_err(ch("creating the database"))?;
+    server
+        .query(&format!(
+            "CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, name String, checksum String, \
+             applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY version"
+        ))
+        .execute()
+        .await
+        .map_err(ch("creating schema_migrations"))?;
+    let applied: Vec<Applied> = server
+        .query(&format!("SELECT version, name, checksum FROM {db}.schema_migrations FINAL ORDER BY version"))
+        .fetch_all()
+        .await
+        .map_err(ch("reading schema_migrations"))?;
+
+    let known = migrations.last().map_or(0, |m| m.version);
+    if let Some(newest) = applied.iter().map(|a| a.version).max().filter(|&v| v > known) {
+        return Err(MigrateError::DatabaseNewer { db: db.into(), found: newest, known });
+    }
+    for a in &applied {
+        if let Some(m) = migrations.iter().find(|m| m.version == a.version) {
+            let current = m.checksum();
+            if current != a.checksum {
+                return Err(MigrateError::ChecksumChanged {
+                    version: a.version,
+                    name: a.name.clone(),
+                    recorded: a.checksum.clone(),
+                    current,
+                });
+            }
+        }
+    }
+
+    let mut report = MigrateReport { applied: Vec::new(), current_version: applied.iter().map(|a| a.version).max().unwrap_or(0) };
+    for m in migrations.iter().filter(|m| !applied.iter().any(|a| a.version == m.version)) {
+        for (index, stmt) in m.statements(db, retention).iter().enumerate() {
+            server
+                .query(stmt)
+                .execute()
+                .await
+                .map_err(|source| MigrateError::Statement { version: m.version, name: m.name, index: index + 1, source })?;
+        }
+        // Recorded only after every statement succeeded.
+        server
+            .query(&format!("INSERT INTO {db}.schema_migrations (version, name, checksum) VALUES (?, ?, ?)"))
+            .bind(m.version)
+            .bind(m.name)
+            .bind(m.checksum())
+            .execute()
+            .await
+            .map_err(ch("recording a migration"))?;
+        tracing::info!(version = m.version, name = m.name, "applied migration");
+        report.applied.push((m.version, m.name));
+        report.current_version = m.version;
+    }
+    Ok(report)
+}
