@@ -30,6 +30,10 @@ enum Command {
     Generate(cli::generate::GenerateArgs),
     /// Parse access logs with a named or pasted log format and print JSON lines.
     Parse(cli::parse::ParseArgs),
+    /// Consume access records from Kafka, attribute them to customers, store them in ClickHouse.
+    Process(cli::process::ProcessArgs),
+    /// The customer register: import an export, list unattributed hosts.
+    Customers(cli::customers::CustomersArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +44,8 @@ fn main() -> ExitCode {
         Command::Schema(a) => cli::schema::run(a),
         Command::Generate(a) => cli::generate::run(a),
         Command::Parse(a) => cli::parse::run(a),
+        Command::Process(a) => cli::process::run(a),
+        Command::Customers(a) => cli::customers::run(a),
     };
     match result {
         Ok(code) => code,

@@ -15,6 +15,43 @@ pub struct ProcessorConfig {
     pub kafka: KafkaConfig,
     pub clickhouse: ClickHouseConfig,
     pub retention: Retention,
+    pub sink: SinkConfig,
+    pub attribution: AttributionConfig,
+}
+
+/// `[sink]`: how records are cut into ClickHouse inserts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    /// Records per insert batch (per Kafka partition); see benches/README.md for the measurement.
+    pub batch_max_records: usize,
+    /// Longest time a partial batch waits before it is inserted.
+    pub linger_ms: u64,
+    /// Kafka consumer `max.poll.interval.ms`: how long an insert may block before the group
+    /// rebalances (which is safe: batches are reproducible).
+    pub max_poll_interval_ms: u32,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig { batch_max_records: 100_000, linger_ms: 1_000, max_poll_interval_ms: 60_000 }
+    }
+}
+
+/// `[attribution]`: host → site → customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttributionConfig {
+    /// Treat `www.example.fi` as `example.fi` when only the latter is registered.
+    pub strip_www: bool,
+    /// How often the running processor checks for a new register version.
+    pub register_poll_secs: u64,
+}
+
+impl Default for AttributionConfig {
+    fn default() -> Self {
+        AttributionConfig { strip_www: true, register_poll_secs: 10 }
+    }
 }
 
 /// `[kafka]`: where the access records come from.
@@ -61,6 +98,28 @@ pub enum ConfigError {
     Invalid { path: String, key: &'static str, msg: String },
 }
 
+impl KafkaConfig {
+    /// librdkafka settings shared by consumers and admin clients; the password comes from
+    /// `SITELOG_KAFKA_PASSWORD` when set.
+    pub fn client_config(&self) -> rdkafka::ClientConfig {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers).set("security.protocol", &self.security_protocol);
+        if let Some(m) = &self.sasl_mechanism {
+            c.set("sasl.mechanism", m);
+        }
+        if let Some(u) = &self.sasl_username {
+            c.set("sasl.username", u);
+        }
+        if let Some(p) = std::env::var("SITELOG_KAFKA_PASSWORD").ok().or_else(|| self.sasl_password.clone()) {
+            c.set("sasl.password", p);
+        }
+        if let Some(ca) = &self.ssl_ca_location {
+            c.set("ssl.ca.location", ca);
+        }
+        c
+    }
+}
+
 impl ProcessorConfig {
     /// Reads and validates a TOML file; errors name the file and line (TOML) or key.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -87,6 +146,12 @@ impl ProcessorConfig {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         self.clickhouse.validate().map_err(|e| ("clickhouse", e.to_string()))?;
         self.retention.validate().map_err(|e| ("retention", e.to_string()))?;
+        if self.sink.batch_max_records == 0 || self.sink.batch_max_records > 1_000_000 {
+            return Err(("sink.batch_max_records", "must be between 1 and 1000000 (one ClickHouse insert block)".into()));
+        }
+        if self.attribution.register_poll_secs == 0 {
+            return Err(("attribution.register_poll_secs", "must be at least 1".into()));
+        }
         let k = &self.kafka;
         if k.brokers.trim().is_empty() {
             return Err(("kafka.brokers", "must name at least one broker".into()));

@@ -5,5 +5,10 @@
 //!
 //! Must not know about: log formats, files, tailing. Its input is the Kafka topic.
 
+pub mod attribute;
+pub mod classify;
 pub mod config;
+pub mod consume;
+pub mod derive;
+pub mod register;
 pub mod store;

@@ -77,8 +77,8 @@ GROUP BY customer_id, site_id, site_host, day;
 CREATE TABLE IF NOT EXISTS {{db}}.site_health_minute
 (
     site_host       LowCardinality(String),
-    customer_id     LowCardinality(String),
     minute          DateTime('UTC'),
+    customer_id     SimpleAggregateFunction(any, String),
     requests        SimpleAggregateFunction(sum, UInt64),
     status_2xx      SimpleAggregateFunction(sum, UInt64),
     status_3xx      SimpleAggregateFunction(sum, UInt64),
@@ -94,8 +94,8 @@ SETTINGS non_replicated_deduplication_window = 10000;
 CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.site_health_minute_mv TO {{db}}.site_health_minute AS
 SELECT
     site_host,
-    any(customer_id) AS customer_id,
     toStartOfMinute(toDateTime(ts)) AS minute,
+    any(customer_id) AS customer_id,
     count() AS requests,
     countIf(status >= 200 AND status < 300) AS status_2xx,
     countIf(status >= 300 AND status < 400) AS status_3xx,

@@ -4,6 +4,7 @@
 //! - [`record::AccessRecord`]: one parsed access-log line (borrowed or owned strings),
 //! - [`wire`]: the versioned, compact Kafka message format carrying many records per message,
 //! - [`reject::Reject`]: an unparseable line with its place (source, line, byte offset),
+//! - [`register`]: the customer register export (customers, contacts, sites, plans),
 //! - [`migrations`]: the ClickHouse DDL as ordered, checksummed migration files.
 //!
 //! Must not know about: I/O, tokio, Kafka clients, ClickHouse clients, file tailing. It is
@@ -12,6 +13,7 @@
 
 pub mod migrations;
 pub mod record;
+pub mod register;
 pub mod reject;
 pub mod wire;
 

@@ -16,11 +16,11 @@ pub struct Migration {
 }
 
 /// All migrations, in the order they apply. Append only: never edit or reorder a released one.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "access_log",
-    template: include_str!("../migrations/0001_access_log.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "access_log", template: include_str!("../migrations/0001_access_log.sql") },
+    Migration { version: 2, name: "register", template: include_str!("../migrations/0002_register.sql") },
+    Migration { version: 3, name: "sink_state", template: include_str!("../migrations/0003_sink_state.sql") },
+];
 
 /// Retention per purpose of the privacy notice. Defaults are the safe ones of DESIGN.md.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

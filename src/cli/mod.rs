@@ -1,7 +1,9 @@
 //! One module per subcommand. The binary edge: `anyhow` errors with context, nothing else.
 
+pub mod customers;
 pub mod generate;
 pub mod parse;
+pub mod process;
 pub mod schema;
 pub mod stack;
 
@@ -14,7 +16,8 @@ use sitelog_processor::config::ProcessorConfig;
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -56,4 +59,29 @@ impl ProcessorOpts {
         cfg.validate().map_err(|(key, msg)| anyhow::anyhow!("{key}: {msg}"))?;
         Ok(cfg)
     }
+}
+
+/// Serves Prometheus `/metrics` for everything recorded through the `metrics` facade.
+pub fn serve_metrics(rt: &tokio::runtime::Runtime, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let _guard = rt.enter();
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .with_context(|| format!("serving metrics on {addr}"))
+}
+
+/// Sets `stop` on SIGTERM or SIGINT, so loops can drain, checkpoint/commit and exit 0.
+pub fn stop_on_signals(rt: &tokio::runtime::Runtime, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    rt.spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        tracing::info!("signal received: draining");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
 }

@@ -18,8 +18,6 @@
 //! truth/summary.json                  totals, unattributed requests, the special events' places
 //! ```
 
-pub mod register;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs::{self, File};
@@ -31,7 +29,7 @@ use chrono::{DateTime, Days, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Europe::Helsinki;
 use serde::Serialize;
 
-use register::{business_id_check_digit, Address, Contact, Customer, Plan, RegisterExport, Site};
+use sitelog_schema::register::{business_id_check_digit, Address, Contact, Customer, Plan, RegisterExport, Site};
 
 /// The nginx format web1 uses (host, timings, cache status), as it appears in nginx.conf.
 pub const WEB1_LOG_FORMAT: &str = r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" $host $request_time $upstream_response_time $upstream_cache_status"#;
@@ -128,7 +126,7 @@ const BROWSERS: &[&str] = &[
     "Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0",
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36 Edg/130.0.2849.68",
     // A quote inside the agent: nginx writes it as \x22, apache as \".
-    "Mozilla/5.0 (compatible; \"QuoteBrowser\" 1.0; +https://example.invalid/)",
+    "Mozilla/5.0 (X11; Linux x86_64) \"QuoteBrowser\"/1.0 Gecko/20100101",
 ];
 
 /// Crawlers and monitors every serious bot list knows; the processor must classify them as bots.

@@ -3,6 +3,8 @@
 //! the same code runs against clickhouse-server in production and the chDB endpoint locally.
 
 pub mod migrate;
+pub mod rows;
+pub mod sink;
 
 use serde::{Deserialize, Serialize};
 

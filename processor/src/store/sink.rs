@@ -1,0 +1,145 @@
+//! The exactly-once ClickHouse sink for one batch of one Kafka partition.
+//!
+//! Order of writes per batch (the invariant the whole billing chain rests on):
+//! 1. the batch's intent `(topic, partition, start, end)` — so a restart cuts it again the same,
+//! 2. the rows, with `insert_deduplication_token = topic/partition/start-end` — a repeat of the
+//!    same batch is dropped by ClickHouse in `access_log` and in every materialized view target,
+//! 3. the per-source progress (highest byte offset stored per file fingerprint and host),
+//! 4. and only then does the caller commit the Kafka offset `end + 1`.
+//!
+//! A crash between any two steps repeats the later steps with identical content and token.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use clickhouse::Client;
+use serde::{Deserialize, Serialize};
+
+use super::rows::AccessLogRow;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct SinkError {
+    pub what: &'static str,
+    #[source]
+    pub source: clickhouse::error::Error,
+}
+
+fn err(what: &'static str) -> impl FnOnce(clickhouse::error::Error) -> SinkError {
+    move |source| SinkError { what, source }
+}
+
+#[derive(Debug, Clone, clickhouse::Row, Serialize, Deserialize)]
+struct IntentRow {
+    topic: String,
+    partition: i32,
+    start_offset: i64,
+    end_offset: i64,
+    written_at: i64,
+}
+
+/// Progress of one (source file, host) stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamProgress {
+    pub max_offset: u64,
+    pub max_ts: i64,
+    pub records: u64,
+}
+
+#[derive(Debug, Clone, clickhouse::Row, Serialize, Deserialize)]
+struct ProgressRow {
+    fingerprint: u64,
+    site_host: String,
+    max_offset: u64,
+    max_ts: i64,
+    records: u64,
+    updated_at: i64,
+}
+
+/// The dedup token of a batch: a pure function of where it sits in Kafka.
+pub fn batch_token(topic: &str, partition: i32, start: i64, end: i64) -> String {
+    format!("{topic}/{partition}/{start}-{end}")
+}
+
+pub async fn write_intent(client: &Client, topic: &str, partition: i32, start: i64, end: i64) -> Result<(), SinkError> {
+    let mut ins = client.insert::<IntentRow>("sink_intents").await.map_err(err("writing a batch intent"))?;
+    ins.write(&IntentRow { topic: topic.into(), partition, start_offset: start, end_offset: end, written_at: chrono::Utc::now().timestamp_millis() })
+        .await
+        .map_err(err("writing a batch intent"))?;
+    ins.end().await.map_err(err("writing a batch intent"))
+}
+
+/// The end of the batch that was planned to start at `start`, if one was.
+pub async fn planned_end(client: &Client, topic: &str, partition: i32, start: i64) -> Result<Option<i64>, SinkError> {
+    let ends: Vec<i64> = client
+        .query("SELECT end_offset FROM sink_intents FINAL WHERE topic = ? AND partition = ? AND start_offset = ?")
+        .bind(topic)
+        .bind(partition)
+        .bind(start)
+        .fetch_all()
+        .await
+        .map_err(err("reading batch intents"))?;
+    Ok(ends.into_iter().max())
+}
+
+/// Inserts `rows` as one deduplicated insert.
+pub async fn insert_rows(client: &Client, token: &str, rows: &[AccessLogRow]) -> Result<(), SinkError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let c = client
+        .clone()
+        .with_setting("insert_deduplicate", "1")
+        .with_setting("insert_deduplication_token", token)
+        .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1");
+    let mut ins = c.insert::<AccessLogRow>("access_log").await.map_err(err("starting the access_log insert"))?;
+    for r in rows {
+        ins.write(r).await.map_err(err("streaming access_log rows"))?;
+    }
+    ins.end().await.map_err(err("finishing the access_log insert"))
+}
+
+/// Loads the progress of every stream (small: one row per file and host).
+pub async fn load_progress(client: &Client) -> Result<HashMap<(u64, String), StreamProgress>, SinkError> {
+    let rows: Vec<ProgressRow> =
+        client.query("SELECT ?fields FROM source_progress FINAL").fetch_all().await.map_err(err("reading source_progress"))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ((r.fingerprint, r.site_host), StreamProgress { max_offset: r.max_offset, max_ts: r.max_ts, records: r.records }))
+        .collect())
+}
+
+pub async fn write_progress(client: &Client, changed: &[((u64, String), StreamProgress)]) -> Result<(), SinkError> {
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut ins = client.insert::<ProgressRow>("source_progress").await.map_err(err("writing source progress"))?;
+    for ((fp, host), p) in changed {
+        ins.write(&ProgressRow { fingerprint: *fp, site_host: host.clone(), max_offset: p.max_offset, max_ts: p.max_ts, records: p.records, updated_at: now })
+            .await
+            .map_err(err("writing source progress"))?;
+    }
+    ins.end().await.map_err(err("writing source progress"))
+}
+
+/// Retries `f` with exponential backoff (0.2 s … 10 s) until it succeeds or `give_up()` says so.
+pub async fn with_retry<T, F, Fut>(what: &str, mut give_up: impl FnMut() -> bool, mut f: F) -> Result<T, SinkError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, SinkError>>,
+{
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if give_up() => return Err(e),
+            Err(e) => {
+                metrics::counter!("sitelog_process_clickhouse_errors_total").increment(1);
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what} failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
