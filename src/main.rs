@@ -34,6 +34,8 @@ enum Command {
     Process(cli::process::ProcessArgs),
     /// The customer register: import an export, list unattributed hosts.
     Customers(cli::customers::CustomersArgs),
+    /// Reports from ClickHouse: usage summary (and checks against generated ground truth).
+    Report(cli::report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         Command::Parse(a) => cli::parse::run(a),
         Command::Process(a) => cli::process::run(a),
         Command::Customers(a) => cli::customers::run(a),
+        Command::Report(a) => cli::report::run(a),
     };
     match result {
         Ok(code) => code,

@@ -4,6 +4,7 @@ pub mod customers;
 pub mod generate;
 pub mod parse;
 pub mod process;
+pub mod report;
 pub mod schema;
 pub mod stack;
 

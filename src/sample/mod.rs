@@ -29,6 +29,8 @@ use chrono::{DateTime, Days, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Europe::Helsinki;
 use serde::Serialize;
 
+pub mod truth;
+
 use sitelog_schema::register::{business_id_check_digit, Address, Contact, Customer, Plan, RegisterExport, Site};
 
 /// The nginx format web1 uses (host, timings, cache status), as it appears in nginx.conf.
