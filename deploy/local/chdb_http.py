@@ -373,6 +373,7 @@ def parse_insert(s, final):
     else:
         return NOT_INSERT
     depth = 0
+    after_dot = False
     while True:
         t = nxt()
         if t is None:
@@ -384,8 +385,10 @@ def parse_insert(s, final):
                 depth += 1
             elif ch in ")]}":
                 depth -= 1
+            after_dot = ch == "."
             continue
-        if depth > 0 or kind != "word":
+        if depth > 0 or kind != "word" or after_dot:  # db.values: a name, not a keyword
+            after_dot = False
             continue
         w = s[a:b].upper()
         if w == "FORMAT":
@@ -490,10 +493,11 @@ class Engine:
                 try:
                     if database:
                         conn.query("USE " + quote_ident(database))
-                    for name, value in settings.items():
-                        conn.query(f"SET {name} = {quote_string(value)}")
+                    assigns = [f"{k} = {quote_string(v)}" for k, v in settings.items()]
                     if readonly and "readonly" not in settings:
-                        conn.query("SET readonly = 2")
+                        assigns.append("readonly = 2")  # GET is read-only, as in ClickHouse
+                    if assigns:
+                        conn.query("SET " + ", ".join(assigns))
                 except Exception as e:
                     raise CHError.from_exc(e) from None
                 yield conn
@@ -509,6 +513,7 @@ class Engine:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "chdb-http"
+    disable_nagle_algorithm = True  # avoid 40 ms delayed-ACK stalls on small responses
 
     def version_string(self):
         return self.server_version
@@ -569,7 +574,9 @@ class Handler(BaseHTTPRequestHandler):
     def _finish_body(self):
         """Consume what is left of the request body so the connection can be reused."""
         b = self._body
-        if b is not None and not b.done and not b.drain():
+        if b is None:  # the request body could not even be framed
+            self.close_connection = True
+        elif not b.done and not b.drain():
             self.close_connection = True
 
     def _send(self, status, payload=b"", ctype="text/plain; charset=UTF-8", headers=()):
@@ -582,8 +589,15 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         if self.close_connection:
             self.send_header("Connection", "close")
-        self.end_headers()
-        if payload and self.command != "HEAD":
+        if self.command == "HEAD" or not payload:
+            self.end_headers()
+        elif len(payload) <= 64 << 10:
+            # headers and a small body in one write (one TCP segment where possible)
+            self._headers_buffer.append(b"\r\n")
+            self._headers_buffer.append(bytes(payload))
+            self.flush_headers()
+        else:
+            self.end_headers()
             self.wfile.write(payload)
         self.wfile.flush()
 
@@ -742,16 +756,13 @@ class Handler(BaseHTTPRequestHandler):
                     ins.append(chunk)
                 res = ins.finish()
             except ClientGone:
-                ins.cancel()
+                _quiet_cancel(ins)  # the client aborted: commit nothing
                 raise
             except Exception as e:
-                try:
-                    ins.cancel()
-                except Exception:
-                    pass
+                _quiet_cancel(ins)
                 raise CHError.from_exc(e) from None
             except BaseException:
-                ins.cancel()
+                _quiet_cancel(ins)
                 raise
             summary = {
                 "read_rows": res.rows_written, "read_bytes": body.bytes_read + len(prefix),
@@ -762,6 +773,13 @@ class Handler(BaseHTTPRequestHandler):
             }
             self._send(200, b"", "text/plain; charset=UTF-8",
                        self._headers(plan.fmt, summary))
+
+
+def _quiet_cancel(ins):
+    try:
+        ins.cancel()
+    except Exception as e:
+        log.warning("cancelling insert failed: %s", e)
 
 
 class Server(ThreadingHTTPServer):

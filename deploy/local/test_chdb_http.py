@@ -11,6 +11,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -30,12 +31,15 @@ class Srv:
                "--port", str(port)]
         if log_file:
             cmd += ["--log-file", str(log_file)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
+        # stderr goes to a file: a pipe nobody reads would fill up and block the server
+        self.stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.stderr, text=True)
         line = self.proc.stdout.readline()
         if not line.startswith("READY http://127.0.0.1:"):
             self.proc.kill()
-            raise RuntimeError(f"no READY line: {line!r} {self.proc.stderr.read()}")
+            self.proc.wait()
+            self.stderr.seek(0)
+            raise RuntimeError(f"no READY line: {line!r} {self.stderr.read()!r}")
         self.url = line.split()[1]
         self.port = int(self.url.rsplit(":", 1)[1])
 
@@ -127,6 +131,40 @@ def rbwnat_header(buf):
         s, pos = read_rb_string(buf, pos)
         types.append(s)
     return names, types, pos
+
+
+# --------------------------------------------------------------------------- pure functions
+
+sys.path.insert(0, os.path.dirname(SERVER))
+import chdb_http  # noqa: E402  (does not load chDB at import time)
+
+
+@pytest.mark.parametrize("text,header,fmt,data", [
+    ("INSERT INTO t FORMAT RowBinary\n\x00\n", "INSERT INTO t", "RowBinary", "\x00\n"),
+    ("insert into `a b`(`x`,`y`) format CSV 1,2", "insert into `a b`(`x`,`y`)", "CSV", "1,2"),
+    ("INSERT INTO format FORMAT CSV\r\n 1", "INSERT INTO format", "CSV", " 1"),
+    ("INSERT INTO db.values (a) SETTINGS s = 'FORMAT x' FORMAT TSV\n1",
+     "INSERT INTO db.values (a) SETTINGS s = 'FORMAT x'", "TSV", "1"),
+    ("/* c */ INSERT INTO t -- FORMAT no\n VALUES (1)", "/* c */ INSERT INTO t -- FORMAT no", "Values", " (1)"),
+    ("INSERT INTO TABLE FUNCTION file('f', 'CSV') FORMAT CSV\n", "INSERT INTO TABLE FUNCTION file('f', 'CSV')",
+     "CSV", ""),
+])
+def test_parse_insert_splits_header_and_data(text, header, fmt, data):
+    plan = chdb_http.parse_insert(text, final=True)
+    assert (plan.header, plan.fmt, text[plan.data_start:]) == (header, fmt, data)
+
+
+def test_parse_insert_other_cases():
+    P = chdb_http.parse_insert
+    assert P("SELECT 1", final=False) is chdb_http.NOT_INSERT
+    assert P("INSERT INTO t SELECT 1", final=True) is chdb_http.NOT_INSERT
+    assert P("INSERT INTO t FORM", final=False) is chdb_http.NEED_MORE
+    assert P("INSERT INTO t FORMAT RowBinary", final=False) is chdb_http.NEED_MORE
+    assert P("INSERT INTO t SETTINGS a = 'unterminated", final=False) is chdb_http.NEED_MORE
+    assert P("INSERT INTO t FORMAT RowBinary", final=True).fmt == "RowBinary"
+    assert chdb_http.output_format_of("SELECT format('{}', 1) FORMAT JSON SETTINGS a=1") == "JSON"
+    assert chdb_http.output_format_of("SELECT 1 AS format") is None
+    assert chdb_http.output_format_of(r"SELECT '\\', 'it''s' FORMAT CSV;") == "CSV"
 
 
 # --------------------------------------------------------------------------- fixtures

@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clickhouse::Client;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sitelog_schema::wire::BatchReader;
 
 use crate::attribute::SiteMap;
@@ -64,10 +64,24 @@ struct PartBuf {
     planned_end: Option<i64>,
 }
 
+/// Routes librdkafka's errors to `tracing`, minus the end-of-partition notices this loop
+/// asks for (`enable.partition.eof`) to know when it has caught up.
+pub struct Context;
+
+impl ClientContext for Context {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::error!(error = %error, reason, "kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for Context {}
+
 pub struct Processor {
     cfg: ProcessorConfig,
     client: Client,
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<Context>,
     rt: tokio::runtime::Handle,
     parts: BTreeMap<i32, PartBuf>,
     assigned: BTreeSet<i32>,
@@ -84,7 +98,7 @@ impl Processor {
     /// Connects, loads the register and the source progress, and subscribes.
     pub fn new(cfg: ProcessorConfig, rt: tokio::runtime::Handle) -> Result<Processor, ProcessError> {
         let client = cfg.clickhouse.client()?;
-        let consumer: BaseConsumer = cfg
+        let consumer: BaseConsumer<Context> = cfg
             .kafka
             .client_config()
             .set("group.id", &cfg.kafka.group_id)
@@ -95,7 +109,7 @@ impl Processor {
             .set("max.poll.interval.ms", cfg.sink.max_poll_interval_ms.to_string())
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1000")
-            .create()?;
+            .create_with_context(Context)?;
         consumer.subscribe(&[&cfg.kafka.topic])?;
         let mut p = Processor {
             client,
@@ -261,6 +275,7 @@ impl Processor {
                 let seen = advanced.get(&key).or_else(|| self.progress.get(&key)).copied();
                 if seen.is_some_and(|s| rec.source.offset <= s.max_offset) {
                     self.stats.duplicates += 1;
+                    metrics::counter!("sitelog_process_records_total", "outcome" => "duplicate").increment(1);
                     continue;
                 }
                 let mut s = seen.unwrap_or_default();
