@@ -30,6 +30,8 @@ enum Command {
     Generate(cli::generate::GenerateArgs),
     /// Parse access logs with a named or pasted log format and print JSON lines.
     Parse(cli::parse::ParseArgs),
+    /// Tail access logs (live, rotated, .gz) into Kafka with durable checkpoints.
+    Collect(cli::collect::CollectArgs),
     /// Consume access records from Kafka, attribute them to customers, store them in ClickHouse.
     Process(cli::process::ProcessArgs),
     /// The customer register: import an export, list unattributed hosts.
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         Command::Schema(a) => cli::schema::run(a),
         Command::Generate(a) => cli::generate::run(a),
         Command::Parse(a) => cli::parse::run(a),
+        Command::Collect(a) => cli::collect::run(a),
         Command::Process(a) => cli::process::run(a),
         Command::Customers(a) => cli::customers::run(a),
         Command::Report(a) => cli::report::run(a),

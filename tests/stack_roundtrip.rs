@@ -200,3 +200,34 @@ fn a_busy_port_is_one_clear_error() {
     assert_eq!(e, format!("port {port} on 127.0.0.1 is busy (tansu (Kafka)); choose another or stop what holds it"));
     assert!(!dir.join("state.json").exists(), "no partial state");
 }
+
+#[test]
+fn a_missing_python_is_one_clear_error() {
+    // The stack refuses to start without the chDB venv's Python and says what to run.
+    let dir = support::temp_dir("nopython");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sitelog"))
+        .args(["stack", "up", "--dir"])
+        .arg(&dir)
+        .env("SITELOG_CHDB_PYTHON", "/nonexistent/bin/python")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("the chDB Python venv not found at /nonexistent/bin/python") && err.contains("sitelog stack install"), "{err}");
+    assert!(!dir.join("state.json").exists(), "no partial state");
+
+    // The installer, on a machine without python3, stops before doing anything.
+    let cache = support::temp_dir("nopython-cache");
+    let out = std::process::Command::new("/bin/bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local/bootstrap.sh"))
+        .arg("chdb")
+        .env("SITELOG_CACHE", &cache)
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim(), "bootstrap: error: 'python3' not found on PATH (install Python 3.9+ with venv and pip)");
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0, "nothing half-installed");
+}

@@ -8,7 +8,6 @@ set -euo pipefail
 CACHE="${SITELOG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sitelog}"
 TANSU_VERSION=0.6.0
 CHDB_VERSION=26.9.0
-mkdir -p "$CACHE"
 
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
 
@@ -20,6 +19,7 @@ install_tansu() {
   local root="$CACHE/tansu-$TANSU_VERSION"
   if [ -x "$root/bin/tansu" ]; then return 0; fi
   need cargo "install Rust with rustup"
+  mkdir -p "$CACHE"
   log "building tansu $TANSU_VERSION into $root (takes ~10 minutes on 2 cores, once per machine)"
   # A separate target dir inside the cache keeps a half-finished build resumable.
   CARGO_TARGET_DIR="$CACHE/tansu-build" cargo install tansu --version "$TANSU_VERSION" \
@@ -35,6 +35,7 @@ install_chdb() {
   need python3 "install Python 3.9+ with venv and pip"
   python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 9) else 1)' || {
     log "error: python3 is $(python3 --version 2>&1); chDB needs Python 3.9+"; exit 1; }
+  mkdir -p "$CACHE"
   log "creating chDB venv in $venv"
   rm -rf "$venv"
   python3 -m venv "$venv" || { log "error: python3 -m venv failed (Debian: apt-get install python3-venv)"; exit 1; }

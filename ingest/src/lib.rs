@@ -4,3 +4,8 @@
 //! files, and delivering records to Kafka in the `schema::wire` format.
 //!
 //! Must not know about: ClickHouse, customers, billing. Its output is the Kafka topic.
+
+pub mod collect;
+
+pub mod format;
+pub mod lines;

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sitelog_schema::migrations::Retention;
 
+use crate::billing::BillingConfig;
 use crate::store::ClickHouseConfig;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -17,6 +18,7 @@ pub struct ProcessorConfig {
     pub retention: Retention,
     pub sink: SinkConfig,
     pub attribution: AttributionConfig,
+    pub billing: BillingConfig,
 }
 
 /// `[sink]`: how records are cut into ClickHouse inserts.
@@ -149,6 +151,7 @@ impl ProcessorConfig {
         if self.sink.batch_max_records == 0 || self.sink.batch_max_records > 1_000_000 {
             return Err(("sink.batch_max_records", "must be between 1 and 1000000 (one ClickHouse insert block)".into()));
         }
+        self.billing.validate()?;
         if self.attribution.register_poll_secs == 0 {
             return Err(("attribution.register_poll_secs", "must be at least 1".into()));
         }

@@ -6,6 +6,7 @@
 //! Must not know about: log formats, files, tailing. Its input is the Kafka topic.
 
 pub mod attribute;
+pub mod billing;
 pub mod classify;
 pub mod config;
 pub mod consume;

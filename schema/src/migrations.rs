@@ -20,6 +20,8 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "access_log", template: include_str!("../migrations/0001_access_log.sql") },
     Migration { version: 2, name: "register", template: include_str!("../migrations/0002_register.sql") },
     Migration { version: 3, name: "sink_state", template: include_str!("../migrations/0003_sink_state.sql") },
+    Migration { version: 4, name: "billing_runs", template: include_str!("../migrations/0004_billing_runs.sql") },
+    Migration { version: 5, name: "billing_access", template: include_str!("../migrations/0005_billing_access.sql") },
 ];
 
 /// Retention per purpose of the privacy notice. Defaults are the safe ones of DESIGN.md.

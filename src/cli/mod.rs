@@ -1,5 +1,6 @@
 //! One module per subcommand. The binary edge: `anyhow` errors with context, nothing else.
 
+pub mod collect;
 pub mod customers;
 pub mod generate;
 pub mod parse;

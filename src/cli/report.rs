@@ -26,6 +26,55 @@ enum Action {
         #[arg(long)]
         truth: Option<PathBuf>,
     },
+    /// The month-end billing run: per customer and site the usage billed under the plan's
+    /// metering rule, the allowance and the overage, plus requests, bytes and the human/bot
+    /// split, for a Europe/Helsinki calendar month. Connects as `[billing] user`.
+    ///
+    /// Exit codes: 0 report written; 2 refused (--strict or --final on an incomplete month:
+    /// the lagging sources are listed on stderr); 3 --verify found differences (each printed
+    /// as a MISMATCH line on stderr); 1 any other error.
+    Billing(BillingArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct BillingArgs {
+    #[command(flatten)]
+    opts: ProcessorOpts,
+    /// The month, YYYY-MM (Europe/Helsinki calendar month).
+    #[arg(long)]
+    month: String,
+    /// Only this customer (the month cannot be closed for one customer).
+    #[arg(long)]
+    customer: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Write the report here (atomically) instead of stdout.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Refuse (exit 2) unless the month is complete: every active source's watermark past the
+    /// month's end plus `[billing] grace_hours`.
+    #[arg(long)]
+    strict: bool,
+    /// Reconcile the rollup with raw records (days still in raw retention), with the
+    /// processor's per-source record counts and, for a closed month, the stored run with a
+    /// fresh computation. Differences exit 3.
+    #[arg(long)]
+    verify: bool,
+    /// Close the month: store its figures, register version and content hash in
+    /// `billing_runs`. Refused (exit 2) unless the month is complete. A closed month is
+    /// never recomputed: re-running prints the stored figures.
+    #[arg(long = "final")]
+    finalize: bool,
+    /// Who closes the month (recorded with a --final run). Default: $USER.
+    #[arg(long)]
+    closed_by: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Table,
+    Csv,
+    Json,
 }
 
 #[derive(Debug, clickhouse::Row, serde::Deserialize)]
@@ -48,7 +97,76 @@ struct Signal {
 }
 
 pub fn run(a: ReportArgs) -> anyhow::Result<ExitCode> {
-    let Action::Summary { opts, truth: truth_dir } = a.action;
+    match a.action {
+        Action::Summary { opts, truth } => summary(opts, truth),
+        Action::Billing(b) => billing(b),
+    }
+}
+
+fn billing(a: BillingArgs) -> anyhow::Result<ExitCode> {
+    use sitelog_processor::billing::{self, render, Month, RunOptions};
+
+    let month: Month = a.month.parse()?;
+    let cfg = a.opts.load()?;
+    let client = cfg.billing.client(&cfg.clickhouse).context("connecting as the billing user")?;
+    let options = RunOptions {
+        month,
+        customer: a.customer.clone(),
+        strict: a.strict,
+        verify: a.verify,
+        finalize: a.finalize,
+        closed_by: a.closed_by.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".into()),
+        now: chrono::Utc::now(),
+        raw_retention_days: cfg.retention.raw_days,
+    };
+    let rt = super::runtime()?;
+    let result = rt
+        .block_on(billing::run(&client, &cfg.billing, &options))
+        .with_context(|| format!("billing {month} in database '{}' at {}", cfg.clickhouse.database, cfg.clickhouse.url))?;
+    let report = &result.report;
+    if let Some(why) = &result.refused {
+        eprintln!("refused: {month} is not complete: {why}");
+        for l in &report.completeness.lagging {
+            eprintln!("lagging source: {} (file {}) watermark {}, {:.1} h behind {}", l.site_host, l.fingerprint, l.watermark, l.behind_hours, report.completeness.needed);
+        }
+        return Ok(ExitCode::from(2));
+    }
+    let text = match a.format {
+        Format::Table => render::table(report),
+        Format::Csv => render::csv(report),
+        Format::Json => render::json(report),
+    };
+    match &a.output {
+        Some(path) => write_atomically(path, &text)?,
+        None => print!("{text}"),
+    }
+    if report.status == billing::Status::Provisional && a.format != Format::Table {
+        eprintln!("note: {month} is PROVISIONAL: {}", report.completeness.reasons.iter().chain(&report.problems).cloned().collect::<Vec<_>>().join("; "));
+        for l in &report.completeness.lagging {
+            eprintln!("lagging source: {} (file {}) watermark {}", l.site_host, l.fingerprint, l.watermark);
+        }
+    }
+    if let Some(v) = &report.verification {
+        for m in &v.mismatches {
+            eprintln!("{m}");
+        }
+        if !v.mismatches.is_empty() {
+            eprintln!("verification: {} differences", v.mismatches.len());
+            return Ok(ExitCode::from(3));
+        }
+        eprintln!("verification: no differences");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `text` to a temporary file beside `path` and renames it into place.
+fn write_atomically(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+fn summary(opts: ProcessorOpts, truth_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let cfg = opts.load()?;
     let client = cfg.clickhouse.client()?;
     let rt = super::runtime()?;

@@ -773,24 +773,28 @@ fn collector_toml(out: &Path) -> String {
     let abs = fs::canonicalize(out).unwrap_or_else(|_| out.to_path_buf());
     let d = abs.display();
     format!(
-        r#"# Collector config for the generated sample (see deploy/collector.example.toml for every key).
-[[sources]]
+        r#"# Collector config for the generated sample (deploy/collector.example.toml documents every key).
+# Brokers come from SITELOG_KAFKA_BROKERS (`sitelog stack env`).
+[collector]
+checkpoint_dir = "{d}/.checkpoints"
+
+[[source]]
 name = "web1"
 paths = ["{d}/logs/web1/*/access.log*"]
 format = '{WEB1_LOG_FORMAT}'
-host = {{ field = "host" }}
+host = "field"
 
-[[sources]]
+[[source]]
 name = "web2"
-paths = ["{d}/logs/web2/*/access.log*"]
+paths = ["{d}/logs/web2/{{site}}/access.log*"]
 format = "combined"
-host = {{ path = "{d}/logs/web2/{{site}}/access.log" }}
+host = "path"
 
-[[sources]]
+[[source]]
 name = "web3"
 paths = ["{d}/logs/web3/other_vhosts_access.log*"]
 format = "vhost_combined"
-host = {{ field = "host" }}
+host = "field"
 "#
     )
 }

@@ -84,8 +84,23 @@ pub(crate) async fn migrate_with(
     }
 
     let mut report = MigrateReport { applied: Vec::new(), current_version: applied.iter().map(|a| a.version).max().unwrap_or(0) };
+    let mut sql_access: Option<bool> = None;
     for m in migrations.iter().filter(|m| !applied.iter().any(|a| a.version == m.version)) {
         for (index, stmt) in m.statements(db, retention).iter().enumerate() {
+            if is_access_statement(stmt) {
+                if sql_access.is_none() {
+                    sql_access = Some(has_sql_access_storage(server).await.map_err(ch("reading system.user_directories"))?);
+                }
+                if sql_access == Some(false) {
+                    tracing::warn!(
+                        version = m.version,
+                        name = m.name,
+                        statement = stmt.as_str(),
+                        "server keeps users in users.xml only (no SQL-managed access storage): access statement skipped; define the role in users.xml"
+                    );
+                    continue;
+                }
+            }
             server
                 .query(stmt)
                 .execute()
@@ -106,4 +121,35 @@ pub(crate) async fn migrate_with(
         report.current_version = m.version;
     }
     Ok(report)
+}
+
+/// Roles, users and grants: statements that need SQL-managed access control on the server.
+pub fn is_access_statement(stmt: &str) -> bool {
+    let head: String = stmt.split_whitespace().take(2).collect::<Vec<_>>().join(" ").to_ascii_uppercase();
+    head.starts_with("GRANT ") || head.starts_with("REVOKE ") || matches!(head.as_str(), "CREATE ROLE" | "CREATE USER" | "ALTER ROLE" | "ALTER USER")
+}
+
+/// Whether the server can store SQL-defined roles and grants (a `local_directory` or
+/// `replicated` user directory). clickhouse-server has one by default; clickhouse-local and
+/// chDB keep users in users.xml only, where roles are defined in the XML instead.
+async fn has_sql_access_storage(server: &Client) -> Result<bool, clickhouse::error::Error> {
+    let n: u64 = server
+        .query("SELECT count() FROM system.user_directories WHERE type IN ('local_directory', 'replicated', 'memory')")
+        .fetch_one()
+        .await?;
+    Ok(n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_access_statement;
+
+    #[test]
+    fn access_statements_are_recognised() {
+        assert!(is_access_statement("CREATE ROLE IF NOT EXISTS sitelog_billing"));
+        assert!(is_access_statement("GRANT SELECT ON db.usage_daily TO sitelog_billing"));
+        assert!(is_access_statement("grant select(a) on db.t to r"));
+        assert!(!is_access_statement("CREATE TABLE IF NOT EXISTS db.grants (a UInt8) ENGINE = Memory"));
+        assert!(!is_access_statement("CREATE MATERIALIZED VIEW IF NOT EXISTS db.v TO db.t AS SELECT 1"));
+    }
 }

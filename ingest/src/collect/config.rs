@@ -1,0 +1,450 @@
+//! `collector.toml`: what to tail, where to send it, and the limits that keep the collector
+//! from ever hurting the web host. Defaults live in the `Default` impls below and nowhere
+//! else; unknown keys are refused; [`CollectorConfig::validate`] names the bad key.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::pattern::PathPattern;
+
+/// The whole `collector.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    #[serde(default)]
+    pub collector: CollectorSection,
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub tail: TailConfig,
+    /// `[[source]]` tables: one per log family (path globs + format + how the host is found).
+    #[serde(default, rename = "source")]
+    pub sources: Vec<SourceConfig>,
+}
+
+/// `[collector]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorSection {
+    /// Where checkpoints live (one state file per collector plus a lock file).
+    pub checkpoint_dir: PathBuf,
+    /// Prometheus `/metrics` listen address, e.g. `127.0.0.1:9187`; none by default
+    /// (`--metrics-addr` overrides).
+    pub metrics_addr: Option<String>,
+    /// How long a clean shutdown waits for outstanding acknowledgements.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for CollectorSection {
+    fn default() -> Self {
+        CollectorSection {
+            checkpoint_dir: PathBuf::from("/var/lib/sitelog/collect"),
+            metrics_addr: None,
+            shutdown_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// `[kafka]`: same keys as the processor's `[kafka]` where they overlap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`, comma-separated.
+    pub brokers: String,
+    pub topic: String,
+    pub rejects_topic: String,
+    pub client_id: String,
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    pub security_protocol: String,
+    pub ssl_ca_location: Option<PathBuf>,
+    pub ssl_certificate_location: Option<PathBuf>,
+    pub ssl_key_location: Option<PathBuf>,
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub sasl_mechanism: Option<String>,
+    pub sasl_username: Option<String>,
+    /// File holding the SASL password (first line). The environment variable
+    /// `SITELOG_KAFKA_PASSWORD` wins over it. Never put the password itself in this file.
+    pub sasl_password_file: Option<PathBuf>,
+    /// librdkafka's `message.timeout.ms`. 0 (default) = never give up: while the broker is
+    /// down messages wait and reading pauses. A non-zero value turns a long outage into a
+    /// producer restart from the last checkpoint (nothing is dropped either way).
+    pub message_timeout_ms: u64,
+    /// Extra librdkafka properties, for what this file has no key for.
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            topic: sitelog_schema::wire::ACCESS_TOPIC.into(),
+            rejects_topic: sitelog_schema::wire::REJECTS_TOPIC.into(),
+            client_id: "sitelog-collect".into(),
+            security_protocol: "plaintext".into(),
+            ssl_ca_location: None,
+            ssl_certificate_location: None,
+            ssl_key_location: None,
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password_file: None,
+            message_timeout_ms: 0,
+            properties: Default::default(),
+        }
+    }
+}
+
+/// `[limits]`: memory and message sizes. Sizes accept integers (bytes) or `"16MiB"`, `"256KiB"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Bytes in open batches plus sent-but-unacknowledged messages. When reached, reading
+    /// pauses until acknowledgements free room (backpressure).
+    pub max_inflight_bytes: ByteSize,
+    /// Records per Kafka message.
+    pub batch_max_records: u32,
+    /// Encoded bytes per Kafka message (before compression).
+    pub batch_max_bytes: ByteSize,
+    /// How long a batch may wait for more records before it is sent.
+    pub linger_ms: u64,
+    /// Longer lines are rejected (not split); at most this much of a line is buffered.
+    pub max_line_bytes: ByteSize,
+    /// Open file descriptors for log files. Idle files are closed and reopened by path with
+    /// an identity check.
+    pub max_open_files: usize,
+    /// Bytes read from a file per read call.
+    pub read_chunk_bytes: ByteSize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_inflight_bytes: ByteSize(16 << 20),
+            batch_max_records: 1000,
+            batch_max_bytes: ByteSize(256 << 10),
+            linger_ms: 200,
+            max_line_bytes: ByteSize(64 << 10),
+            max_open_files: 512,
+            read_chunk_bytes: ByteSize(128 << 10),
+        }
+    }
+}
+
+/// `[tail]`: how files are watched, identified and finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TailConfig {
+    /// Glob discovery (new files, rotations) at least this often.
+    pub scan_interval_ms: u64,
+    /// Open files are checked for growth at least this often (inotify wakes earlier).
+    pub poll_interval_ms: u64,
+    /// Use inotify (the `notify` crate); falls back to polling when unavailable.
+    pub inotify: bool,
+    /// A rotated-away file is finished (its partial last line sent as a line) once it has
+    /// been unmodified this long: the web server may still write until it reopens its log.
+    pub rotate_wait_ms: u64,
+    /// An open file at EOF for this long is closed (reopened by path when it grows).
+    pub idle_close_ms: u64,
+    /// The fingerprint covers the first line, but at most this many bytes.
+    pub fingerprint_bytes: usize,
+    /// Checkpoints are written at most this often (and at exit).
+    pub checkpoint_interval_ms: u64,
+    /// Finished files are remembered this long, so archives of them are recognised.
+    pub completed_retention_days: u64,
+}
+
+impl Default for TailConfig {
+    fn default() -> Self {
+        TailConfig {
+            scan_interval_ms: 1000,
+            poll_interval_ms: 250,
+            inotify: true,
+            rotate_wait_ms: 5000,
+            idle_close_ms: 60_000,
+            fingerprint_bytes: 256,
+            checkpoint_interval_ms: 1000,
+            completed_retention_days: 30,
+        }
+    }
+}
+
+/// Where a record's site host comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostFrom {
+    /// The log line's host field (`$host`, `%v`); the path's `{site}` is the fallback.
+    Field,
+    /// The `{site}` capture of the path pattern.
+    Path,
+}
+
+/// `[[source]]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Label for metrics and logs (`source="…"`).
+    pub name: String,
+    /// Absolute path patterns: `*`, `?`, `[abc]`, `**` (any depth) and one optional `{site}`
+    /// (a `*` whose match is the site host), e.g. `/var/log/sites/{site}/access.log`.
+    pub paths: Vec<String>,
+    /// A log format: a known name or a pasted nginx `log_format` / apache `LogFormat`.
+    pub format: String,
+    /// `field` or `path`; default: `path` when the patterns capture `{site}`, else `field`.
+    #[serde(default)]
+    pub host: Option<HostFrom>,
+}
+
+impl SourceConfig {
+    pub fn host_from(&self) -> HostFrom {
+        self.host.unwrap_or_else(|| {
+            if self.paths.iter().any(|p| p.contains("{site}")) {
+                HostFrom::Path
+            } else {
+                HostFrom::Field
+            }
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: line {line}, column {column}: {msg}")]
+    Parse { path: String, line: usize, column: usize, msg: String },
+    #[error("{path}: {msg}")]
+    ParseNoSpan { path: String, msg: String },
+    #[error("{path}: {key}: {msg}")]
+    Invalid { path: String, key: String, msg: String },
+}
+
+impl CollectorConfig {
+    /// Reads, parses and validates a TOML file; errors name the file and line or key.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        Self::from_toml(&text, &p)
+    }
+
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let cfg: CollectorConfig = toml::from_str(text).map_err(|e| match e.span() {
+            Some(span) => {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                ConfigError::Parse { path: origin.into(), line, column, msg: e.message().to_owned() }
+            }
+            None => ConfigError::ParseNoSpan { path: origin.into(), msg: e.message().to_owned() },
+        })?;
+        cfg.validate().map_err(|(key, msg)| ConfigError::Invalid { path: origin.into(), key, msg })?;
+        Ok(cfg)
+    }
+
+    /// Checks what serde cannot; the error names the key (`source[1].paths[0]`).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |k: &str, m: &str| Err((k.to_owned(), m.to_owned()));
+        if self.sources.is_empty() {
+            return bad("source", "at least one [[source]] is required");
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            let k = |f: &str| format!("source[{i}].{f}");
+            if s.name.is_empty() {
+                return Err((k("name"), "must not be empty".into()));
+            }
+            if !names.insert(s.name.as_str()) {
+                return Err((k("name"), format!("duplicate source name {:?}", s.name)));
+            }
+            if s.paths.is_empty() {
+                return Err((k("paths"), "at least one path pattern is required".into()));
+            }
+            for (j, p) in s.paths.iter().enumerate() {
+                let pat = PathPattern::parse(p).map_err(|e| (k(&format!("paths[{j}]")), e.to_string()))?;
+                if s.host == Some(HostFrom::Path) && !pat.has_site() {
+                    return Err((k(&format!("paths[{j}]")), "host = \"path\" needs a {site} in every pattern".into()));
+                }
+            }
+            if s.format.trim().is_empty() {
+                return Err((k("format"), "must name a log format".into()));
+            }
+            super::parse::resolve(&s.format).map_err(|e| (k("format"), e))?;
+        }
+        let kf = &self.kafka;
+        if kf.brokers.trim().is_empty() {
+            return bad("kafka.brokers", "must list at least one broker");
+        }
+        if kf.topic.is_empty() {
+            return bad("kafka.topic", "must not be empty");
+        }
+        if kf.rejects_topic.is_empty() {
+            return bad("kafka.rejects_topic", "must not be empty");
+        }
+        match kf.security_protocol.as_str() {
+            "plaintext" | "ssl" | "sasl_plaintext" | "sasl_ssl" => {}
+            _ => return bad("kafka.security_protocol", "must be plaintext, ssl, sasl_plaintext or sasl_ssl"),
+        }
+        if kf.security_protocol.starts_with("sasl") && (kf.sasl_mechanism.is_none() || kf.sasl_username.is_none()) {
+            return bad("kafka.sasl_mechanism", "sasl_* protocols need sasl_mechanism and sasl_username");
+        }
+        for key in kf.properties.keys() {
+            if key.contains("password") || key.contains("secret") {
+                return Err((
+                    format!("kafka.properties.{key:?}"),
+                    "secrets do not belong in the config file; use SITELOG_KAFKA_PASSWORD or sasl_password_file".into(),
+                ));
+            }
+        }
+        let l = &self.limits;
+        if l.batch_max_records == 0 {
+            return bad("limits.batch_max_records", "must be at least 1");
+        }
+        if l.batch_max_bytes.0 < 1024 || l.batch_max_bytes.0 > 900 << 10 {
+            return bad("limits.batch_max_bytes", "must be between 1KiB and 900KiB (Kafka's message.max.bytes is 1 MB)");
+        }
+        if l.max_inflight_bytes.0 < 2 * l.batch_max_bytes.0 {
+            return bad("limits.max_inflight_bytes", "must be at least twice limits.batch_max_bytes");
+        }
+        if l.max_line_bytes.0 < 256 {
+            return bad("limits.max_line_bytes", "must be at least 256 bytes");
+        }
+        if l.max_open_files == 0 {
+            return bad("limits.max_open_files", "must be at least 1");
+        }
+        if l.read_chunk_bytes.0 < 4096 {
+            return bad("limits.read_chunk_bytes", "must be at least 4KiB");
+        }
+        let t = &self.tail;
+        if t.fingerprint_bytes < 16 || t.fingerprint_bytes > 64 << 10 {
+            return bad("tail.fingerprint_bytes", "must be between 16 and 65536");
+        }
+        if t.poll_interval_ms == 0 || t.scan_interval_ms == 0 {
+            return bad("tail.poll_interval_ms", "poll and scan intervals must be at least 1 ms");
+        }
+        Ok(())
+    }
+
+    /// The compiled path patterns of source `i`.
+    pub fn patterns(&self, i: usize) -> Vec<PathPattern> {
+        self.sources[i].paths.iter().filter_map(|p| PathPattern::parse(p).ok()).collect()
+    }
+}
+
+/// A byte count written as an integer or as `"64KiB"`, `"16MiB"`, `"1GiB"`, `"500kB"`, `"1MB"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn as_usize(self) -> usize {
+        usize::try_from(self.0).unwrap_or(usize::MAX)
+    }
+
+    fn parse(s: &str) -> Option<u64> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num.parse().ok()?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "kB" | "KB" => 1000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            _ => return None,
+        };
+        n.checked_mul(mult)
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} bytes", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(ByteSize(n)),
+            Raw::Str(s) => ByteSize::parse(&s)
+                .map(ByteSize)
+                .ok_or_else(|| serde::de::Error::custom(format!("invalid size {s:?} (use bytes or e.g. \"16MiB\")"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[[source]]
+name = "sites"
+paths = ["/var/log/sites/{site}/access.log"]
+format = "combined"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = CollectorConfig::from_toml(MINIMAL, "c.toml").unwrap();
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.kafka.topic, "sitelog.access");
+        assert_eq!(c.sources[0].host_from(), HostFrom::Path);
+    }
+
+    /// The shipped example parses, validates and states every default it claims to.
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../../../deploy/collector.example.toml");
+        let c = CollectorConfig::from_toml(text, "deploy/collector.example.toml").unwrap();
+        assert_eq!(c.sources.len(), 2);
+        assert_eq!(c.sources[0].host_from(), HostFrom::Path);
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.tail, TailConfig::default());
+        assert_eq!(c.kafka.security_protocol, "sasl_ssl");
+    }
+
+    #[test]
+    fn sizes_accept_units() {
+        let text = format!("{MINIMAL}\n[limits]\nmax_inflight_bytes = \"32MiB\"\nbatch_max_bytes = 65536\n");
+        let c = CollectorConfig::from_toml(&text, "c.toml").unwrap();
+        assert_eq!(c.limits.max_inflight_bytes.0, 32 << 20);
+        assert_eq!(c.limits.batch_max_bytes.0, 65536);
+    }
+
+    #[test]
+    fn parse_errors_name_file_and_line() {
+        let text = format!("{MINIMAL}\n[limits]\nlinger_msec = 5\n");
+        let e = CollectorConfig::from_toml(&text, "c.toml").unwrap_err().to_string();
+        assert!(e.starts_with("c.toml: line 8"), "{e}");
+        assert!(e.contains("linger_msec"), "{e}");
+        let e = CollectorConfig::from_toml("[limits]\nmax_inflight_bytes = \"lots\"\n", "c.toml").unwrap_err();
+        assert!(e.to_string().contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn validate_names_the_key() {
+        let text = MINIMAL.replace("/var/log/sites/{site}/access.log", "relative/{site}.log");
+        let e = CollectorConfig::from_toml(&text, "c.toml").unwrap_err().to_string();
+        assert!(e.contains("source[0].paths[0]"), "{e}");
+        let text = format!("{MINIMAL}\n[kafka]\nsecurity_protocol = \"tls\"\n");
+        let e = CollectorConfig::from_toml(&text, "c.toml").unwrap_err().to_string();
+        assert!(e.contains("kafka.security_protocol"), "{e}");
+        let text = format!("{MINIMAL}\n[kafka.properties]\n\"sasl.password\" = \"x\"\n");
+        let e = CollectorConfig::from_toml(&text, "c.toml").unwrap_err().to_string();
+        assert!(e.contains("secrets"), "{e}");
+        let e = CollectorConfig::from_toml("", "c.toml").unwrap_err().to_string();
+        assert!(e.contains("source: at least one"), "{e}");
+    }
+}

@@ -1,0 +1,165 @@
+//! The Kafka sink: librdkafka's idempotent producer (`acks=all`, lz4), one message per
+//! batch, acknowledgements delivered to the collector's event channel.
+//!
+//! Idempotence holds within one producer session: librdkafka retries without duplicates.
+//! A failed message or a fatal client error makes the collector start a new session and
+//! re-send everything after its checkpoints; lines delivered by the old session then arrive
+//! twice with the same `(fingerprint, offset)` identity, and the processor drops them.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+use tracing::{debug, error, info, warn};
+
+use super::config::KafkaConfig;
+use super::sink::{Ack, Event, EventSender, Sink, SinkError, Token, Topic};
+
+/// Environment variable that holds the SASL password.
+pub const PASSWORD_ENV: &str = "SITELOG_KAFKA_PASSWORD";
+
+struct Ctx {
+    events: EventSender,
+}
+
+impl ClientContext for Ctx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                error!(target: "librdkafka", fac, "{log_message}")
+            }
+            RDKafkaLogLevel::Warning => warn!(target: "librdkafka", fac, "{log_message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => info!(target: "librdkafka", fac, "{log_message}"),
+            RDKafkaLogLevel::Debug => debug!(target: "librdkafka", fac, "{log_message}"),
+        }
+    }
+
+    fn error(&self, err: KafkaError, reason: &str) {
+        if err.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+            let _ = self.events.send(Event::Fatal(format!("{err}: {reason}")));
+        } else {
+            // Transient (broker down, reconnecting): librdkafka retries, reading pauses on
+            // backpressure, nothing to do here but say so.
+            warn!(target: "librdkafka", error = %err, "{reason}");
+        }
+    }
+}
+
+impl ProducerContext for Ctx {
+    type DeliveryOpaque = Box<Token>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, token: Box<Token>) {
+        let result = match result {
+            Ok(_) => Ok(()),
+            Err((e, _)) => Err(e.to_string()),
+        };
+        let _ = self.events.send(Event::Ack(Ack { token: *token, result }));
+    }
+}
+
+/// Builds librdkafka's settings from `[kafka]`; the password from the environment or file.
+pub fn client_config(k: &KafkaConfig) -> Result<ClientConfig, SinkError> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.brokers)
+        .set("client.id", &k.client_id)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", k.message_timeout_ms.to_string())
+        .set("security.protocol", &k.security_protocol);
+    let path = |p: &Path| p.display().to_string();
+    if let Some(p) = &k.ssl_ca_location {
+        c.set("ssl.ca.location", path(p));
+    }
+    if let Some(p) = &k.ssl_certificate_location {
+        c.set("ssl.certificate.location", path(p));
+    }
+    if let Some(p) = &k.ssl_key_location {
+        c.set("ssl.key.location", path(p));
+    }
+    if let Some(m) = &k.sasl_mechanism {
+        c.set("sasl.mechanism", m);
+    }
+    if let Some(u) = &k.sasl_username {
+        c.set("sasl.username", u);
+    }
+    if k.security_protocol.starts_with("sasl") {
+        c.set("sasl.password", sasl_password(k)?);
+    }
+    for (key, v) in &k.properties {
+        c.set(key, v);
+    }
+    Ok(c)
+}
+
+fn sasl_password(k: &KafkaConfig) -> Result<String, SinkError> {
+    if let Ok(p) = std::env::var(PASSWORD_ENV) {
+        return Ok(p);
+    }
+    match &k.sasl_password_file {
+        Some(file) => std::fs::read_to_string(file)
+            .map(|s| s.lines().next().unwrap_or_default().to_owned())
+            .map_err(|e| SinkError::Producer(format!("kafka.sasl_password_file {}: {e}", file.display()))),
+        None => Err(SinkError::Producer(format!("SASL needs a password: set {PASSWORD_ENV} or kafka.sasl_password_file"))),
+    }
+}
+
+pub struct KafkaSink {
+    config: ClientConfig,
+    topic: String,
+    rejects_topic: String,
+    events: EventSender,
+    producer: ThreadedProducer<Ctx>,
+}
+
+impl KafkaSink {
+    pub fn new(k: &KafkaConfig, events: EventSender) -> Result<Self, SinkError> {
+        let config = client_config(k)?;
+        let producer = Self::producer(&config, &events)?;
+        Ok(KafkaSink { config, topic: k.topic.clone(), rejects_topic: k.rejects_topic.clone(), events, producer })
+    }
+
+    fn producer(config: &ClientConfig, events: &EventSender) -> Result<ThreadedProducer<Ctx>, SinkError> {
+        config
+            .create_with_context(Ctx { events: events.clone() })
+            .map_err(|e| SinkError::Producer(e.to_string()))
+    }
+
+    /// Waits up to `timeout` for queued messages (their acks arrive as events).
+    pub fn flush(&self, timeout: Duration) {
+        let _ = self.producer.flush(timeout);
+    }
+}
+
+impl Sink for KafkaSink {
+    fn send(&mut self, topic: Topic, key: &[u8], payload: &[u8], token: Token) -> Result<(), SinkError> {
+        let name = match topic {
+            Topic::Records => &self.topic,
+            Topic::Rejects => &self.rejects_topic,
+        };
+        let mut record = BaseRecord::with_opaque_to(name, Box::new(token)).key(key).payload(payload);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    // librdkafka's own queue is full: its polling thread drains it.
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(SinkError::Producer(e.to_string())),
+            }
+        }
+    }
+
+    fn restart(&mut self) -> Result<(), SinkError> {
+        let fresh = Self::producer(&self.config, &self.events)?;
+        // Dropping the old producer purges its queue; those failures arrive with the old
+        // session number and are ignored.
+        drop(std::mem::replace(&mut self.producer, fresh));
+        Ok(())
+    }
+}

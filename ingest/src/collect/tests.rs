@@ -1,0 +1,744 @@
+//! Model-based tests of the collector at the file level, with an in-memory broker.
+//!
+//! A random sequence of writer and operator actions (append, partial line, rename-rotate,
+//! copytruncate, delete + recreate, compress, broker pause, delivery failure, collector crash
+//! and restart) runs against real files; a simple model records what was written. At the end
+//! the broker's log must hold every written line once by identity (fingerprint, offset) with
+//! its exact text: nothing missing, nothing foreign, duplicates only after a crash or a
+//! producer restart, and then with the same identity.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use sitelog_schema::wire::BatchReader;
+use sitelog_schema::{AccessRecord, Reject};
+
+use super::config::CollectorConfig;
+use super::engine::{Collector, Mode};
+use super::fingerprint;
+use super::parse::LineParser;
+use super::sink::{Ack, Event, Sink, SinkError, Token, Topic};
+
+/// A parser for the test lines: the text becomes the record's path; lines starting with `B`
+/// are unparseable.
+struct TextParser;
+
+impl LineParser for TextParser {
+    fn parse<'a>(&self, line: &'a [u8]) -> Result<AccessRecord<'a>, String> {
+        if line.first() == Some(&b'B') {
+            return Err("bad test line".into());
+        }
+        let s = std::str::from_utf8(line).map_err(|_| "not utf-8".to_owned())?;
+        Ok(AccessRecord { path: Cow::Borrowed(s), ts_micros: s.len() as i64, ..Default::default() })
+    }
+}
+
+#[derive(Default)]
+struct Broker {
+    log: Vec<(Topic, Vec<u8>)>,
+    unacked: Vec<(Token, Topic, Vec<u8>)>,
+}
+
+#[derive(Clone, Default)]
+struct MemSink(Rc<RefCell<Broker>>);
+
+impl Sink for MemSink {
+    fn send(&mut self, topic: Topic, _key: &[u8], payload: &[u8], token: Token) -> Result<(), SinkError> {
+        self.0.borrow_mut().unacked.push((token, topic, payload.to_vec()));
+        Ok(())
+    }
+
+    fn restart(&mut self) -> Result<(), SinkError> {
+        // The old session's queue is purged: those messages never reach the log.
+        self.0.borrow_mut().unacked.clear();
+        Ok(())
+    }
+}
+
+impl MemSink {
+    /// Delivers and acknowledges up to `n` messages, picked by `pick` (out of order).
+    fn deliver(&self, n: usize, pick: &mut impl FnMut(usize) -> usize, events: &mpsc::Sender<Event>) {
+        for _ in 0..n {
+            let mut b = self.0.borrow_mut();
+            if b.unacked.is_empty() {
+                return;
+            }
+            let i = pick(b.unacked.len());
+            let (token, topic, payload) = b.unacked.swap_remove(i);
+            b.log.push((topic, payload));
+            let _ = events.send(Event::Ack(Ack { token, result: Ok(()) }));
+        }
+    }
+
+    fn fail_one(&self, events: &mpsc::Sender<Event>) {
+        let mut b = self.0.borrow_mut();
+        if let Some((token, _, _)) = b.unacked.pop() {
+            let _ = events.send(Event::Ack(Ack { token, result: Err("test: broker said no".into()) }));
+        }
+    }
+
+    /// Emitted (fingerprint, offset) → texts, in log order.
+    fn emitted(&self) -> BTreeMap<(u64, u64), Vec<String>> {
+        let mut out: BTreeMap<(u64, u64), Vec<String>> = BTreeMap::new();
+        for (topic, payload) in &self.0.borrow().log {
+            match topic {
+                Topic::Records => {
+                    for r in BatchReader::new(payload).expect("batch header") {
+                        let r = r.expect("record");
+                        out.entry((r.source.fingerprint, r.source.offset)).or_default().push(r.path.into_owned());
+                    }
+                }
+                Topic::Rejects => {
+                    let r: Reject = serde_json::from_slice(payload).expect("reject json");
+                    out.entry((r.fingerprint, r.offset)).or_default().push(r.raw);
+                }
+            }
+        }
+        out
+    }
+}
+
+static DIRS: AtomicUsize = AtomicUsize::new(0);
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let n = DIRS.fetch_add(1, Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("sitelog-{tag}-{}-{n}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+fn config(root: &Path, extra: &str) -> CollectorConfig {
+    let text = format!(
+        r#"
+[collector]
+checkpoint_dir = "{root}/state"
+[limits]
+max_inflight_bytes = 4096
+batch_max_records = 3
+batch_max_bytes = 1024
+linger_ms = 0
+max_line_bytes = 300
+{extra}
+[tail]
+rotate_wait_ms = 0
+checkpoint_interval_ms = 0
+scan_interval_ms = 1
+poll_interval_ms = 1
+inotify = false
+fingerprint_bytes = 64
+[[source]]
+name = "test"
+paths = ["{root}/logs/{{site}}/access.log"]
+format = "combined"
+"#,
+        root = root.display()
+    );
+    CollectorConfig::from_toml(&text, "test.toml").expect("test config")
+}
+
+fn collector(cfg: &CollectorConfig, mode: Mode, sink: &MemSink) -> Collector<MemSink> {
+    Collector::with_parsers(cfg.clone(), mode, sink.clone(), mpsc::channel(), vec![Arc::new(TextParser)])
+        .expect("collector")
+}
+
+// ------------------------------------------------------------------------------- the model
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append { site: usize, lines: usize, bad: bool },
+    Partial { site: usize },
+    Long { site: usize },
+    RenameRotate { site: usize },
+    CopyTruncate { site: usize },
+    DeleteRecreate { site: usize },
+    Compress,
+    Step { deliver: usize },
+    Pause,
+    Resume,
+    FailDelivery,
+    Crash { delivered: bool },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let site = 0usize..2;
+    prop_oneof![
+        6 => (site.clone(), 1usize..6, prop::bool::weighted(0.15)).prop_map(|(site, lines, bad)| Op::Append { site, lines, bad }),
+        2 => site.clone().prop_map(|site| Op::Partial { site }),
+        1 => site.clone().prop_map(|site| Op::Long { site }),
+        2 => site.clone().prop_map(|site| Op::RenameRotate { site }),
+        2 => site.clone().prop_map(|site| Op::CopyTruncate { site }),
+        1 => site.clone().prop_map(|site| Op::DeleteRecreate { site }),
+        1 => Just(Op::Compress),
+        6 => (0usize..8).prop_map(|deliver| Op::Step { deliver }),
+        1 => Just(Op::Pause),
+        1 => Just(Op::Resume),
+        1 => Just(Op::FailDelivery),
+        1 => any::<bool>().prop_map(|delivered| Op::Crash { delivered }),
+    ]
+}
+
+/// One file as the writer knows it.
+struct MFile {
+    site: usize,
+    path: PathBuf,
+    content: Vec<u8>,
+    /// Rotated away, copied, deleted: its partial last line counts as a line.
+    is_final: bool,
+    /// Lines may be missing: the file was deleted (or never identified) when the collector
+    /// crashed, so nothing could read it afterwards.
+    lossy: bool,
+}
+
+struct Model {
+    root: PathBuf,
+    files: Vec<MFile>,
+    /// Index in `files` of each site's live file.
+    live: [Option<usize>; 2],
+    next_id: u64,
+    next_name: u64,
+    dups_allowed: bool,
+}
+
+const SITES: [&str; 2] = ["a.example", "b.example"];
+
+impl Model {
+    fn live_path(&self, site: usize) -> PathBuf {
+        self.root.join("logs").join(SITES[site]).join("access.log")
+    }
+
+    fn live(&mut self, site: usize) -> usize {
+        if let Some(i) = self.live[site] {
+            return i;
+        }
+        let path = self.live_path(site);
+        fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        fs::File::create(&path).expect("create");
+        self.files.push(MFile { site, path, content: Vec::new(), is_final: false, lossy: false });
+        self.live[site] = Some(self.files.len() - 1);
+        self.files.len() - 1
+    }
+
+    fn write(&mut self, i: usize, bytes: &[u8]) {
+        let f = &mut self.files[i];
+        let mut h = fs::OpenOptions::new().append(true).open(&f.path).expect("open for append");
+        h.write_all(bytes).expect("append");
+        f.content.extend_from_slice(bytes);
+    }
+
+    fn has_partial(&self, i: usize) -> bool {
+        self.files[i].content.last().is_some_and(|&b| b != b'\n')
+    }
+
+    fn rotated_name(&mut self, site: usize) -> PathBuf {
+        self.next_name += 1;
+        self.live_path(site).with_file_name(format!("access.log.{}", self.next_name))
+    }
+
+    /// Expected (fingerprint, offset) → text, plus which of them may be missing.
+    fn expected(&self) -> (BTreeMap<(u64, u64), String>, HashSet<(u64, u64)>) {
+        let mut want = BTreeMap::new();
+        let mut optional = HashSet::new();
+        for f in &self.files {
+            let head = &f.content[..f.content.len().min(64)];
+            let Some(fp) = fingerprint::of_head(head, 64, f.is_final, Some(SITES[f.site])) else { continue };
+            let mut start = 0;
+            let c = &f.content;
+            while start < c.len() {
+                let (end, complete) = match c[start..].iter().position(|&b| b == b'\n') {
+                    Some(i) => (start + i, true),
+                    None => (c.len(), false),
+                };
+                if complete || f.is_final {
+                    let text = String::from_utf8_lossy(&c[start..end]).into_owned();
+                    let text = if end - start > 300 { text[..text.len().min(4096)].to_owned() } else { text };
+                    want.insert((fp, start as u64), text);
+                    if f.lossy {
+                        optional.insert((fp, start as u64));
+                    }
+                }
+                start = end + 1;
+            }
+        }
+        (want, optional)
+    }
+}
+
+struct Harness {
+    model: Model,
+    sink: MemSink,
+    cfg: CollectorConfig,
+    col: Option<Collector<MemSink>>,
+    paused: bool,
+    rng: u64,
+}
+
+impl Harness {
+    fn new(extra: &str) -> Self {
+        let root = temp_dir("model");
+        let cfg = config(&root, extra);
+        let sink = MemSink::default();
+        let col = collector(&cfg, Mode::Follow, &sink);
+        Harness {
+            model: Model { root, files: Vec::new(), live: [None, None], next_id: 0, next_name: 0, dups_allowed: false },
+            sink,
+            cfg,
+            col: Some(col),
+            paused: false,
+            rng: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+
+    fn col(&mut self) -> &mut Collector<MemSink> {
+        self.col.as_mut().expect("collector running")
+    }
+
+    fn step(&mut self, deliver: usize) {
+        let col = self.col.as_mut().expect("collector");
+        col.rescan_now();
+        col.step(Duration::ZERO).expect("step");
+        if !self.paused {
+            let events = col.events();
+            let mut rng = self.rng;
+            let mut pick = |n: usize| {
+                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((rng >> 33) as usize) % n
+            };
+            self.sink.deliver(deliver, &mut pick, &events);
+            self.rng = rng | 1;
+            self.col.as_mut().expect("collector").step(Duration::ZERO).expect("step");
+        }
+    }
+
+    /// The collector looks once (scan and poll) without anything being acknowledged: a
+    /// tailer can only follow a file through a rotation if it saw the file before it.
+    fn observe(&mut self) {
+        let col = self.col.as_mut().expect("collector");
+        col.rescan_now();
+        col.step(Duration::ZERO).expect("step");
+    }
+
+    fn apply(&mut self, op: &Op) {
+        let m = &mut self.model;
+        match *op {
+            Op::Append { site, lines, bad } => {
+                let i = m.live(site);
+                let mut text = Vec::new();
+                if m.has_partial(i) {
+                    text.extend_from_slice(b"x\n");
+                }
+                for k in 0..lines {
+                    m.next_id += 1;
+                    let tag = if bad && k == 0 { 'B' } else { 'L' };
+                    text.extend_from_slice(format!("{tag}{}-{}\n", m.next_id, SITES[site]).as_bytes());
+                }
+                m.write(i, &text);
+            }
+            Op::Partial { site } => {
+                let i = m.live(site);
+                if !m.has_partial(i) {
+                    m.next_id += 1;
+                    let text = format!("L{}-partial", m.next_id);
+                    m.write(i, text.as_bytes());
+                }
+            }
+            Op::Long { site } => {
+                let i = m.live(site);
+                if !m.has_partial(i) {
+                    m.next_id += 1;
+                    let text = format!("L{}-{}\n", m.next_id, "y".repeat(400));
+                    m.write(i, text.as_bytes());
+                }
+            }
+            Op::RenameRotate { site } => {
+                let Some(i) = m.live[site] else { return };
+                // The collector must have seen the file to follow it (a file created and
+                // rotated between two scans is invisible to any tailer).
+                self.observe();
+                let m = &mut self.model;
+                let to = m.rotated_name(site);
+                fs::rename(&m.files[i].path, &to).expect("rename");
+                m.files[i].path = to;
+                m.files[i].is_final = true;
+                m.live[site] = None;
+                m.live(site);
+            }
+            Op::CopyTruncate { site } => {
+                let Some(i) = m.live[site] else { return };
+                if !m.files[i].content.contains(&b'\n') {
+                    return; // unidentifiable yet: nothing could find the copy
+                }
+                self.observe();
+                let m = &mut self.model;
+                let to = m.rotated_name(site);
+                fs::copy(&m.files[i].path, &to).expect("copy");
+                let live_path = m.files[i].path.clone();
+                fs::OpenOptions::new().write(true).truncate(true).open(&live_path).expect("truncate");
+                let copy = MFile {
+                    site,
+                    path: to,
+                    content: std::mem::take(&mut m.files[i].content),
+                    is_final: true,
+                    lossy: false,
+                };
+                m.files[i] = copy;
+                m.files.push(MFile { site, path: live_path, content: Vec::new(), is_final: false, lossy: false });
+                m.live[site] = Some(m.files.len() - 1);
+            }
+            Op::DeleteRecreate { site } => {
+                let Some(i) = m.live[site] else { return };
+                self.observe();
+                let m = &mut self.model;
+                fs::remove_file(&m.files[i].path).expect("delete");
+                m.files[i].is_final = true;
+                m.files[i].path = PathBuf::from("/nonexistent/deleted");
+                m.live[site] = None;
+                m.live(site);
+            }
+            Op::Compress => {
+                let Some(i) = m.files.iter().position(|f| {
+                    f.is_final && f.path.exists() && f.path.extension().is_none_or(|e| e != "gz")
+                }) else {
+                    return;
+                };
+                let gz = PathBuf::from(format!("{}.gz", m.files[i].path.display()));
+                let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                enc.write_all(&m.files[i].content).expect("gzip");
+                fs::write(&gz, enc.finish().expect("gzip")).expect("write gz");
+                fs::remove_file(&m.files[i].path).expect("remove plain");
+                m.files[i].path = gz;
+            }
+            Op::Step { deliver } => self.step(deliver),
+            Op::Pause => self.paused = true,
+            Op::Resume => self.paused = false,
+            Op::FailDelivery => {
+                let events = self.col().events();
+                let had = !self.sink.0.borrow().unacked.is_empty();
+                self.sink.fail_one(&events);
+                if had {
+                    self.model.dups_allowed = true;
+                }
+                self.step(0);
+            }
+            Op::Crash { delivered } => {
+                drop(self.col.take());
+                {
+                    let mut b = self.sink.0.borrow_mut();
+                    let unacked = std::mem::take(&mut b.unacked);
+                    if delivered {
+                        // Delivered but the acknowledgement was lost with the process.
+                        b.log.extend(unacked.into_iter().map(|(_, t, p)| (t, p)));
+                    }
+                }
+                self.model.dups_allowed = true;
+                // What only the crashed process could still read is gone: deleted files,
+                // and rotated files it had not identified yet (no checkpoint names them).
+                for f in &mut self.model.files {
+                    if f.is_final && (!f.path.exists() || !f.content[..f.content.len().min(64)].contains(&b'\n')) {
+                        f.lossy = true;
+                    }
+                }
+                self.col = Some(collector(&self.cfg, Mode::Follow, &self.sink));
+            }
+        }
+    }
+
+    /// Lets everything settle: broker up, collector reads, sends, finishes rotated files.
+    fn drain(&mut self) {
+        self.paused = false;
+        for _ in 0..2000 {
+            self.step(usize::MAX);
+            if self.sink.0.borrow().unacked.is_empty() && self.col.as_ref().is_some_and(|c| c.settled()) {
+                return;
+            }
+            // A restart after repeated failures backs off.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!("collector did not settle");
+    }
+
+    fn check(&self) -> Result<(), TestCaseError> {
+        let (want, optional) = self.model.expected();
+        let got = self.sink.emitted();
+        for (id, text) in &want {
+            match got.get(id) {
+                None if optional.contains(id) => {}
+                None => return Err(TestCaseError::fail(format!("missing line {id:?} {text:?}"))),
+                Some(texts) => {
+                    for t in texts {
+                        prop_assert_eq!(t, text, "wrong text at {:?}", id);
+                    }
+                    if texts.len() > 1 && !self.model.dups_allowed {
+                        return Err(TestCaseError::fail(format!("duplicate {id:?} {text:?} without crash or restart")));
+                    }
+                }
+            }
+        }
+        for (id, texts) in &got {
+            prop_assert!(want.contains_key(id), "foreign record {:?} {:?}", id, texts);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        drop(self.col.take());
+        let _ = fs::remove_dir_all(&self.model.root);
+    }
+}
+
+proptest! {
+    // 64 cases keep `cargo test` in seconds; PROPTEST_CASES=2000 for a long hunt.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64),
+        max_shrink_iters: 2000,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn collector_matches_the_model(ops in proptest::collection::vec(op(), 1..60)) {
+        let mut h = Harness::new("");
+        for op in &ops {
+            h.apply(op);
+        }
+        h.drain();
+        h.check()?;
+        // A clean restart afterwards sends nothing again.
+        let before = h.sink.0.borrow().log.len();
+        drop(h.col.take());
+        h.col = Some(collector(&h.cfg, Mode::Follow, &h.sink));
+        h.drain();
+        prop_assert_eq!(h.sink.0.borrow().log.len(), before, "a restart re-sent acknowledged lines");
+    }
+}
+
+// ------------------------------------------------------------------------------- scenarios
+
+fn write_lines(path: &Path, from: usize, n: usize) {
+    let mut f = fs::OpenOptions::new().create(true).append(true).open(path).expect("open");
+    for i in from..from + n {
+        writeln!(f, "L{i}-{}", path.display()).expect("write");
+    }
+}
+
+fn run_once(cfg: &CollectorConfig, sink: &MemSink) {
+    let mut c = collector(cfg, Mode::Once, sink);
+    let events = c.events();
+    for _ in 0..10_000 {
+        c.rescan_now();
+        c.step(Duration::ZERO).expect("step");
+        sink.deliver(usize::MAX, &mut |_| 0, &events);
+        if c.is_done() {
+            return;
+        }
+    }
+    panic!("--once did not finish");
+}
+
+fn lines_in(sink: &MemSink) -> Vec<String> {
+    let mut v: Vec<String> = sink.emitted().into_values().flatten().collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn once_reads_everything_then_nothing_again() {
+    let root = temp_dir("once");
+    let cfg = config(&root, "");
+    let dir = root.join("logs/a.example");
+    fs::create_dir_all(&dir).unwrap();
+    write_lines(&dir.join("access.log"), 0, 50);
+    fs::write(dir.join("access.log.1"), "not matched\n").unwrap();
+    let sink = MemSink::default();
+    run_once(&cfg, &sink);
+    assert_eq!(lines_in(&sink).len(), 50);
+    // A partial last line waits for its newline.
+    fs::OpenOptions::new().append(true).open(dir.join("access.log")).unwrap().write_all(b"L50-partial").unwrap();
+    run_once(&cfg, &sink);
+    assert_eq!(lines_in(&sink).len(), 50);
+    fs::OpenOptions::new().append(true).open(dir.join("access.log")).unwrap().write_all(b"\n").unwrap();
+    write_lines(&dir.join("access.log"), 51, 5);
+    run_once(&cfg, &sink);
+    let all = lines_in(&sink);
+    assert_eq!(all.len(), 56, "{all:?}");
+    assert!(all.contains(&"L50-partial".to_owned()));
+    fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn rotation_while_down_is_finished_from_the_rotated_file() {
+    let root = temp_dir("down");
+    let cfg = config(&root, "");
+    let dir = root.join("logs/a.example");
+    fs::create_dir_all(&dir).unwrap();
+    let live = dir.join("access.log");
+    write_lines(&live, 0, 10);
+    let sink = MemSink::default();
+    run_once(&cfg, &sink);
+    // While the collector is stopped: more lines, rotation, compression, a new file.
+    write_lines(&live, 10, 5);
+    fs::rename(&live, dir.join("access.log.1")).unwrap();
+    let plain = fs::read(dir.join("access.log.1")).unwrap();
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(&plain).unwrap();
+    fs::write(dir.join("access.log.1.gz"), enc.finish().unwrap()).unwrap();
+    fs::remove_file(dir.join("access.log.1")).unwrap();
+    write_lines(&live, 100, 3);
+    run_once(&cfg, &sink);
+    let got = sink.emitted();
+    assert_eq!(got.len(), 18);
+    assert!(got.values().all(|v| v.len() == 1), "no duplicates");
+    fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn backfill_skips_sent_archives_and_reads_new_ones() {
+    let root = temp_dir("backfill");
+    let cfg = config(&root, "");
+    let dir = root.join("logs/a.example");
+    fs::create_dir_all(&dir).unwrap();
+    let live = dir.join("access.log");
+    write_lines(&live, 0, 20);
+    let sink = MemSink::default();
+    run_once(&cfg, &sink);
+    // The live file is rotated and archived after it was sent: backfill must skip it...
+    let gz = |name: &str, body: &[u8]| {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(body).unwrap();
+        let (a, b) = body.split_at(body.len() / 2);
+        // ...written as two gzip members, as `cat a.gz b.gz` would.
+        let mut e1 = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e1.write_all(a).unwrap();
+        let mut e2 = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e2.write_all(b).unwrap();
+        let mut both = e1.finish().unwrap();
+        both.extend(e2.finish().unwrap());
+        fs::write(dir.join(name), both).unwrap();
+    };
+    gz("access.log.2.gz", &fs::read(&live).unwrap());
+    // ...and read an older archive it never saw.
+    let old: String = (0..30).map(|i| format!("L{i}-old\n")).collect();
+    gz("access.log.3.gz", old.as_bytes());
+    let mut c = collector(
+        &cfg,
+        Mode::Backfill { paths: vec![dir.join("access.log.2.gz"), dir.join("access.log.3.gz")], source: None },
+        &sink,
+    );
+    let events = c.events();
+    while !c.is_done() {
+        c.step(Duration::ZERO).unwrap();
+        sink.deliver(usize::MAX, &mut |_| 0, &events);
+    }
+    let stats = c.stats();
+    assert_eq!(stats.files_skipped.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        stats.backfill_done_bytes.load(Ordering::Relaxed),
+        stats.backfill_total_bytes.load(Ordering::Relaxed)
+    );
+    drop(c);
+    let got = sink.emitted();
+    assert_eq!(got.len(), 50);
+    assert!(got.values().all(|v| v.len() == 1));
+    // A second backfill of the same archive sends nothing.
+    let mut c = collector(&cfg, Mode::Backfill { paths: vec![dir.join("access.log.3.gz")], source: None }, &sink);
+    while !c.is_done() {
+        c.step(Duration::ZERO).unwrap();
+    }
+    assert_eq!(sink.emitted().len(), 50);
+    drop(c);
+    // A path no source matches is refused with a clear error.
+    let stray = root.join("stray.log");
+    fs::write(&stray, "x\n").unwrap();
+    let mut c = collector(&cfg, Mode::Backfill { paths: vec![stray], source: None }, &sink);
+    let e = c.step(Duration::ZERO).unwrap_err().to_string();
+    assert!(e.contains("matches no source"), "{e}");
+    fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn many_files_with_few_descriptors() {
+    let root = temp_dir("fds");
+    let cfg = config(&root, "max_open_files = 8");
+    let sink = MemSink::default();
+    let mut c = collector(&cfg, Mode::Follow, &sink);
+    let events = c.events();
+    let mut expected = 0;
+    for round in 0..3 {
+        for s in 0..60 {
+            let dir = root.join(format!("logs/s{s}.example"));
+            fs::create_dir_all(&dir).unwrap();
+            write_lines(&dir.join("access.log"), round * 10, 4);
+            expected += 4;
+        }
+        for _ in 0..200 {
+            c.rescan_now();
+            c.step(Duration::ZERO).unwrap();
+            sink.deliver(usize::MAX, &mut |_| 0, &events);
+            assert!(c.debug_counts().1 <= 8, "open descriptors {:?}", c.debug_counts());
+        }
+    }
+    let got = sink.emitted();
+    assert_eq!(got.len(), expected);
+    assert!(got.values().all(|v| v.len() == 1));
+    drop(c);
+    fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn backpressure_bounds_memory_while_the_broker_is_down() {
+    let root = temp_dir("bp");
+    let cfg = config(&root, "");
+    let dir = root.join("logs/a.example");
+    fs::create_dir_all(&dir).unwrap();
+    write_lines(&dir.join("access.log"), 0, 5000);
+    let sink = MemSink::default();
+    let mut c = collector(&cfg, Mode::Follow, &sink);
+    for _ in 0..200 {
+        c.step(Duration::ZERO).unwrap();
+        let held: usize = sink.0.borrow().unacked.iter().map(|(_, _, p)| p.len()).sum();
+        // The bound is soft by the encoding of one read's lines.
+        assert!(held <= 2 * 4096, "in flight {held}");
+        assert!(c.stats().inflight_bytes.load(Ordering::Relaxed) <= 2 * 4096);
+    }
+    let events = c.events();
+    for _ in 0..20_000 {
+        c.step(Duration::ZERO).unwrap();
+        sink.deliver(usize::MAX, &mut |_| 0, &events);
+        if sink.emitted().len() == 5000 && sink.0.borrow().unacked.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(sink.emitted().len(), 5000);
+    drop(c);
+    fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn inode_reuse_is_a_new_file() {
+    let root = temp_dir("inode");
+    let cfg = config(&root, "");
+    let dir = root.join("logs/a.example");
+    fs::create_dir_all(&dir).unwrap();
+    let live = dir.join("access.log");
+    let sink = MemSink::default();
+    for gen in 0..5 {
+        write_lines(&live, gen * 100, 3);
+        run_once(&cfg, &sink);
+        // Delete and recreate: ext4 and tmpfs hand the freed inode to the new file.
+        fs::remove_file(&live).unwrap();
+    }
+    let got = sink.emitted();
+    assert_eq!(got.len(), 15, "{got:?}");
+    fs::remove_dir_all(&root).unwrap();
+}
