@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use clickhouse::Client;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sitelog_schema::wire::BatchReader;
@@ -70,7 +70,8 @@ pub struct Context;
 
 impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
+        let eof = matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF));
+        if !eof {
             tracing::error!(error = %error, reason, "kafka client error");
         }
     }
@@ -91,6 +92,10 @@ pub struct Processor {
     map_version: u64,
     last_register_check: Instant,
     deriver: Deriver,
+    /// Next offset to read per partition, as last committed here (for the lag gauge).
+    committed: HashMap<i32, i64>,
+    last_lag_report: Instant,
+    ever_assigned: bool,
     pub stats: Stats,
 }
 
@@ -123,6 +128,9 @@ impl Processor {
             map_version: 0,
             last_register_check: Instant::now(),
             deriver: Deriver::new(),
+            committed: HashMap::new(),
+            last_lag_report: Instant::now(),
+            ever_assigned: false,
             stats: Stats::default(),
             cfg,
         };
@@ -152,7 +160,9 @@ impl Processor {
         let mut last_assignment_check = Instant::now() - Duration::from_secs(1);
         while !stop.load(Ordering::Relaxed) {
             if last_assignment_check.elapsed() >= Duration::from_millis(250) {
-                self.check_assignment()?;
+                if self.check_assignment()? {
+                    idle_since = Instant::now();
+                }
                 last_assignment_check = Instant::now();
             }
             if self.last_register_check.elapsed() >= Duration::from_secs(self.cfg.attribution.register_poll_secs) {
@@ -178,13 +188,28 @@ impl Processor {
                 }
                 None => {}
             }
-            let due: Vec<i32> = self.parts.iter().filter(|(_, b)| self.is_due(b)).map(|(p, _)| *p).collect();
-            for p in due {
+            if self.last_lag_report.elapsed() >= Duration::from_secs(15) {
+                self.report_lag();
+            }
+            // One batch per turn, so the consumer is polled between inserts and stays in the
+            // group (max.poll.interval.ms) even when several partitions are due at once.
+            if let Some(p) = self.parts.iter().find(|(_, b)| self.is_due(b)).map(|(p, _)| *p) {
                 self.flush(p, stop)?;
+                idle_since = Instant::now();
             }
             if let Some(idle) = exit_when_idle {
-                let caught_up = self.assigned.iter().all(|p| self.eof.contains(p));
-                if caught_up && self.parts.is_empty() && idle_since.elapsed() >= idle {
+                // Caught up = every assigned partition reported its end. A replica without
+                // partitions (or one that just lost them in a rebalance) waits longer, so a
+                // rebalance in progress is not mistaken for the end of the topic.
+                let caught_up = !self.assigned.is_empty() && self.assigned.iter().all(|p| self.eof.contains(p));
+                let wait = match (self.assigned.is_empty(), self.ever_assigned) {
+                    (false, _) => idle,
+                    (true, true) => idle * 3,
+                    // Still joining the group: a broker may hold the join for a whole
+                    // rebalance timeout when a previous member left uncleanly.
+                    (true, false) => idle.max(Duration::from_secs(60)),
+                };
+                if (caught_up || self.assigned.is_empty()) && self.parts.is_empty() && idle_since.elapsed() >= wait {
                     break;
                 }
             }
@@ -200,6 +225,19 @@ impl Processor {
         Ok(self.stats.clone())
     }
 
+    /// Consumer lag per partition. A broker round trip, so every 15 s, never per batch (a
+    /// fetch in flight can hold the answer back for its whole wait time).
+    fn report_lag(&mut self) {
+        self.last_lag_report = Instant::now();
+        for &p in &self.assigned {
+            if let (Some(next), Ok((_, high))) =
+                (self.committed.get(&p), self.consumer.fetch_watermarks(&self.cfg.kafka.topic, p, Duration::from_millis(500)))
+            {
+                metrics::gauge!("sitelog_process_consumer_lag_messages", "partition" => p.to_string()).set((high - next).max(0) as f64);
+            }
+        }
+    }
+
     fn is_due(&self, b: &PartBuf) -> bool {
         match b.planned_end {
             Some(end) => b.end >= end,
@@ -209,17 +247,19 @@ impl Processor {
 
     /// Drops buffers of revoked partitions (their new owner re-reads them) and reloads the
     /// progress another replica may have advanced for newly assigned ones.
-    fn check_assignment(&mut self) -> Result<(), ProcessError> {
+    /// Returns whether the assignment changed.
+    fn check_assignment(&mut self) -> Result<bool, ProcessError> {
         let now: BTreeSet<i32> = self.consumer.assignment()?.elements().iter().map(|e| e.partition()).collect();
         if now == self.assigned {
-            return Ok(());
+            return Ok(false);
         }
         self.parts.retain(|p, _| now.contains(p));
         self.eof.retain(|p| now.contains(p));
         tracing::info!(partitions = ?now, "assignment changed");
+        self.ever_assigned |= !now.is_empty();
         self.assigned = now;
         self.progress = self.rt.block_on(sink::load_progress(&self.client))?;
-        Ok(())
+        Ok(true)
     }
 
     fn push(&mut self, p: i32, offset: i64, payload: Vec<u8>, stop: &AtomicBool) -> Result<(), ProcessError> {
@@ -317,9 +357,7 @@ impl Processor {
         metrics::counter!("sitelog_process_records_total", "outcome" => "inserted").increment(rows.len() as u64);
         metrics::counter!("sitelog_process_records_total", "outcome" => "unattributed").increment(unattributed);
         metrics::histogram!("sitelog_process_insert_seconds").record(started.elapsed().as_secs_f64());
-        if let Ok((_, high)) = self.consumer.fetch_watermarks(&topic, p, Duration::from_secs(1)) {
-            metrics::gauge!("sitelog_process_consumer_lag_messages", "partition" => p.to_string()).set((high - end - 1).max(0) as f64);
-        }
+        self.committed.insert(p, end + 1);
         tracing::debug!(partition = p, start, end, rows = rows.len(), ms = started.elapsed().as_millis() as u64, "batch stored");
         Ok(())
     }

@@ -140,21 +140,24 @@ fn billing(a: BillingArgs) -> anyhow::Result<ExitCode> {
         Some(path) => write_atomically(path, &text)?,
         None => print!("{text}"),
     }
-    if report.status == billing::Status::Provisional && a.format != Format::Table {
+    // The table already shows status, lagging sources and mismatches on stdout.
+    let table_on_stdout = a.format == Format::Table && a.output.is_none();
+    if report.status == billing::Status::Provisional && !table_on_stdout {
         eprintln!("note: {month} is PROVISIONAL: {}", report.completeness.reasons.iter().chain(&report.problems).cloned().collect::<Vec<_>>().join("; "));
         for l in &report.completeness.lagging {
             eprintln!("lagging source: {} (file {}) watermark {}", l.site_host, l.fingerprint, l.watermark);
         }
     }
     if let Some(v) = &report.verification {
-        for m in &v.mismatches {
-            eprintln!("{m}");
+        if !table_on_stdout {
+            for m in &v.mismatches {
+                eprintln!("{m}");
+            }
+            eprintln!("verification: {} differences", v.mismatches.len());
         }
         if !v.mismatches.is_empty() {
-            eprintln!("verification: {} differences", v.mismatches.len());
             return Ok(ExitCode::from(3));
         }
-        eprintln!("verification: no differences");
     }
     Ok(ExitCode::SUCCESS)
 }

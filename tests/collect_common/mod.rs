@@ -45,7 +45,13 @@ pub struct LogWriter {
 
 impl LogWriter {
     pub fn new(root: &Path) -> Self {
-        LogWriter { root: root.to_path_buf(), files: Vec::new(), live: BTreeMap::new(), next_id: 0, rotations: 0 }
+        LogWriter {
+            root: root.to_path_buf(),
+            files: Vec::new(),
+            live: BTreeMap::new(),
+            next_id: 0,
+            rotations: 0,
+        }
     }
 
     pub fn live_path(&self, site: &str) -> PathBuf {
@@ -58,7 +64,11 @@ impl LogWriter {
         }
         let path = self.live_path(site);
         fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        let f = OpenOptions::new().create(true).append(true).open(&path).expect("create log");
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("create log");
         self.files.push(WFile {
             site: site.into(),
             path: Some(path),
@@ -101,7 +111,8 @@ impl LogWriter {
 
     fn rotated_path(&mut self, site: &str) -> PathBuf {
         self.rotations += 1;
-        self.live_path(site).with_file_name(format!("access.log.{}", self.rotations))
+        self.live_path(site)
+            .with_file_name(format!("access.log.{}", self.rotations))
     }
 
     /// logrotate `create`: rename, then the server keeps writing to the old file for
@@ -126,9 +137,18 @@ impl LogWriter {
         fs::copy(self.live_path(site), &to).expect("copy");
         let (_, handle) = self.live.get_mut(site).expect("live");
         handle.set_len(0).expect("truncate");
-        let fresh = WFile { site: site.into(), path: Some(self.live_path(site)), content: Vec::new(), lines: Vec::new(), gz: None };
+        let fresh = WFile {
+            site: site.into(),
+            path: Some(self.live_path(site)),
+            content: Vec::new(),
+            lines: Vec::new(),
+            gz: None,
+        };
         let old = std::mem::replace(&mut self.files[i], fresh);
-        self.files.push(WFile { path: Some(to), ..old });
+        self.files.push(WFile {
+            path: Some(to),
+            ..old
+        });
     }
 
     /// Delete the live file and start a new one (possibly on the same inode).
@@ -158,7 +178,10 @@ impl LogWriter {
         let live = self.live.get(site).map(|(i, _)| *i);
         (0..self.files.len()).rev().find(|&i| {
             let f = &self.files[i];
-            Some(i) != live && f.site == site && f.gz.is_none() && f.path.as_ref().is_some_and(|p| p.exists())
+            Some(i) != live
+                && f.site == site
+                && f.gz.is_none()
+                && f.path.as_ref().is_some_and(|p| p.exists())
         })
     }
 
@@ -167,7 +190,9 @@ impl LogWriter {
         let mut out = BTreeMap::new();
         for f in &self.files {
             let head = &f.content[..f.content.len().min(FP_BYTES)];
-            let Some(fp) = fingerprint::of_head(head, FP_BYTES, false, Some(&f.site)) else { continue };
+            let Some(fp) = fingerprint::of_head(head, FP_BYTES, false, Some(&f.site)) else {
+                continue;
+            };
             for (off, path) in &f.lines {
                 out.insert((fp, *off), path.clone());
             }
@@ -181,7 +206,13 @@ impl LogWriter {
 }
 
 /// A collector config for a test directory.
-pub fn config(dir: &Path, bootstrap: &str, topic: &str, rejects: &str, extra_tail: &str) -> PathBuf {
+pub fn config(
+    dir: &Path,
+    bootstrap: &str,
+    topic: &str,
+    rejects: &str,
+    extra_tail: &str,
+) -> PathBuf {
     let text = format!(
         r#"
 [collector]
@@ -264,7 +295,10 @@ impl CollectorProc {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("sitelog collect did not exit within {within:?}; log: {}", self.log.display());
+                panic!(
+                    "sitelog collect did not exit within {within:?}; log: {}",
+                    self.log.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -273,7 +307,13 @@ impl CollectorProc {
     /// Resident memory in KiB (Linux).
     pub fn rss_kib(&self) -> Option<u64> {
         let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
     }
 }
 
@@ -281,7 +321,13 @@ impl CollectorProc {
 pub type Emitted = BTreeMap<(u64, u64), Vec<String>>;
 
 /// Reads both topics from the beginning until `done(&emitted)` or `timeout`.
-pub fn read_topics(bootstrap: &str, topic: &str, rejects: &str, timeout: Duration, done: impl Fn(&Emitted) -> bool) -> Emitted {
+pub fn read_topics(
+    bootstrap: &str,
+    topic: &str,
+    rejects: &str,
+    timeout: Duration,
+    done: impl Fn(&Emitted) -> bool,
+) -> Emitted {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("verify-{}", std::process::id()))
@@ -291,9 +337,12 @@ pub fn read_topics(bootstrap: &str, topic: &str, rejects: &str, timeout: Duratio
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
     for t in [topic, rejects] {
-        let md = consumer.fetch_metadata(Some(t), Duration::from_secs(10)).expect("metadata");
+        let md = consumer
+            .fetch_metadata(Some(t), Duration::from_secs(10))
+            .expect("metadata");
         for p in md.topics()[0].partitions() {
-            tpl.add_partition_offset(t, p.id(), Offset::Beginning).expect("partition");
+            tpl.add_partition_offset(t, p.id(), Offset::Beginning)
+                .expect("partition");
         }
     }
     consumer.assign(&tpl).expect("assign");
@@ -308,11 +357,15 @@ pub fn read_topics(bootstrap: &str, topic: &str, rejects: &str, timeout: Duratio
                 if m.topic() == topic {
                     for r in BatchReader::new(payload).expect("a wire batch") {
                         let r = r.expect("a record");
-                        out.entry((r.source.fingerprint, r.source.offset)).or_default().push(r.path.into_owned());
+                        out.entry((r.source.fingerprint, r.source.offset))
+                            .or_default()
+                            .push(r.path.into_owned());
                     }
                 } else {
                     let r: Reject = serde_json::from_slice(payload).expect("a reject");
-                    out.entry((r.fingerprint, r.offset)).or_default().push(format!("REJECT {}", r.raw));
+                    out.entry((r.fingerprint, r.offset))
+                        .or_default()
+                        .push(format!("REJECT {}", r.raw));
                 }
             }
             Some(Err(e)) => eprintln!("consumer: {e}"),
@@ -328,7 +381,11 @@ pub fn read_topics(bootstrap: &str, topic: &str, rejects: &str, timeout: Duratio
 
 /// Compares the topics with the writer's record. `dups_ok`: after a crash or restart, a line
 /// may arrive more than once, but only with its own identity and content.
-pub fn check(expected: &BTreeMap<(u64, u64), String>, got: &Emitted, dups_ok: bool) -> Result<(), String> {
+pub fn check(
+    expected: &BTreeMap<(u64, u64), String>,
+    got: &Emitted,
+    dups_ok: bool,
+) -> Result<(), String> {
     let mut missing = Vec::new();
     let mut dups = 0;
     for (id, path) in expected {
@@ -336,13 +393,19 @@ pub fn check(expected: &BTreeMap<(u64, u64), String>, got: &Emitted, dups_ok: bo
             None => missing.push((id, path)),
             Some(v) => {
                 if let Some(bad) = v.iter().find(|p| *p != path) {
-                    return Err(format!("identity {id:?} carries {bad:?}, written as {path:?}"));
+                    return Err(format!(
+                        "identity {id:?} carries {bad:?}, written as {path:?}"
+                    ));
                 }
                 dups += v.len() - 1;
             }
         }
     }
-    let foreign: Vec<_> = got.iter().filter(|(id, _)| !expected.contains_key(id)).take(5).collect();
+    let foreign: Vec<_> = got
+        .iter()
+        .filter(|(id, _)| !expected.contains_key(id))
+        .take(5)
+        .collect();
     if !missing.is_empty() || !foreign.is_empty() || (!dups_ok && dups > 0) {
         return Err(format!(
             "{} written, {} identities emitted: {} missing (first {:?}), foreign {:?}, {} duplicates",

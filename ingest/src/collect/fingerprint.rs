@@ -101,6 +101,9 @@ mod tests {
         assert!(a.is_some());
         assert_eq!(a, b);
         assert_ne!(a, of_head(b"GET /a 200\n", 256, false, Some("x.fi")));
-        assert_ne!(of_head(b"GET /a 200\n", 256, false, Some("y.fi")), of_head(b"GET /a 200\n", 256, false, Some("x.fi")));
+        assert_ne!(
+            of_head(b"GET /a 200\n", 256, false, Some("y.fi")),
+            of_head(b"GET /a 200\n", 256, false, Some("x.fi"))
+        );
     }
 }

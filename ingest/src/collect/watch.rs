@@ -32,7 +32,9 @@ impl DirWatcher {
             // scan interval (a file must be open before it is rotated away to be followed).
             let structural = matches!(
                 ev.kind,
-                EventKind::Create(_) | EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+                EventKind::Create(_)
+                    | EventKind::Remove(_)
+                    | EventKind::Modify(ModifyKind::Name(_))
             );
             if structural {
                 let _ = events.send(Event::Rescan);
@@ -41,7 +43,11 @@ impl DirWatcher {
             }
         };
         match notify::recommended_watcher(handler) {
-            Ok(inner) => Some(DirWatcher { inner, watched: HashSet::new(), armed }),
+            Ok(inner) => Some(DirWatcher {
+                inner,
+                watched: HashSet::new(),
+                armed,
+            }),
             Err(e) => {
                 warn!(error = %e, "inotify unavailable; polling only");
                 None

@@ -76,12 +76,17 @@ pub enum FormatError {
     UnknownBuiltin(String),
     #[error("the format has no fields")]
     NoFields,
-    #[error("fields {first} and {second} are not separated by any text, so where one ends is ambiguous")]
+    #[error(
+        "fields {first} and {second} are not separated by any text, so where one ends is ambiguous"
+    )]
     Adjacent { first: String, second: String },
     #[error("{what} at byte {at} of the format")]
     Syntax { at: usize, what: String },
     #[error("no `log_format {name}` in the nginx configuration{}", if available.is_empty() { String::new() } else { format!(" (found: {})", available.join(", ")) })]
-    NotFound { name: String, available: Vec<String> },
+    NotFound {
+        name: String,
+        available: Vec<String>,
+    },
     #[error("nginx configuration, line {line}: {msg}")]
     Config { line: usize, msg: String },
     #[error("unknown escape mode `{0}` (expected default, json or none)")]
@@ -112,15 +117,27 @@ pub struct LineError {
 
 impl LineError {
     fn empty() -> Self {
-        LineError { kind: LineErrorKind::Empty, column: 1, field: None }
+        LineError {
+            kind: LineErrorKind::Empty,
+            column: 1,
+            field: None,
+        }
     }
 
     fn expected(lit: &Arc<str>, at: usize, field: Option<&Arc<str>>) -> Self {
-        LineError { kind: LineErrorKind::Expected(lit.clone()), column: at + 1, field: field.cloned() }
+        LineError {
+            kind: LineErrorKind::Expected(lit.clone()),
+            column: at + 1,
+            field: field.cloned(),
+        }
     }
 
     fn invalid(what: &'static str, at: usize, field: &Arc<str>) -> Self {
-        LineError { kind: LineErrorKind::Invalid(what), column: at + 1, field: Some(field.clone()) }
+        LineError {
+            kind: LineErrorKind::Invalid(what),
+            column: at + 1,
+            field: Some(field.clone()),
+        }
     }
 
     pub fn kind(&self) -> &LineErrorKind {
@@ -208,7 +225,9 @@ impl Extras {
 
     /// `(name, value)` pairs in format order; `-` values are empty.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        self.items.iter().map(|(name, s, e)| (&**name, self.arena.get(*s..*e).unwrap_or("")))
+        self.items
+            .iter()
+            .map(|(name, s, e)| (&**name, self.arena.get(*s..*e).unwrap_or("")))
     }
 
     /// The value of the named field (`$upstream_addr`, `%{X-Request-Id}i`).
@@ -224,8 +243,7 @@ impl Extras {
 }
 
 /// nginx's predefined `combined` (what `access_log … combined;` writes).
-const NGINX_COMBINED: &str =
-    r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent""#;
+const NGINX_COMBINED: &str = r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent""#;
 
 /// A compiled log format. Compile once, then call [`LogFormat::parse_line`] per line.
 #[derive(Debug, Clone)]
@@ -239,7 +257,8 @@ pub struct LogFormat {
 
 impl LogFormat {
     /// Names accepted by [`LogFormat::builtin`].
-    pub const BUILTIN_NAMES: &'static [&'static str] = &["combined", "common", "vhost_combined", "main", "json"];
+    pub const BUILTIN_NAMES: &'static [&'static str] =
+        &["combined", "common", "vhost_combined", "main", "json"];
 
     /// apache's `combined`; also parses nginx's `combined` (same layout, and nginx's `\xHH`
     /// escapes decode the same way).
@@ -247,7 +266,8 @@ impl LogFormat {
     /// apache's `common`.
     pub const COMMON: &'static str = r#"%h %l %u %t "%r" %>s %b"#;
     /// apache's `vhost_combined` (Debian's default for virtual hosts).
-    pub const VHOST_COMBINED: &'static str = r#"%v:%p %h %l %u %t "%r" %>s %O "%{Referer}i" "%{User-Agent}i""#;
+    pub const VHOST_COMBINED: &'static str =
+        r#"%v:%p %h %l %u %t "%r" %>s %O "%{Referer}i" "%{User-Agent}i""#;
     /// nginx's `main` from the stock `nginx.conf`.
     pub const MAIN: &'static str = r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" "$http_x_forwarded_for""#;
     /// The JSON-lines format, for nginx as:
@@ -291,14 +311,26 @@ impl LogFormat {
             Escape::None => Decode::None,
         };
         let plan = Plan::build(nginx::tokenize(format)?, decode)?;
-        Ok(LogFormat { family: Family::Nginx, escape, source: format.to_owned(), plan, trusted: Vec::new() })
+        Ok(LogFormat {
+            family: Family::Nginx,
+            escape,
+            source: format.to_owned(),
+            plan,
+            trusted: Vec::new(),
+        })
     }
 
     /// Compiles an apache `LogFormat` string; `\"` as written inside httpd.conf quotes is
     /// understood.
     pub fn apache(format: &str) -> Result<LogFormat, FormatError> {
         let plan = Plan::build(apache::tokenize(format)?, Decode::Backslash)?;
-        Ok(LogFormat { family: Family::Apache, escape: Escape::Default, source: format.to_owned(), plan, trusted: Vec::new() })
+        Ok(LogFormat {
+            family: Family::Apache,
+            escape: Escape::Default,
+            source: format.to_owned(),
+            plan,
+            trusted: Vec::new(),
+        })
     }
 
     /// The `log_format NAME …;` directive of an nginx configuration file. `combined` is
@@ -317,7 +349,10 @@ impl LogFormat {
 
     /// The names of the `log_format` directives in an nginx configuration, in order.
     pub fn nginx_config_names(config: &str) -> Result<Vec<String>, FormatError> {
-        Ok(config::log_formats(config)?.into_iter().map(|d| d.name).collect())
+        Ok(config::log_formats(config)?
+            .into_iter()
+            .map(|d| d.name)
+            .collect())
     }
 
     /// What ops type: a built-in name, a pasted nginx format (has `$`), a pasted apache format
@@ -328,7 +363,11 @@ impl LogFormat {
             return Ok(f);
         }
         if s.starts_with("log_format") && s.len() > 10 && s.as_bytes()[10].is_ascii_whitespace() {
-            let text = if s.ends_with(';') { s.to_owned() } else { format!("{s};") };
+            let text = if s.ends_with(';') {
+                s.to_owned()
+            } else {
+                format!("{s};")
+            };
             let first = config::log_formats(&text)?.into_iter().next();
             return match first {
                 Some(d) => LogFormat::nginx(&d.format, d.escape),
@@ -370,7 +409,11 @@ impl LogFormat {
 
     /// Like [`LogFormat::parse_line`], and fills `extras` (cleared first) with the fields that
     /// have no place in the record.
-    pub fn parse_line_with_extras<'a>(&self, line: &'a [u8], extras: &mut Extras) -> Result<AccessRecord<'a>, LineError> {
+    pub fn parse_line_with_extras<'a>(
+        &self,
+        line: &'a [u8],
+        extras: &mut Extras,
+    ) -> Result<AccessRecord<'a>, LineError> {
         extras.clear();
         let mut rec = AccessRecord::default();
         self.plan.run(line, &mut rec, &self.trusted, Some(extras))?;
@@ -396,7 +439,11 @@ impl LogFormat {
 
     /// The fields carried as extras rather than record fields.
     pub fn extra_fields(&self) -> impl Iterator<Item = &str> + '_ {
-        self.plan.fields.iter().filter(|f| !f.store).map(|f| &*f.name)
+        self.plan
+            .fields
+            .iter()
+            .filter(|f| !f.store)
+            .map(|f| &*f.name)
     }
 
     pub fn family(&self) -> Family {
@@ -421,7 +468,9 @@ impl LogFormat {
 /// `"%h %l \"%r\"" combined` → `%h %l "%r"` (the nickname is dropped).
 fn unquote_apache_directive(rest: &str) -> String {
     let rest = rest.trim();
-    let Some(body) = rest.strip_prefix('"') else { return rest.to_owned() };
+    let Some(body) = rest.strip_prefix('"') else {
+        return rest.to_owned();
+    };
     let mut out = String::new();
     let mut chars = body.chars();
     while let Some(c) = chars.next() {

@@ -49,21 +49,44 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-pub async fn check(client: &Client, month: Month, cfg: &BillingConfig, now: DateTime<Utc>) -> Result<Completeness, BillingError> {
-    let rows: Vec<WatermarkRow> = client.query(sql::WATERMARKS.sql).fetch_all().await.map_err(ch("reading source_progress"))?;
+pub async fn check(
+    client: &Client,
+    month: Month,
+    cfg: &BillingConfig,
+    now: DateTime<Utc>,
+) -> Result<Completeness, BillingError> {
+    let rows: Vec<WatermarkRow> = client
+        .query(sql::WATERMARKS.sql)
+        .fetch_all()
+        .await
+        .map_err(ch("reading source_progress"))?;
     let marks: Vec<(String, u64, DateTime<Utc>)> = rows
         .into_iter()
-        .map(|r| (r.site_host, r.fingerprint, DateTime::from_timestamp_micros(r.watermark_us).unwrap_or_default()))
+        .map(|r| {
+            (
+                r.site_host,
+                r.fingerprint,
+                DateTime::from_timestamp_micros(r.watermark_us).unwrap_or_default(),
+            )
+        })
         .collect();
     Ok(evaluate(month, cfg, now, &marks))
 }
 
 /// The rule itself, over (host, fingerprint, watermark) triples.
-pub fn evaluate(month: Month, cfg: &BillingConfig, now: DateTime<Utc>, marks: &[(String, u64, DateTime<Utc>)]) -> Completeness {
+pub fn evaluate(
+    month: Month,
+    cfg: &BillingConfig,
+    now: DateTime<Utc>,
+    marks: &[(String, u64, DateTime<Utc>)],
+) -> Completeness {
     let (start, end) = month.utc_bounds();
     let needed = end + Duration::hours(cfg.grace_hours as i64);
     let retired_before = start - Duration::days(cfg.source_idle_days as i64);
-    let active: Vec<_> = marks.iter().filter(|(_, _, w)| *w >= retired_before).collect();
+    let active: Vec<_> = marks
+        .iter()
+        .filter(|(_, _, w)| *w >= retired_before)
+        .collect();
     let lagging: Vec<Lagging> = active
         .iter()
         .filter(|(_, _, w)| *w < needed)
@@ -76,12 +99,29 @@ pub fn evaluate(month: Month, cfg: &BillingConfig, now: DateTime<Utc>, marks: &[
         .collect();
     let mut reasons = Vec::new();
     if now < needed {
-        reasons.push(format!("the month plus its {} h grace period ends at {}, it is now {}", cfg.grace_hours, rfc3339(needed), rfc3339(now)));
+        reasons.push(format!(
+            "the month plus its {} h grace period ends at {}, it is now {}",
+            cfg.grace_hours,
+            rfc3339(needed),
+            rfc3339(now)
+        ));
     }
     if !lagging.is_empty() {
-        reasons.push(format!("{} of {} active sources have not delivered up to {}", lagging.len(), active.len(), rfc3339(needed)));
+        reasons.push(format!(
+            "{} of {} active sources have not delivered up to {}",
+            lagging.len(),
+            active.len(),
+            rfc3339(needed)
+        ));
     }
-    Completeness { complete: reasons.is_empty(), needed: rfc3339(needed), grace_hours: cfg.grace_hours, active_sources: active.len(), lagging, reasons }
+    Completeness {
+        complete: reasons.is_empty(),
+        needed: rfc3339(needed),
+        grace_hours: cfg.grace_hours,
+        active_sources: active.len(),
+        lagging,
+        reasons,
+    }
 }
 
 #[cfg(test)]
@@ -115,6 +155,9 @@ mod tests {
         assert_eq!(c.lagging[0].fingerprint, "0000000000000001");
         // Not over yet: incomplete even if every source is ahead of the clock.
         let c = evaluate(m, &cfg, t("2026-10-31T23:00:00Z"), &marks);
-        assert!(!c.complete && c.reasons[0].contains("grace period ends at 2026-11-01T00:00:00Z"), "{c:?}");
+        assert!(
+            !c.complete && c.reasons[0].contains("grace period ends at 2026-11-01T00:00:00Z"),
+            "{c:?}"
+        );
     }
 }

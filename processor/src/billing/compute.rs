@@ -72,14 +72,22 @@ pub struct Register {
 impl Register {
     /// The plan terms for a site: (plan, metering, included), or a problem description.
     pub fn terms(&self, site_id: &str) -> Result<(String, Metering, u64), String> {
-        let site = self.sites.get(site_id).ok_or_else(|| format!("site {site_id} is not in register version {}", self.version))?;
-        let (metering, included) = self
-            .plans
-            .get(&site.plan)
-            .ok_or_else(|| format!("site {site_id}: plan '{}' is not in register version {}", site.plan, self.version))?;
+        let site = self
+            .sites
+            .get(site_id)
+            .ok_or_else(|| format!("site {site_id} is not in register version {}", self.version))?;
+        let (metering, included) = self.plans.get(&site.plan).ok_or_else(|| {
+            format!(
+                "site {site_id}: plan '{}' is not in register version {}",
+                site.plan, self.version
+            )
+        })?;
         match metering {
             Ok(m) => Ok((site.plan.clone(), *m, *included)),
-            Err(name) => Err(format!("site {site_id}: plan '{}' has metering '{name}' which this sitelog does not know", site.plan)),
+            Err(name) => Err(format!(
+                "site {site_id}: plan '{}' has metering '{name}' which this sitelog does not know",
+                site.plan
+            )),
         }
     }
 
@@ -92,20 +100,49 @@ impl Register {
 }
 
 pub async fn load_register(client: &Client) -> Result<Register, BillingError> {
-    let version: u64 = client.query(sql::REGISTER_VERSION.sql).fetch_one().await.map_err(ch("reading register_imports"))?;
+    let version: u64 = client
+        .query(sql::REGISTER_VERSION.sql)
+        .fetch_one()
+        .await
+        .map_err(ch("reading register_imports"))?;
     if version == 0 {
         return Err(BillingError::NoRegister);
     }
-    let plans: Vec<PlanRow> =
-        client.query(sql::PLANS.sql).bind(version).fetch_all().await.map_err(ch("reading plans"))?;
-    let sites: Vec<SiteRow> =
-        client.query(sql::SITES.sql).bind(version).fetch_all().await.map_err(ch("reading sites"))?;
-    let customers: Vec<CustomerRow> =
-        client.query(sql::CUSTOMERS.sql).bind(version).fetch_all().await.map_err(ch("reading customers"))?;
+    let plans: Vec<PlanRow> = client
+        .query(sql::PLANS.sql)
+        .bind(version)
+        .fetch_all()
+        .await
+        .map_err(ch("reading plans"))?;
+    let sites: Vec<SiteRow> = client
+        .query(sql::SITES.sql)
+        .bind(version)
+        .fetch_all()
+        .await
+        .map_err(ch("reading sites"))?;
+    let customers: Vec<CustomerRow> = client
+        .query(sql::CUSTOMERS.sql)
+        .bind(version)
+        .fetch_all()
+        .await
+        .map_err(ch("reading customers"))?;
     let date = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok();
     Ok(Register {
         version,
-        plans: plans.into_iter().map(|p| (p.plan, (p.metering.parse::<Metering>().map_err(|_| p.metering.clone()), p.included))).collect(),
+        plans: plans
+            .into_iter()
+            .map(|p| {
+                (
+                    p.plan,
+                    (
+                        p.metering
+                            .parse::<Metering>()
+                            .map_err(|_| p.metering.clone()),
+                        p.included,
+                    ),
+                )
+            })
+            .collect(),
         sites: sites
             .into_iter()
             .map(|s| {
@@ -119,7 +156,10 @@ pub async fn load_register(client: &Client) -> Result<Register, BillingError> {
                 (s.site_id, site)
             })
             .collect(),
-        customers: customers.into_iter().map(|c| (c.customer_id, (c.company_name, c.business_id))).collect(),
+        customers: customers
+            .into_iter()
+            .map(|c| (c.customer_id, (c.company_name, c.business_id)))
+            .collect(),
     })
 }
 
@@ -132,7 +172,11 @@ pub struct MonthUsage {
     pub unattributed: Measures,
 }
 
-pub async fn load_usage(client: &Client, month: Month, customer: Option<&str>) -> Result<MonthUsage, BillingError> {
+pub async fn load_usage(
+    client: &Client,
+    month: Month,
+    customer: Option<&str>,
+) -> Result<MonthUsage, BillingError> {
     let c = customer.unwrap_or("");
     let rows: Vec<UsageRow> = client
         .query(sql::USAGE_MONTH.sql)
@@ -145,7 +189,13 @@ pub async fn load_usage(client: &Client, month: Month, customer: Option<&str>) -
         .map_err(ch("reading usage_daily"))?;
     let mut out = MonthUsage::default();
     for r in rows {
-        let m = Measures::new(r.requests, r.bytes_sent, r.bot_requests, r.visits_ip, r.visits_ip_ua);
+        let m = Measures::new(
+            r.requests,
+            r.bytes_sent,
+            r.bot_requests,
+            r.visits_ip,
+            r.visits_ip_ua,
+        );
         if r.customer_id.is_empty() {
             out.unattributed.add(&m);
         } else {
@@ -159,7 +209,12 @@ pub async fn load_usage(client: &Client, month: Month, customer: Option<&str>) -
 /// during the month (with zero usage). Attribution comes from the rollup (who owned the host
 /// at the request's time); the plan terms from the register. Sites without valid terms get
 /// an unbilled line and a problem.
-pub fn site_lines(usage: &MonthUsage, register: &Register, month: Month, customer: Option<&str>) -> (Vec<SiteLine>, Vec<String>) {
+pub fn site_lines(
+    usage: &MonthUsage,
+    register: &Register,
+    month: Month,
+    customer: Option<&str>,
+) -> (Vec<SiteLine>, Vec<String>) {
     let mut keys: BTreeSet<(String, String)> = usage.sites.keys().cloned().collect();
     for (site_id, s) in &register.sites {
         if register.site_active_in(s, month) && customer.is_none_or(|c| c == s.customer_id) {
@@ -170,9 +225,15 @@ pub fn site_lines(usage: &MonthUsage, register: &Register, month: Month, custome
     let lines = keys
         .into_iter()
         .map(|(c, s)| {
-            let measures = usage.sites.get(&(c.clone(), s.clone())).copied().unwrap_or_default();
+            let measures = usage
+                .sites
+                .get(&(c.clone(), s.clone()))
+                .copied()
+                .unwrap_or_default();
             match register.terms(&s) {
-                Ok((plan, metering, included)) => SiteLine::new(&c, &s, &plan, Some(metering), included, measures),
+                Ok((plan, metering, included)) => {
+                    SiteLine::new(&c, &s, &plan, Some(metering), included, measures)
+                }
                 Err(p) => {
                     problems.push(p);
                     SiteLine::new(&c, &s, "", None, 0, measures)

@@ -61,8 +61,21 @@ pub struct Measures {
 }
 
 impl Measures {
-    pub fn new(requests: u64, bytes_sent: u64, bot_requests: u64, visits_ip: u64, visits_ip_ua: u64) -> Measures {
-        Measures { requests, bytes_sent, human_requests: requests.saturating_sub(bot_requests), bot_requests, visits_ip, visits_ip_ua }
+    pub fn new(
+        requests: u64,
+        bytes_sent: u64,
+        bot_requests: u64,
+        visits_ip: u64,
+        visits_ip_ua: u64,
+    ) -> Measures {
+        Measures {
+            requests,
+            bytes_sent,
+            human_requests: requests.saturating_sub(bot_requests),
+            bot_requests,
+            visits_ip,
+            visits_ip_ua,
+        }
     }
 
     /// The usage a metering rule bills.
@@ -103,7 +116,14 @@ pub struct SiteLine {
 }
 
 impl SiteLine {
-    pub fn new(customer_id: &str, site_id: &str, plan: &str, metering: Option<Metering>, included: u64, measures: Measures) -> SiteLine {
+    pub fn new(
+        customer_id: &str,
+        site_id: &str,
+        plan: &str,
+        metering: Option<Metering>,
+        included: u64,
+        measures: Measures,
+    ) -> SiteLine {
         let billed_usage = metering.map_or(0, |m| measures.billed(m));
         SiteLine {
             customer_id: customer_id.into(),
@@ -158,7 +178,11 @@ pub fn customer_total(sites: &[SiteLine]) -> CustomerTotal {
             measures,
         },
         None => CustomerTotal {
-            metering: if sites.is_empty() { String::new() } else { "mixed".into() },
+            metering: if sites.is_empty() {
+                String::new()
+            } else {
+                "mixed".into()
+            },
             included: None,
             billed_usage: None,
             overage: None,
@@ -177,7 +201,13 @@ pub fn group(lines: &[SiteLine], names: &BTreeMap<String, (String, String)>) -> 
         .map(|(c, mut sites)| {
             sites.sort_by(|a, b| a.site_id.cmp(&b.site_id));
             let (company_name, business_id) = names.get(c).cloned().unwrap_or_default();
-            CustomerBlock { customer_id: c.into(), company_name, business_id, total: customer_total(&sites), sites }
+            CustomerBlock {
+                customer_id: c.into(),
+                company_name,
+                business_id,
+                total: customer_total(&sites),
+                sites,
+            }
         })
         .collect()
 }
@@ -221,9 +251,17 @@ impl Adjustment {
             visits_ip: d(now.measures.visits_ip, before.measures.visits_ip),
             visits_ip_ua: d(now.measures.visits_ip_ua, before.measures.visits_ip_ua),
         };
-        let zero = [adj.billed_usage, adj.overage, adj.requests, adj.bytes_sent, adj.bot_requests, adj.visits_ip, adj.visits_ip_ua]
-            .iter()
-            .all(|v| *v == 0);
+        let zero = [
+            adj.billed_usage,
+            adj.overage,
+            adj.requests,
+            adj.bytes_sent,
+            adj.bot_requests,
+            adj.visits_ip,
+            adj.visits_ip_ua,
+        ]
+        .iter()
+        .all(|v| *v == 0);
         (!zero).then_some(adj)
     }
 
@@ -265,7 +303,10 @@ mod tests {
         let a = SiteLine::new("C1", "S1", "start", Some(Metering::Requests), 60, m);
         let b = SiteLine::new("C1", "S2", "start", Some(Metering::Requests), 200, m);
         let t = customer_total(&[a.clone(), b]);
-        assert_eq!((t.metering.as_str(), t.included, t.billed_usage, t.overage), ("requests", Some(260), Some(200), Some(40)));
+        assert_eq!(
+            (t.metering.as_str(), t.included, t.billed_usage, t.overage),
+            ("requests", Some(260), Some(200), Some(40))
+        );
         assert_eq!(t.measures.requests, 200);
         let c = SiteLine::new("C1", "S3", "business", Some(Metering::VisitsIp), 1, m);
         let t = customer_total(&[a, c]);
@@ -275,10 +316,33 @@ mod tests {
 
     #[test]
     fn adjustments_are_signed_differences() {
-        let before = SiteLine::new("C1", "S1", "start", Some(Metering::Requests), 100, Measures::new(90, 900, 0, 1, 1));
-        let now = SiteLine::new("C1", "S1", "start", Some(Metering::Requests), 100, Measures::new(130, 1300, 5, 2, 1));
+        let before = SiteLine::new(
+            "C1",
+            "S1",
+            "start",
+            Some(Metering::Requests),
+            100,
+            Measures::new(90, 900, 0, 1, 1),
+        );
+        let now = SiteLine::new(
+            "C1",
+            "S1",
+            "start",
+            Some(Metering::Requests),
+            100,
+            Measures::new(130, 1300, 5, 2, 1),
+        );
         let a = Adjustment::between("2026-10", &before, &now).unwrap();
-        assert_eq!((a.requests, a.billed_usage, a.overage, a.bot_requests, a.visits_ip_ua), (40, 40, 30, 5, 0));
+        assert_eq!(
+            (
+                a.requests,
+                a.billed_usage,
+                a.overage,
+                a.bot_requests,
+                a.visits_ip_ua
+            ),
+            (40, 40, 30, 5, 0)
+        );
         let mut b = before.clone();
         a.apply(&mut b);
         assert_eq!(b, now);

@@ -86,18 +86,14 @@ pub(crate) async fn migrate_with(
     let mut report = MigrateReport { applied: Vec::new(), current_version: applied.iter().map(|a| a.version).max().unwrap_or(0) };
     let mut sql_access: Option<bool> = None;
     for m in migrations.iter().filter(|m| !applied.iter().any(|a| a.version == m.version)) {
+        let mut skipped = 0;
         for (index, stmt) in m.statements(db, retention).iter().enumerate() {
             if is_access_statement(stmt) {
                 if sql_access.is_none() {
                     sql_access = Some(has_sql_access_storage(server).await.map_err(ch("reading system.user_directories"))?);
                 }
                 if sql_access == Some(false) {
-                    tracing::warn!(
-                        version = m.version,
-                        name = m.name,
-                        statement = stmt.as_str(),
-                        "server keeps users in users.xml only (no SQL-managed access storage): access statement skipped; define the role in users.xml"
-                    );
+                    skipped += 1;
                     continue;
                 }
             }
@@ -106,6 +102,15 @@ pub(crate) async fn migrate_with(
                 .execute()
                 .await
                 .map_err(|source| MigrateError::Statement { version: m.version, name: m.name, index: index + 1, source })?;
+        }
+        if skipped > 0 {
+            tracing::warn!(
+                version = m.version,
+                name = m.name,
+                skipped,
+                "the server keeps users in users.xml only (no SQL-managed access storage, e.g. chDB): \
+                 this migration's role and grant statements were skipped; define them in users.xml"
+            );
         }
         // Recorded only after every statement succeeded.
         server

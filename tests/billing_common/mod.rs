@@ -1,0 +1,274 @@
+//! Helpers shared by the billing tests (`tests/billing_*.rs`): a migrated database on the
+//! real local stack, a processor.toml for the `sitelog` binary, rows inserted as the
+//! processor would store them, and running `sitelog report billing`.
+#![allow(dead_code)]
+
+use std::net::Ipv6Addr;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sitelog::stack::LocalStack;
+use sitelog_processor::store::migrate::migrate;
+use sitelog_processor::store::rows::AccessLogRow;
+use sitelog_schema::migrations::Retention;
+use sitelog_schema::register::{Address, Customer, Plan, RegisterExport, Site};
+
+use crate::support;
+
+/// A migrated database of its own and a config file pointing at it.
+pub struct Db {
+    pub name: String,
+    pub client: clickhouse::Client,
+    pub config: PathBuf,
+}
+
+pub fn db(stack: &LocalStack, prefix: &str) -> Db {
+    let name = support::unique_name(prefix);
+    let ch = support::clickhouse_config(stack, &name);
+    support::block_on(migrate(
+        &ch.server_client().unwrap(),
+        &name,
+        &Retention::default(),
+    ))
+    .unwrap();
+    let dir = support::temp_dir(&format!("{prefix}-config"));
+    let config = dir.join("processor.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbrokers = \"{}\"\n\n[clickhouse]\nurl = \"{}\"\ndatabase = \"{name}\"\ncompression = false\n\n\
+             [billing]\nuser = \"sitelog_billing_user\"\ngrace_hours = 2\n",
+            stack.kafka_bootstrap, stack.clickhouse_url
+        ),
+    )
+    .unwrap();
+    Db {
+        client: ch.client().unwrap(),
+        name,
+        config,
+    }
+}
+
+pub fn utc(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .unwrap_or_else(|e| panic!("{s}: {e}"))
+        .with_timezone(&Utc)
+}
+
+/// `sitelog report billing --config <db> ARGS…`
+pub fn billing(db: &Db, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sitelog"))
+        .args(["report", "billing", "--config"])
+        .arg(&db.config)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("SITELOG_CLICKHOUSE_URL")
+        .env_remove("SITELOG_DATABASE")
+        .output()
+        .expect("running sitelog report billing")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Parses the CSV the report writes (no quoted fields in these tests' ids) into maps.
+pub fn csv_rows(text: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("a header").split(',').collect();
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            assert_eq!(
+                f.len(),
+                header.len(),
+                "row has as many fields as the header: {l}"
+            );
+            header
+                .iter()
+                .map(|h| h.to_string())
+                .zip(f.iter().map(|v| v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+pub fn plan(name: &str, metering: &str, included: u64) -> Plan {
+    Plan {
+        plan: name.into(),
+        metering: metering.into(),
+        included,
+    }
+}
+
+pub fn site(id: &str, domain: &str, plan: &str) -> Site {
+    Site {
+        site_id: id.into(),
+        primary_domain: domain.into(),
+        aliases: vec![],
+        plan: plan.into(),
+        valid_from: "2020-01-01".into(),
+        valid_to: None,
+    }
+}
+
+/// Valid Finnish business IDs for test customers.
+const BUSINESS_IDS: [&str; 4] = ["0112038-9", "1572860-0", "2331972-7", "0737546-2"];
+
+pub fn customer(i: usize, id: &str, sites: Vec<Site>) -> Customer {
+    Customer {
+        customer_id: id.into(),
+        company_name: format!("{id} Oy"),
+        business_id: BUSINESS_IDS[i % BUSINESS_IDS.len()].into(),
+        billing_address: Address {
+            street: "Katu 1".into(),
+            postal_code: "00100".into(),
+            city: "Helsinki".into(),
+            country: "FI".into(),
+        },
+        billing_email: "laskut@example.fi".into(),
+        contacts: vec![],
+        sites,
+    }
+}
+
+pub fn import(db: &Db, plans: Vec<Plan>, customers: Vec<Customer>) {
+    let export = RegisterExport {
+        exported_at: "2026-11-01T00:00:00Z".into(),
+        plans,
+        customers,
+    };
+    support::block_on(sitelog_processor::register::import(
+        &db.client, &export, "test", "inline", "-",
+    ))
+    .unwrap();
+}
+
+/// One stored request as the processor would write it (attribution given by the test).
+#[derive(Clone, Debug)]
+pub struct Req {
+    pub ts: DateTime<Utc>,
+    pub customer: &'static str,
+    pub site: &'static str,
+    pub host: &'static str,
+    pub ip: Ipv6Addr,
+    pub ua: &'static str,
+    pub status: u16,
+    pub class: &'static str,
+    pub bot: bool,
+    pub bytes: u64,
+}
+
+pub fn req(ts: &str, customer: &'static str, site: &'static str, host: &'static str) -> Req {
+    Req {
+        ts: utc(ts),
+        customer,
+        site,
+        host,
+        ip: "::ffff:192.0.2.1".parse().unwrap(),
+        ua: "Mozilla/5.0",
+        status: 200,
+        class: "page",
+        bot: false,
+        bytes: 1000,
+    }
+}
+
+pub fn rows(reqs: &[Req], fingerprint: u64) -> Vec<AccessLogRow> {
+    reqs.iter()
+        .enumerate()
+        .map(|(i, r)| AccessLogRow {
+            ts: r.ts.timestamp_micros(),
+            tz_offset_secs: 7200,
+            site_host: r.host.into(),
+            customer_id: r.customer.into(),
+            site_id: r.site.into(),
+            client_ip: r.ip,
+            client_net: r.ip,
+            remote_user: String::new(),
+            method: "GET".into(),
+            path: if r.class == "static" {
+                "/style.css".into()
+            } else {
+                "/".into()
+            },
+            query: String::new(),
+            protocol: "HTTP/1.1".into(),
+            status: r.status,
+            bytes_sent: r.bytes,
+            referer: "-".into(),
+            user_agent: r.ua.into(),
+            request_time_us: None,
+            upstream_time_us: None,
+            upstream_count: 0,
+            cache_status: String::new(),
+            request_class: r.class.into(),
+            is_bot: r.bot,
+            bot_name: if r.bot {
+                "Googlebot".into()
+            } else {
+                String::new()
+            },
+            flags: 0,
+            source_fingerprint: fingerprint,
+            source_offset: i as u64 * 100,
+        })
+        .collect()
+}
+
+/// Inserts into `access_log` (the usage rollup follows through its materialized view).
+pub fn insert(db: &Db, reqs: &[Req], fingerprint: u64) {
+    let rows = rows(reqs, fingerprint);
+    support::block_on(async {
+        let mut ins = db
+            .client
+            .insert::<AccessLogRow>("access_log")
+            .await
+            .unwrap();
+        for r in &rows {
+            ins.write(r).await.unwrap();
+        }
+        ins.end().await.unwrap();
+    });
+}
+
+#[derive(Debug, clickhouse::Row, Serialize)]
+struct ProgressRow {
+    fingerprint: u64,
+    site_host: String,
+    max_offset: u64,
+    max_ts: i64,
+    records: u64,
+    updated_at: i64,
+}
+
+/// Writes a `source_progress` row as the processor does after a batch.
+pub fn progress(db: &Db, fingerprint: u64, host: &str, max_ts: &str, records: u64) {
+    let row = ProgressRow {
+        fingerprint,
+        site_host: host.into(),
+        max_offset: records * 100,
+        max_ts: utc(max_ts).timestamp_micros(),
+        records,
+        updated_at: Utc::now().timestamp_millis(),
+    };
+    support::block_on(async {
+        let mut ins = db
+            .client
+            .insert::<ProgressRow>("source_progress")
+            .await
+            .unwrap();
+        ins.write(&row).await.unwrap();
+        ins.end().await.unwrap();
+    });
+}
+
+pub fn exec(db: &Db, sql: &str) {
+    support::block_on(db.client.query(sql).execute()).unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
