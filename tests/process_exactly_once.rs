@@ -202,8 +202,9 @@ fn exactly_once_through_crashes_outage_resends_replicas_and_replay() {
     let mut child = spawn_processor(&env, false);
     let before = rt.block_on(count(&client, "SELECT count() FROM access_log"));
     wait_until_started(&client, &rt, before + 1, Duration::from_secs(60));
+    // Longer than max.poll.interval.ms (10 s): the processor must stay in its group.
     stack.stop_clickhouse();
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(12));
     stack.start_clickhouse().unwrap();
 
     // 3. A restarted collector re-sends a stretch of already delivered records.

@@ -96,6 +96,8 @@ pub struct Processor {
     committed: HashMap<i32, i64>,
     last_lag_report: Instant,
     ever_assigned: bool,
+    /// Messages fetched while partitions were paused during a ClickHouse outage.
+    stash: std::collections::VecDeque<(i32, i64, Vec<u8>)>,
     pub stats: Stats,
 }
 
@@ -131,6 +133,7 @@ impl Processor {
             committed: HashMap::new(),
             last_lag_report: Instant::now(),
             ever_assigned: false,
+            stash: Default::default(),
             stats: Stats::default(),
             cfg,
         };
@@ -170,6 +173,12 @@ impl Processor {
                     tracing::warn!(error = %e, "register reload failed; keeping the current map");
                     self.last_register_check = Instant::now();
                 }
+            }
+            if let Some((p, offset, payload)) = self.stash.pop_front() {
+                if self.assigned.contains(&p) {
+                    self.push(p, offset, payload, stop)?;
+                }
+                continue;
             }
             match self.consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
@@ -238,6 +247,46 @@ impl Processor {
         }
     }
 
+    /// Runs one ClickHouse step until it succeeds. While ClickHouse is unreachable the
+    /// assigned partitions are paused and the consumer keeps being polled, so the group
+    /// membership survives an outage of any length; messages that were already fetched are
+    /// stashed and handled after. Gives up only when `stop` is set (nothing was committed).
+    fn storage<T, F, Fut>(&mut self, what: &str, stop: &AtomicBool, mut step: F) -> Result<T, ProcessError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, sink::SinkError>>,
+    {
+        let mut delay = Duration::from_millis(200);
+        let mut paused: Option<TopicPartitionList> = None;
+        let result = loop {
+            match self.rt.block_on(step()) {
+                Ok(v) => break Ok(v),
+                Err(e) if stop.load(Ordering::Relaxed) => break Err(e.into()),
+                Err(e) => {
+                    metrics::counter!("sitelog_process_clickhouse_errors_total").increment(1);
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what} failed; consumption paused, retrying");
+                    if paused.is_none() {
+                        if let Ok(tpl) = self.consumer.assignment() {
+                            let _ = self.consumer.pause(&tpl);
+                            paused = Some(tpl);
+                        }
+                    }
+                    let until = Instant::now() + delay;
+                    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                        if let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(100)) {
+                            self.stash.push_back((m.partition(), m.offset(), m.payload().unwrap_or_default().to_vec()));
+                        }
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        };
+        if let Some(tpl) = paused {
+            let _ = self.consumer.resume(&tpl);
+        }
+        result
+    }
+
     fn is_due(&self, b: &PartBuf) -> bool {
         match b.planned_end {
             Some(end) => b.end >= end,
@@ -258,7 +307,8 @@ impl Processor {
         tracing::info!(partitions = ?now, "assignment changed");
         self.ever_assigned |= !now.is_empty();
         self.assigned = now;
-        self.progress = self.rt.block_on(sink::load_progress(&self.client))?;
+        let client = self.client.clone();
+        self.progress = self.storage("reading source progress", &AtomicBool::new(false), || sink::load_progress(&client))?;
         Ok(true)
     }
 
@@ -266,7 +316,8 @@ impl Processor {
         self.stats.messages += 1;
         let n = BatchReader::new(&payload).map(|r| r.header().count as usize).unwrap_or(0);
         if !self.parts.contains_key(&p) {
-            let planned = self.rt.block_on(sink::planned_end(&self.client, &self.cfg.kafka.topic, p, offset))?;
+            let (client, topic) = (self.client.clone(), self.cfg.kafka.topic.clone());
+            let planned = self.storage("reading batch intents", stop, || sink::planned_end(&client, &topic, p, offset))?;
             self.parts.insert(p, PartBuf { start: offset, end: offset, payloads: Vec::new(), records: 0, since: Instant::now(), planned_end: planned });
         }
         let b = self.parts.get_mut(&p).expect("just inserted");
@@ -335,14 +386,11 @@ impl Processor {
         let changed: Vec<((u64, String), StreamProgress)> = advanced.iter().map(|(k, v)| (k.clone(), *v)).collect();
         let planned = b.planned_end.is_some();
         let (start, end) = (b.start, b.end);
-        let give_up = || stop.load(Ordering::Relaxed);
-        self.rt.block_on(async {
-            if !planned {
-                sink::with_retry("writing a batch intent", give_up, || sink::write_intent(&client, &topic, p, start, end)).await?;
-            }
-            sink::with_retry("inserting access_log rows", give_up, || sink::insert_rows(&client, &token, &rows)).await?;
-            sink::with_retry("writing source progress", give_up, || sink::write_progress(&client, &changed)).await
-        })?;
+        if !planned {
+            self.storage("writing a batch intent", stop, || sink::write_intent(&client, &topic, p, start, end))?;
+        }
+        self.storage("inserting access_log rows", stop, || sink::insert_rows(&client, &token, &rows))?;
+        self.storage("writing source progress", stop, || sink::write_progress(&client, &changed))?;
         self.progress.extend(advanced);
 
         let mut tpl = TopicPartitionList::new();

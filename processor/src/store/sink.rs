@@ -10,7 +10,6 @@
 //! A crash between any two steps repeats the later steps with identical content and token.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use clickhouse::Client;
 use serde::{Deserialize, Serialize};
@@ -121,25 +120,4 @@ pub async fn write_progress(client: &Client, changed: &[((u64, String), StreamPr
             .map_err(err("writing source progress"))?;
     }
     ins.end().await.map_err(err("writing source progress"))
-}
-
-/// Retries `f` with exponential backoff (0.2 s … 10 s) until it succeeds or `give_up()` says so.
-pub async fn with_retry<T, F, Fut>(what: &str, mut give_up: impl FnMut() -> bool, mut f: F) -> Result<T, SinkError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, SinkError>>,
-{
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match f().await {
-            Ok(v) => return Ok(v),
-            Err(e) if give_up() => return Err(e),
-            Err(e) => {
-                metrics::counter!("sitelog_process_clickhouse_errors_total").increment(1);
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what} failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
-        }
-    }
 }
