@@ -102,6 +102,7 @@ fn kafka(stack: &LocalStack, recs: &[AccessRecord<'static>]) {
             .set("group.id", &topic)
             .set("auto.offset.reset", "earliest")
             .set("max.poll.interval.ms", "10000")
+            .set("session.timeout.ms", "6000")
             .create()
             .unwrap();
         consumer.subscribe(&[&topic]).unwrap();

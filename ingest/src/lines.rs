@@ -130,7 +130,7 @@ impl<R: Read> LineReader<R> {
     /// Starts counting at a known place: the stream is positioned at `offset` (e.g. after a
     /// seek to a checkpoint) and `line_no` lines came before it.
     pub fn starting_at(mut self, offset: u64, line_no: u64) -> Self {
-        self.base = offset - self.start as u64;
+        self.base = offset.saturating_sub(self.start as u64);
         self.line_no = line_no;
         self
     }

@@ -202,9 +202,9 @@ pub async fn current_version(client: &Client) -> Result<u64, RegisterError> {
     client.query("SELECT max(version) FROM register_imports").fetch_one().await.map_err(ch("reading register_imports"))
 }
 
-async fn insert_all<T: clickhouse::Row + Serialize + clickhouse::RowWrite>(client: &Client, table: &'static str, rows: &[T]) -> Result<(), RegisterError>
+async fn insert_all<T>(client: &Client, table: &'static str, rows: &[T]) -> Result<(), RegisterError>
 where
-    for<'a> T: clickhouse::RowOwned,
+    T: clickhouse::RowOwned + clickhouse::RowWrite,
 {
     let mut ins = client.insert::<T>(table).await.map_err(ch(table))?;
     for r in rows {
