@@ -38,8 +38,7 @@ fn write_logs(root: &Path, files: usize, lines: usize) -> u64 {
     for f in 0..files {
         let dir = root.join("logs").join(format!("site{f}.example"));
         fs::create_dir_all(&dir).expect("mkdir");
-        let mut out =
-            std::io::BufWriter::new(fs::File::create(dir.join("access.log")).expect("create"));
+        let mut out = std::io::BufWriter::new(fs::File::create(dir.join("access.log")).expect("create"));
         for i in 0..lines {
             let line = format!(
                 "84.20.{}.{} - - [25/Nov/2026:{:02}:{:02}:{:02} +0200] \"GET {} HTTP/2.0\" {} {} \"https://www.google.com/\" \"{}\"\n",
@@ -90,10 +89,7 @@ struct NullSink(EventSender);
 
 impl Sink for NullSink {
     fn send(&mut self, _: Topic, _: &[u8], _: &[u8], token: Token) -> Result<(), SinkError> {
-        let _ = self.0.send(Event::Ack(Ack {
-            token,
-            result: Ok(()),
-        }));
+        let _ = self.0.send(Event::Ack(Ack { token, result: Ok(()) }));
         Ok(())
     }
     fn restart(&mut self) -> Result<(), SinkError> {
@@ -102,10 +98,7 @@ impl Sink for NullSink {
 }
 
 fn in_process(label: &str, files: usize, lines: usize) {
-    let root = std::env::temp_dir().join(format!(
-        "sitelog-bench-collect-{}-{files}",
-        std::process::id()
-    ));
+    let root = std::env::temp_dir().join(format!("sitelog-bench-collect-{}-{files}", std::process::id()));
     let _ = fs::remove_dir_all(&root);
     let bytes = write_logs(&root, files, lines);
     let cfg = CollectorConfig::load(&config(&root, "127.0.0.1:9", "unused")).expect("config");
@@ -131,9 +124,7 @@ fn to_tansu(stack: &LocalStack, label: &str, files: usize, lines: usize) {
     let bytes = write_logs(&root, files, lines);
     let topic = format!("bench-{files}");
     stack.create_topic(&topic, 4).expect("topic");
-    stack
-        .create_topic(&format!("{topic}-rejects"), 1)
-        .expect("topic");
+    stack.create_topic(&format!("{topic}-rejects"), 1).expect("topic");
     let cfg = config(&root, &stack.kafka_bootstrap, &topic);
     let t = Instant::now();
     // Reaped by `wait4` below, which also reports the peak RSS that `Child::wait` cannot.
@@ -172,10 +163,7 @@ fn main() {
         return;
     }
     println!("## Collector alone (sink acknowledges at once), --once");
-    println!(
-        "{:<28} {:>10} {:>10} {:>10} {:>12}",
-        "case", "lines", "lines/s", "MB/s", "ns/line"
-    );
+    println!("{:<28} {:>10} {:>10} {:>10} {:>12}", "case", "lines", "lines/s", "MB/s", "ns/line");
     in_process("1 file x 1,000,000", 1, 1_000_000);
     in_process("1,000 files x 1,000", 1000, 1000);
 
@@ -183,10 +171,7 @@ fn main() {
     let _ = fs::remove_dir_all(&dir);
     let stack = LocalStack::start(&dir).expect("local stack");
     println!("\n## sitelog collect --once -> tansu (sqlite storage, lz4), own process");
-    println!(
-        "{:<28} {:>10} {:>10} {:>10} {:>12}",
-        "case", "lines", "lines/s", "MB/s", "peak RSS MB"
-    );
+    println!("{:<28} {:>10} {:>10} {:>10} {:>12}", "case", "lines", "lines/s", "MB/s", "peak RSS MB");
     to_tansu(&stack, "1 file x 1,000,000", 1, 1_000_000);
     to_tansu(&stack, "1,000 files x 1,000", 1000, 1000);
     drop(stack);

@@ -71,18 +71,8 @@ const PATHS: &[&str] = &[
     "/.env",
 ];
 
-const QUERIES: &[&str] = &[
-    "",
-    "",
-    "",
-    "",
-    "ver=6.6.2",
-    "ver=3.7.1",
-    "s=sauna+heater",
-    "per_page=10&page=2",
-    "add-to-cart=1234",
-    "p=123",
-];
+const QUERIES: &[&str] =
+    &["", "", "", "", "ver=6.6.2", "ver=3.7.1", "s=sauna+heater", "per_page=10&page=2", "add-to-cart=1234", "p=123"];
 
 /// A deterministic, realistic mix of requests to WordPress sites.
 fn records(n: usize, seed: u64) -> Vec<(AccessRecord<'static>, Vec<(&'static str, String)>)> {
@@ -93,12 +83,7 @@ fn records(n: usize, seed: u64) -> Vec<(AccessRecord<'static>, Vec<(&'static str
         ts += rng.below(40_000) as i64;
         let client = if rng.below(100) < 85 {
             let a = rng.below(5000) as u32;
-            std::net::IpAddr::from([
-                (a % 200 + 20) as u8,
-                (a / 200) as u8,
-                (a * 7 % 256) as u8,
-                (a % 250 + 1) as u8,
-            ])
+            std::net::IpAddr::from([(a % 200 + 20) as u8, (a / 200) as u8, (a * 7 % 256) as u8, (a % 250 + 1) as u8])
         } else {
             let a = rng.below(5000) as u16;
             std::net::IpAddr::from([0x2001, 0x0db8, a, 0x12, 0, 0, a / 3, 1])
@@ -124,11 +109,7 @@ fn records(n: usize, seed: u64) -> Vec<(AccessRecord<'static>, Vec<(&'static str
             tz_offset_secs: 3 * 3600,
             host: site.into(),
             client_ip: Some(client),
-            remote_user: if rng.below(100) == 0 {
-                "admin".into()
-            } else {
-                "".into()
-            },
+            remote_user: if rng.below(100) == 0 { "admin".into() } else { "".into() },
             method: match rng.below(100) {
                 0..85 => "GET",
                 85..97 => "POST",
@@ -154,18 +135,12 @@ fn records(n: usize, seed: u64) -> Vec<(AccessRecord<'static>, Vec<(&'static str
             ..Default::default()
         };
         let extras = vec![
-            (
-                "$upstream_addr",
-                format!("unix:/run/php/php8.3-fpm-site{}.sock", rng.below(200)),
-            ),
+            ("$upstream_addr", format!("unix:/run/php/php8.3-fpm-site{}.sock", rng.below(200))),
             ("$upstream_status", status.to_string()),
             ("$scheme", "https".to_owned()),
             ("$ssl_protocol", "TLSv1.3".to_owned()),
             ("$request_length", (300 + rng.below(900)).to_string()),
-            (
-                "$connection",
-                (1_000_000 + rng.below(1_000_000)).to_string(),
-            ),
+            ("$connection", (1_000_000 + rng.below(1_000_000)).to_string()),
             ("$pipe", ".".to_owned()),
         ];
         out.push((rec, extras));
@@ -203,11 +178,7 @@ fn parse_all(fmt: &LogFormat, data: &[u8]) -> (u64, u64) {
         Some(l)
     }) {
         match fmt.parse_line(line) {
-            Ok(r) => {
-                sum = sum.wrapping_add(
-                    r.status as u64 + r.bytes_sent + r.ts_micros as u64 + r.path.len() as u64,
-                )
-            }
+            Ok(r) => sum = sum.wrapping_add(r.status as u64 + r.bytes_sent + r.ts_micros as u64 + r.path.len() as u64),
             Err(_) => errors += 1,
         }
     }
@@ -215,42 +186,21 @@ fn parse_all(fmt: &LogFormat, data: &[u8]) -> (u64, u64) {
 }
 
 fn bench_formats(c: &mut Criterion) {
-    let mb: usize = std::env::var("SITELOG_BENCH_MB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
+    let mb: usize = std::env::var("SITELOG_BENCH_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
     let formats = [
         ("combined", LogFormat::builtin("combined").expect("builtin")),
-        (
-            "vhost_combined",
-            LogFormat::builtin("vhost_combined").expect("builtin"),
-        ),
-        (
-            "nginx_custom_20",
-            LogFormat::nginx(CUSTOM_NGINX, Escape::Default).expect("compiles"),
-        ),
+        ("vhost_combined", LogFormat::builtin("vhost_combined").expect("builtin")),
+        ("nginx_custom_20", LogFormat::nginx(CUSTOM_NGINX, Escape::Default).expect("compiles")),
     ];
     let mut group = c.benchmark_group("parse");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(2))
-        .measurement_time(Duration::from_secs(12));
+    group.sample_size(10).warm_up_time(Duration::from_secs(2)).measurement_time(Duration::from_secs(12));
     for (name, fmt) in &formats {
         let (data, lines) = generate(fmt, mb, 0x5eed);
         let (_, errors) = parse_all(fmt, &data);
         assert_eq!(errors, 0, "{name}: generated lines must all parse");
-        eprintln!(
-            "{name}: {} MB, {lines} lines, {:.0} bytes/line",
-            data.len() >> 20,
-            data.len() as f64 / lines as f64
-        );
-        group.throughput(Throughput::ElementsAndBytes {
-            elements: lines,
-            bytes: data.len() as u64,
-        });
-        group.bench_function(*name, |b| {
-            b.iter(|| black_box(parse_all(fmt, black_box(&data))))
-        });
+        eprintln!("{name}: {} MB, {lines} lines, {:.0} bytes/line", data.len() >> 20, data.len() as f64 / lines as f64);
+        group.throughput(Throughput::ElementsAndBytes { elements: lines, bytes: data.len() as u64 });
+        group.bench_function(*name, |b| b.iter(|| black_box(parse_all(fmt, black_box(&data)))));
         if *name == "combined" {
             group.bench_function("split_only_linereader", |b| {
                 b.iter(|| {

@@ -1,6 +1,7 @@
 //! Measurements behind two design decisions, on the real local stack (tansu + chDB):
 //! 1. how many records to pack into one Kafka message (wire format v1 batches), and
 //! 2. how many rows to put into one ClickHouse insert (the processor's batch size).
+//!
 //! Prints MB/s, records/s and bytes/record. Run: `cargo bench --bench pipeline`.
 
 use std::time::{Duration, Instant};
@@ -17,7 +18,15 @@ use sitelog_schema::migrations::Retention;
 use sitelog_schema::wire::{BatchReader, BatchWriter};
 use sitelog_schema::{AccessRecord, SourceId};
 
-const PATHS: &[&str] = &["/", "/blog/syksyn-uutuudet/", "/wp-content/themes/astra/style.css", "/wp-login.php", "/wp-content/uploads/2026/10/hero-1920x1080.jpg", "/shop/", "/wp-admin/admin-ajax.php"];
+const PATHS: &[&str] = &[
+    "/",
+    "/blog/syksyn-uutuudet/",
+    "/wp-content/themes/astra/style.css",
+    "/wp-login.php",
+    "/wp-content/uploads/2026/10/hero-1920x1080.jpg",
+    "/shop/",
+    "/wp-admin/admin-ajax.php",
+];
 const UAS: &[&str] = &[
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
     "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
@@ -31,7 +40,12 @@ fn records(n: usize) -> Vec<AccessRecord<'static>> {
             ts_micros: now + i as i64 * 7_000,
             tz_offset_secs: 7200,
             host: "kahvilaaroma.fi".into(),
-            client_ip: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(84, 20, (i / 250 % 256) as u8, (i % 250) as u8))),
+            client_ip: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+                84,
+                20,
+                (i / 250 % 256) as u8,
+                (i % 250) as u8,
+            ))),
             method: "GET".into(),
             path: PATHS[i % PATHS.len()].into(),
             query: if i % 9 == 0 { "ver=6.6.2".into() } else { "".into() },
@@ -52,12 +66,20 @@ fn records(n: usize) -> Vec<AccessRecord<'static>> {
 
 fn rss_mb() -> f64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
 }
 
 fn kafka(stack: &LocalStack, recs: &[AccessRecord<'static>]) {
     println!("\n## Kafka: records per message (tansu sqlite storage, lz4, librdkafka, 1 partition)");
-    println!("{:>12} {:>10} {:>12} {:>14} {:>14} {:>12}", "recs/msg", "wire B/rec", "produce MB/s", "produce rec/s", "consume rec/s", "decode rec/s");
+    println!(
+        "{:>12} {:>10} {:>12} {:>14} {:>14} {:>12}",
+        "recs/msg", "wire B/rec", "produce MB/s", "produce rec/s", "consume rec/s", "decode rec/s"
+    );
     for per_msg in [1usize, 10, 100, 500, 2000] {
         let n = if per_msg == 1 { 20_000 } else { recs.len() };
         let recs = &recs[..n];
@@ -140,8 +162,14 @@ fn clickhouse(stack: &LocalStack, recs: &[AccessRecord<'static>]) {
     println!("{:>12} {:>12} {:>12}", "rows/insert", "rows/s", "ms/insert");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let db = format!("bench_{}", std::process::id());
-    let cfg = ClickHouseConfig { url: stack.clickhouse_url.clone(), database: db.clone(), compression: false, ..Default::default() };
-    rt.block_on(sitelog_processor::store::migrate::migrate(&cfg.server_client().unwrap(), &db, &Retention::default())).unwrap();
+    let cfg = ClickHouseConfig {
+        url: stack.clickhouse_url.clone(),
+        database: db.clone(),
+        compression: false,
+        ..Default::default()
+    };
+    rt.block_on(sitelog_processor::store::migrate::migrate(&cfg.server_client().unwrap(), &db, &Retention::default()))
+        .unwrap();
     let client = cfg.client().unwrap();
     let map = sitelog_processor::attribute::SiteMap::default();
     let mut deriver = Deriver::new();

@@ -236,13 +236,23 @@ fn wait_tcp(service: &'static str, port: u16, child: &mut Child, log: &Path) -> 
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(StackError::Exited { service, status: status.to_string(), log: log.into(), tail: log_tail(log) });
+            return Err(StackError::Exited {
+                service,
+                status: status.to_string(),
+                log: log.into(),
+                tail: log_tail(log),
+            });
         }
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(StackError::NotReady { service, secs: READY_TIMEOUT.as_secs(), log: log.into(), tail: log_tail(log) });
+            return Err(StackError::NotReady {
+                service,
+                secs: READY_TIMEOUT.as_secs(),
+                log: log.into(),
+                tail: log_tail(log),
+            });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -401,7 +411,9 @@ impl LocalStack {
         ] {
             match p.child.as_mut().map(|c| c.try_wait()) {
                 Some(Ok(None)) => {}
-                Some(Ok(Some(st))) => return Err(format!("{name} exited ({st}); see {}{}", log.display(), log_tail(&log))),
+                Some(Ok(Some(st))) => {
+                    return Err(format!("{name} exited ({st}); see {}{}", log.display(), log_tail(&log)))
+                }
                 Some(Err(e)) => return Err(format!("{name}: {e}; see {}", log.display())),
                 None => return Err(format!("{name} is stopped; see {}", log.display())),
             }
@@ -453,7 +465,8 @@ impl StackState {
     pub fn load(dir: &Path) -> Result<StackState, StackError> {
         let p = Self::path(dir);
         let text = fs::read_to_string(&p).map_err(|_| StackError::NoState(dir.to_path_buf()))?;
-        serde_json::from_str(&text).map_err(|e| StackError::Io { what: format!("reading {}", p.display()), source: e.into() })
+        serde_json::from_str(&text)
+            .map_err(|e| StackError::Io { what: format!("reading {}", p.display()), source: e.into() })
     }
 
     pub fn kafka_alive(&self) -> bool {

@@ -42,10 +42,7 @@ impl Drop for Engine {
 
 /// The access statements of migration 0005 for `db`.
 fn access_statements(db: &str) -> Vec<String> {
-    let m = MIGRATIONS
-        .iter()
-        .find(|m| m.name == "billing_access")
-        .expect("migration billing_access");
+    let m = MIGRATIONS.iter().find(|m| m.name == "billing_access").expect("migration billing_access");
     m.statements(db, &Retention::default())
 }
 
@@ -63,9 +60,7 @@ fn users_xml(db: &str) -> String {
             assert_eq!(s, format!("CREATE ROLE IF NOT EXISTS {ROLE}"));
             continue;
         }
-        let g = s
-            .strip_suffix(&format!(" TO {ROLE}"))
-            .unwrap_or_else(|| panic!("a grant to the role: {s}"));
+        let g = s.strip_suffix(&format!(" TO {ROLE}")).unwrap_or_else(|| panic!("a grant to the role: {s}"));
         grants.push_str(&format!("        <query>{g}</query>\n"));
     }
     format!(
@@ -92,14 +87,8 @@ fn start_engine(dir: &Path, db: &str) -> Engine {
         .spawn()
         .expect("starting the chDB endpoint");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("READY ")
-        .unwrap_or_else(|| panic!("endpoint not ready: {line:?}"))
-        .to_owned();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.trim().strip_prefix("READY ").unwrap_or_else(|| panic!("endpoint not ready: {line:?}")).to_owned();
     Engine { child, url }
 }
 
@@ -126,20 +115,9 @@ fn grants(client: &clickhouse::Client, db: &str) -> Grants {
     let mut out = Grants::new();
     for r in rows {
         assert_eq!(r.is_partial_revoke, 0);
-        assert_eq!(
-            r.database.as_deref(),
-            Some(db),
-            "every grant is on the sitelog database: {r:?}"
-        );
-        let table = r
-            .table
-            .clone()
-            .unwrap_or_else(|| panic!("no database-wide grant: {r:?}"));
-        let entry = out
-            .entry(table)
-            .or_default()
-            .entry(r.access_type.clone())
-            .or_insert_with(|| Some(BTreeSet::new()));
+        assert_eq!(r.database.as_deref(), Some(db), "every grant is on the sitelog database: {r:?}");
+        let table = r.table.clone().unwrap_or_else(|| panic!("no database-wide grant: {r:?}"));
+        let entry = out.entry(table).or_default().entry(r.access_type.clone()).or_insert_with(|| Some(BTreeSet::new()));
         match (&r.column, entry) {
             (None, e) => *e = None,
             (Some(c), Some(cols)) => {
@@ -162,37 +140,25 @@ fn may_select(g: &Grants, table: &str, column: &str) -> bool {
 /// (table, column) pairs a statement reads, from ClickHouse's analyzed query tree.
 fn columns_read(client: &clickhouse::Client, db: &str, sql: &str) -> BTreeSet<(String, String)> {
     let text: String = support::block_on(
-        client
-            .query(&format!("EXPLAIN QUERY TREE {}", sql.replace('?', "??")))
-            .fetch_all::<String>(),
+        client.query(&format!("EXPLAIN QUERY TREE {}", sql.replace('?', "??"))).fetch_all::<String>(),
     )
     .unwrap_or_else(|e| panic!("EXPLAIN QUERY TREE {sql}: {e}"))
     .join("\n");
     let field = |line: &str, name: &str| -> Option<String> {
-        line.split(", ").find_map(|kv| {
-            kv.trim()
-                .strip_prefix(&format!("{name}: "))
-                .map(str::to_owned)
-        })
+        line.split(", ").find_map(|kv| kv.trim().strip_prefix(&format!("{name}: ")).map(str::to_owned))
     };
     let mut tables = BTreeMap::new();
     for line in text.lines().map(str::trim) {
         if let Some(rest) = line.strip_prefix("TABLE id: ") {
             let id = rest.split(',').next().unwrap().to_owned();
             let name = field(line, "table_name").unwrap();
-            let table = name
-                .strip_prefix(&format!("{db}."))
-                .unwrap_or_else(|| panic!("a table of {db}: {name}"))
-                .to_owned();
+            let table =
+                name.strip_prefix(&format!("{db}.")).unwrap_or_else(|| panic!("a table of {db}: {name}")).to_owned();
             tables.insert(id, table);
         }
     }
     let mut out = BTreeSet::new();
-    for line in text
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("COLUMN id: "))
-    {
+    for line in text.lines().map(str::trim).filter(|l| l.starts_with("COLUMN id: ")) {
         let (Some(col), Some(src)) = (field(line, "column_name"), field(line, "source_id")) else {
             continue;
         };
@@ -209,42 +175,21 @@ fn billing_role_reads_usage_and_billing_fields_only() {
     let dir = support::temp_dir("billaccess");
     let db = support::unique_name("billaccess");
     let engine = start_engine(&dir, &db);
-    let cfg = ClickHouseConfig {
-        url: engine.url.clone(),
-        database: db.clone(),
-        compression: false,
-        ..Default::default()
-    };
+    let cfg =
+        ClickHouseConfig { url: engine.url.clone(), database: db.clone(), compression: false, ..Default::default() };
     // On an engine without SQL-managed access storage the runner skips the access statements;
     // the role comes from users.xml above, built from those very statements.
-    support::block_on(migrate(
-        &cfg.server_client().unwrap(),
-        &db,
-        &Retention::default(),
-    ))
-    .unwrap();
+    support::block_on(migrate(&cfg.server_client().unwrap(), &db, &Retention::default())).unwrap();
     let client = cfg.client().unwrap();
 
-    let show: Vec<String> =
-        support::block_on(client.query(&format!("SHOW GRANTS FOR {ROLE}")).fetch_all()).unwrap();
+    let show: Vec<String> = support::block_on(client.query(&format!("SHOW GRANTS FOR {ROLE}")).fetch_all()).unwrap();
     println!("SHOW GRANTS FOR {ROLE}:\n  {}", show.join("\n  "));
-    assert_eq!(
-        show.len(),
-        access_statements(&db).len() - 1,
-        "every GRANT of the migration was understood"
-    );
-    let user: Vec<String> =
-        support::block_on(client.query(&format!("SHOW GRANTS FOR {USER}")).fetch_all()).unwrap();
-    assert_eq!(
-        user,
-        vec![format!("GRANT {ROLE} TO {USER}")],
-        "the billing user has the role and nothing else"
-    );
+    assert_eq!(show.len(), access_statements(&db).len() - 1, "every GRANT of the migration was understood");
+    let user: Vec<String> = support::block_on(client.query(&format!("SHOW GRANTS FOR {USER}")).fetch_all()).unwrap();
+    assert_eq!(user, vec![format!("GRANT {ROLE} TO {USER}")], "the billing user has the role and nothing else");
 
     let g = grants(&client, &db);
-    let set = |xs: &[&str]| -> Option<BTreeSet<String>> {
-        Some(xs.iter().map(|s| s.to_string()).collect())
-    };
+    let set = |xs: &[&str]| -> Option<BTreeSet<String>> { Some(xs.iter().map(|s| s.to_string()).collect()) };
     let select = |cols: Option<BTreeSet<String>>| BTreeMap::from([("SELECT".to_string(), cols)]);
     let mut want = Grants::new();
     want.insert("usage_daily".into(), select(None));
@@ -264,49 +209,17 @@ fn billing_role_reads_usage_and_billing_fields_only() {
     );
     want.insert(
         "sites".into(),
-        select(set(&[
-            "version",
-            "site_id",
-            "customer_id",
-            "primary_domain",
-            "plan",
-            "valid_from",
-            "valid_to",
-        ])),
+        select(set(&["version", "site_id", "customer_id", "primary_domain", "plan", "valid_from", "valid_to"])),
     );
-    want.insert(
-        "plans".into(),
-        select(set(&["version", "plan", "metering", "included"])),
-    );
-    want.insert(
-        "register_imports".into(),
-        select(set(&["version", "imported_at"])),
-    );
+    want.insert("plans".into(), select(set(&["version", "plan", "metering", "included"])));
+    want.insert("register_imports".into(), select(set(&["version", "imported_at"])));
     want.insert(
         "source_progress".into(),
-        select(set(&[
-            "fingerprint",
-            "site_host",
-            "max_offset",
-            "max_ts",
-            "records",
-        ])),
+        select(set(&["fingerprint", "site_host", "max_offset", "max_ts", "records"])),
     );
-    want.insert(
-        "access_log".into(),
-        select(set(&[
-            "ts",
-            "customer_id",
-            "site_id",
-            "bytes_sent",
-            "is_bot",
-        ])),
-    );
+    want.insert("access_log".into(), select(set(&["ts", "customer_id", "site_id", "bytes_sent", "is_bot"])));
     for t in sql::WRITES {
-        want.insert(
-            t.to_string(),
-            BTreeMap::from([("SELECT".to_string(), None), ("INSERT".to_string(), None)]),
-        );
+        want.insert(t.to_string(), BTreeMap::from([("SELECT".to_string(), None), ("INSERT".to_string(), None)]));
     }
     assert_eq!(g, want, "exactly these grants");
     // Said plainly: no personal or request-content column is readable.
@@ -324,21 +237,14 @@ fn billing_role_reads_usage_and_billing_fields_only() {
         ("register_imports", "imported_by"),
         ("site_health_minute", "requests"),
     ] {
-        assert!(
-            !may_select(&g, table, col),
-            "{table}.{col} must not be readable by billing"
-        );
+        assert!(!may_select(&g, table, col), "{table}.{col} must not be readable by billing");
     }
 
     // Every statement the billing run sends reads only granted columns.
     let mut audited = 0;
     for s in sql::ALL {
         let cols = columns_read(&client, &db, &s.example());
-        assert!(
-            !cols.is_empty() || s.name == "register_version",
-            "{}: no columns found",
-            s.name
-        );
+        assert!(!cols.is_empty() || s.name == "register_version", "{}: no columns found", s.name);
         for (table, col) in &cols {
             assert!(
                 may_select(&g, table, col),
@@ -349,10 +255,7 @@ fn billing_role_reads_usage_and_billing_fields_only() {
         println!(
             "{:<18} reads {}",
             s.name,
-            cols.iter()
-                .map(|(t, c)| format!("{t}.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            cols.iter().map(|(t, c)| format!("{t}.{c}")).collect::<Vec<_>>().join(", ")
         );
         audited += 1;
     }
@@ -373,43 +276,16 @@ fn billing_role_reads_usage_and_billing_fields_only() {
 
 #[test]
 fn production_grants_equal_the_migration() {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/clickhouse/grants.sql"
-    ))
-    .unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/clickhouse/grants.sql")).unwrap();
     let statements: Vec<String> = text
         .split(';')
-        .map(|s| {
-            s.lines()
-                .filter(|l| !l.trim_start().starts_with("--"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
+        .map(|s| s.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join(" "))
         .map(|s| normalize(&s))
-        .filter(|s| {
-            s.ends_with(&format!(" TO {ROLE}")) || s == &format!("CREATE ROLE IF NOT EXISTS {ROLE}")
-        })
+        .filter(|s| s.ends_with(&format!(" TO {ROLE}")) || s == &format!("CREATE ROLE IF NOT EXISTS {ROLE}"))
         .collect();
-    let migration: Vec<String> = access_statements("sitelog")
-        .iter()
-        .map(|s| normalize(s))
-        .collect();
-    assert_eq!(
-        statements, migration,
-        "deploy/clickhouse/grants.sql and migration 0005 grant the same"
-    );
-    assert!(
-        text.contains(&format!("GRANT {ROLE} TO {USER};")),
-        "the billing user gets the role"
-    );
-    let local = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/processor.example.toml"
-    ))
-    .unwrap();
-    assert!(
-        local.contains(&format!("user = \"{USER}\"")),
-        "the example config connects as the billing user"
-    );
+    let migration: Vec<String> = access_statements("sitelog").iter().map(|s| normalize(s)).collect();
+    assert_eq!(statements, migration, "deploy/clickhouse/grants.sql and migration 0005 grant the same");
+    assert!(text.contains(&format!("GRANT {ROLE} TO {USER};")), "the billing user gets the role");
+    let local = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/processor.example.toml")).unwrap();
+    assert!(local.contains(&format!("user = \"{USER}\"")), "the example config connects as the billing user");
 }

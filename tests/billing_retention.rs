@@ -16,16 +16,13 @@ fn years_back(today: NaiveDate, years: i32, plus_days: i64) -> NaiveDate {
 }
 
 fn strings(db: &Db, sql: &str) -> Vec<String> {
-    support::block_on(db.client.query(sql).fetch_all::<String>())
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    support::block_on(db.client.query(sql).fetch_all::<String>()).unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 #[test]
 fn usage_ten_years_raw_thirty_days_ip_seven_days_health_ninety() {
     let db = db(support::stack(), "billret");
-    let today = Utc::now()
-        .with_timezone(&chrono_tz::Europe::Helsinki)
-        .date_naive();
+    let today = Utc::now().with_timezone(&chrono_tz::Europe::Helsinki).date_naive();
 
     // Usage rows by day: 9 years back and 10 years minus two days stay; 10 years plus two
     // days and 11 years back go.
@@ -54,23 +51,13 @@ fn usage_ten_years_raw_thirty_days_ip_seven_days_health_ninety() {
         ip: ip(n),
         ..req("2026-01-01T00:00:00Z", "C1", "S1", "b.fi")
     };
-    let reqs = [
-        aged(91, 1),
-        aged(31, 2),
-        aged(29, 3),
-        aged(8, 4),
-        aged(6, 5),
-    ];
+    let reqs = [aged(91, 1), aged(31, 2), aged(29, 3), aged(8, 4), aged(6, 5)];
     let mut rows = rows(&reqs, 9);
     for r in &mut rows {
         r.client_net = net; // the /24 the processor derives
     }
     support::block_on(async {
-        let mut ins = db
-            .client
-            .insert::<sitelog_processor::store::rows::AccessLogRow>("access_log")
-            .await
-            .unwrap();
+        let mut ins = db.client.insert::<sitelog_processor::store::rows::AccessLogRow>("access_log").await.unwrap();
         for r in &rows {
             ins.write(r).await.unwrap();
         }
@@ -81,12 +68,9 @@ fn usage_ten_years_raw_thirty_days_ip_seven_days_health_ninety() {
         exec(&db, &format!("OPTIMIZE TABLE {t} FINAL"));
     }
 
-    let usage = strings(&db, "SELECT site_id FROM usage_daily WHERE site_host = 'a.fi' GROUP BY site_id ORDER BY site_id");
-    assert_eq!(
-        usage,
-        vec!["keep-10y-inside", "keep-9y"],
-        "usage: 10 years, from {today}"
-    );
+    let usage =
+        strings(&db, "SELECT site_id FROM usage_daily WHERE site_host = 'a.fi' GROUP BY site_id ORDER BY site_id");
+    assert_eq!(usage, vec!["keep-10y-inside", "keep-9y"], "usage: 10 years, from {today}");
 
     // Raw: 29, 8 and 6 days old remain; the full address only in the 6-day-old one.
     let raw = strings(
@@ -95,28 +79,20 @@ fn usage_ten_years_raw_thirty_days_ip_seven_days_health_ninety() {
     );
     assert_eq!(
         raw,
-        [
-            "200 :: ::ffff:203.0.113.0",
-            "300 :: ::ffff:203.0.113.0",
-            "400 ::ffff:203.0.113.5 ::ffff:203.0.113.0"
-        ],
+        ["200 :: ::ffff:203.0.113.0", "300 :: ::ffff:203.0.113.0", "400 ::ffff:203.0.113.5 ::ffff:203.0.113.0"],
         "raw records: 30 days; client_ip: 7 days, client_net stays"
     );
 
     // Usage of the same requests stays for billing, every one of them, including the ones
     // whose raw records are gone.
     let n: u64 = support::block_on(
-        db.client
-            .query("SELECT sum(requests) FROM usage_daily WHERE site_host = 'b.fi'")
-            .fetch_one(),
+        db.client.query("SELECT sum(requests) FROM usage_daily WHERE site_host = 'b.fi'").fetch_one(),
     )
     .unwrap();
     assert_eq!(n, 5);
     // Site health: 90 days.
     let health: u64 = support::block_on(
-        db.client
-            .query("SELECT sum(requests) FROM site_health_minute WHERE site_host = 'b.fi'")
-            .fetch_one(),
+        db.client.query("SELECT sum(requests) FROM site_health_minute WHERE site_host = 'b.fi'").fetch_one(),
     )
     .unwrap();
     assert_eq!(health, 4, "the 91-day-old minute is gone");

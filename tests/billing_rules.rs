@@ -20,11 +20,7 @@ fn setup() -> Db {
     let db = db(support::stack(), "billrules");
     import(
         &db,
-        vec![
-            plan("req", "requests", 3),
-            plan("vip", "visits_ip", 2),
-            plan("vua", "visits_ip_ua", 10),
-        ],
+        vec![plan("req", "requests", 3), plan("vip", "visits_ip", 2), plan("vua", "visits_ip_ua", 10)],
         vec![
             customer(0, "C1", vec![site("S1", S1, "req")]),
             customer(1, "C2", vec![site("S2", S2, "vip"), site("S3", S3, "vua")]),
@@ -76,11 +72,7 @@ fn setup() -> Db {
     reqs.extend(kinds("S2", S2));
     reqs.extend(kinds("S3", S3));
     // The next day A comes back to S2: a new day, a new visit.
-    reqs.push(Req {
-        ip: ip(1),
-        ua: "Firefox",
-        ..req("2026-10-06T09:00:00Z", "C2", "S2", S2)
-    });
+    reqs.push(Req { ip: ip(1), ua: "Firefox", ..req("2026-10-06T09:00:00Z", "C2", "S2", S2) });
     insert(&db, &reqs, 1);
     db
 }
@@ -89,9 +81,7 @@ fn site_row<'a>(
     rows: &'a [std::collections::BTreeMap<String, String>],
     site: &str,
 ) -> &'a std::collections::BTreeMap<String, String> {
-    rows.iter()
-        .find(|r| r["line"] == "site" && r["site_id"] == site)
-        .unwrap_or_else(|| panic!("no row for {site}"))
+    rows.iter().find(|r| r["line"] == "site" && r["site_id"] == site).unwrap_or_else(|| panic!("no row for {site}"))
 }
 
 #[test]
@@ -107,25 +97,15 @@ fn months_rules_and_formats() {
         ("2026-03", 4, 743),
         ("2026-04", 1, 720),
     ] {
-        let out = billing(
-            &db,
-            &["--month", month, "--format", "json", "--customer", "C1"],
-        );
+        let out = billing(&db, &["--month", month, "--format", "json", "--customer", "C1"]);
         assert!(out.status.success(), "{month}: {}", stderr(&out));
         let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(j["hours"], hours, "{month} hours");
         let s1 = &j["customers"][0]["sites"][0];
         assert_eq!(s1["site_id"], "S1");
         assert_eq!(s1["requests"], n, "{month}: S1 requests");
-        assert_eq!(
-            s1["billed_usage"], n,
-            "{month}: the requests rule bills every request"
-        );
-        assert_eq!(
-            s1["overage"],
-            n.saturating_sub(3),
-            "{month}: overage above 3 included"
-        );
+        assert_eq!(s1["billed_usage"], n, "{month}: the requests rule bills every request");
+        assert_eq!(s1["overage"], n.saturating_sub(3), "{month}: overage above 3 included");
     }
     let out = billing(&db, &["--month", "2026-10", "--format", "json"]);
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -181,64 +161,27 @@ fn months_rules_and_formats() {
         assert_eq!(s3[k], v, "S3 {k}");
     }
     // C2's sites meter differently: totals of measures, no summed allowance.
-    let c2 = rows
-        .iter()
-        .find(|r| r["line"] == "customer" && r["customer_id"] == "C2")
-        .unwrap();
-    assert_eq!(
-        (
-            c2["metering"].as_str(),
-            c2["overage"].as_str(),
-            c2["requests"].as_str()
-        ),
-        ("mixed", "", "21")
-    );
-    let c1 = rows
-        .iter()
-        .find(|r| r["line"] == "customer" && r["customer_id"] == "C1")
-        .unwrap();
-    assert_eq!(
-        (
-            c1["metering"].as_str(),
-            c1["billed_usage"].as_str(),
-            c1["overage"].as_str()
-        ),
-        ("requests", "4", "1")
-    );
-    assert!(
-        rows.iter().all(|r| r["status"] == "complete"),
-        "no sources, month over: complete"
-    );
+    let c2 = rows.iter().find(|r| r["line"] == "customer" && r["customer_id"] == "C2").unwrap();
+    assert_eq!((c2["metering"].as_str(), c2["overage"].as_str(), c2["requests"].as_str()), ("mixed", "", "21"));
+    let c1 = rows.iter().find(|r| r["line"] == "customer" && r["customer_id"] == "C1").unwrap();
+    assert_eq!((c1["metering"].as_str(), c1["billed_usage"].as_str(), c1["overage"].as_str()), ("requests", "4", "1"));
+    assert!(rows.iter().all(|r| r["status"] == "complete"), "no sources, month over: complete");
 
     // The table names what a person needs; --output writes the file instead of stdout.
     let out = billing(&db, &["--month", "2026-10"]);
     let t = stdout(&out);
-    assert!(t.contains("Billing 2026-10 (Europe/Helsinki): 2026-09-30T21:00:00Z .. 2026-10-31T22:00:00Z UTC, 745 h"), "{t}");
     assert!(
-        t.contains("C2  C2 Oy (1572860-0)") && t.contains("visits_ip_ua"),
+        t.contains("Billing 2026-10 (Europe/Helsinki): 2026-09-30T21:00:00Z .. 2026-10-31T22:00:00Z UTC, 745 h"),
         "{t}"
     );
+    assert!(t.contains("C2  C2 Oy (1572860-0)") && t.contains("visits_ip_ua"), "{t}");
     let file = support::temp_dir("billrules-out").join("october.csv");
-    let out = billing(
-        &db,
-        &[
-            "--month",
-            "2026-10",
-            "--format",
-            "csv",
-            "--output",
-            file.to_str().unwrap(),
-        ],
-    );
+    let out = billing(&db, &["--month", "2026-10", "--format", "csv", "--output", file.to_str().unwrap()]);
     assert!(out.status.success() && out.stdout.is_empty());
     assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
 
     // A bad month is one clear error.
     let out = billing(&db, &["--month", "2026-13"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("'2026-13' is not a month: use YYYY-MM"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("'2026-13' is not a month: use YYYY-MM"), "{}", stderr(&out));
 }

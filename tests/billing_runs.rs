@@ -10,8 +10,7 @@ mod support;
 use billing_common::*;
 
 fn json(out: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(out), stderr(out)))
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(out), stderr(out)))
 }
 
 fn site<'a>(j: &'a serde_json::Value, site: &str) -> &'a serde_json::Value {
@@ -53,10 +52,7 @@ fn watermarks_strict_final_closed_runs_and_adjustments() {
     let lagging = j["completeness"]["lagging"].as_array().unwrap();
     assert_eq!(lagging.len(), 1);
     assert_eq!(
-        (
-            lagging[0]["site_host"].as_str(),
-            lagging[0]["fingerprint"].as_str()
-        ),
+        (lagging[0]["site_host"].as_str(), lagging[0]["fingerprint"].as_str()),
         (Some("b.fi"), Some("0000000000000002"))
     );
     assert_eq!(lagging[0]["watermark"], "2026-09-30T22:30:00Z");
@@ -66,74 +62,31 @@ fn watermarks_strict_final_closed_runs_and_adjustments() {
         assert_eq!(out.status.code(), Some(2), "{flag}: {}", stderr(&out));
         let err = stderr(&out);
         assert!(
-            err.contains(
-                "lagging source: b.fi (file 0000000000000002) watermark 2026-09-30T22:30:00Z"
-            ),
+            err.contains("lagging source: b.fi (file 0000000000000002) watermark 2026-09-30T22:30:00Z"),
             "{flag}: {err}"
         );
-        assert!(
-            !err.contains("a.fi"),
-            "{flag}: only lagging sources are named: {err}"
-        );
+        assert!(!err.contains("a.fi"), "{flag}: only lagging sources are named: {err}");
         assert!(out.stdout.is_empty(), "{flag}: no report when refused");
     }
-    assert_eq!(
-        support::block_on(
-            db.client
-                .query("SELECT count() FROM billing_runs")
-                .fetch_one::<u64>()
-        )
-        .unwrap(),
-        0
-    );
+    assert_eq!(support::block_on(db.client.query("SELECT count() FROM billing_runs").fetch_one::<u64>()).unwrap(), 0);
 
     // b.fi catches up: September is complete and can be closed.
     progress(&db, 2, "b.fi", "2026-10-20T00:00:00Z", 1);
-    let out = billing(
-        &db,
-        &[
-            "--month",
-            "2026-09",
-            "--strict",
-            "--final",
-            "--closed-by",
-            "laskutus",
-            "--format",
-            "json",
-        ],
-    );
+    let out =
+        billing(&db, &["--month", "2026-09", "--strict", "--final", "--closed-by", "laskutus", "--format", "json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let closed = json(&out);
     assert_eq!(closed["status"], "closed");
-    let hash = closed["closed"]["content_hash"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let hash = closed["closed"]["content_hash"].as_str().unwrap().to_owned();
     assert_eq!(hash.len(), 64);
     assert_eq!(
-        (
-            closed["closed"]["closed_by"].as_str(),
-            closed["closed"]["register_version"].as_u64()
-        ),
+        (closed["closed"]["closed_by"].as_str(), closed["closed"]["register_version"].as_u64()),
         (Some("laskutus"), Some(1))
     );
-    assert_eq!(
-        (
-            site(&closed, "S1")["requests"].as_u64(),
-            site(&closed, "S1")["overage"].as_u64()
-        ),
-        (Some(3), Some(1))
-    );
+    assert_eq!((site(&closed, "S1")["requests"].as_u64(), site(&closed, "S1")["overage"].as_u64()), (Some(3), Some(1)));
 
     // Two records for September arrive after closing (a collector that was offline).
-    insert(
-        &db,
-        &[
-            req("2026-09-20T10:00:00Z", "C1", "S1", "a.fi"),
-            req("2026-09-21T10:00:00Z", "C1", "S1", "a.fi"),
-        ],
-        3,
-    );
+    insert(&db, &[req("2026-09-20T10:00:00Z", "C1", "S1", "a.fi"), req("2026-09-21T10:00:00Z", "C1", "S1", "a.fi")], 3);
     progress(&db, 3, "a.fi", "2026-09-21T10:00:00Z", 2);
 
     // Re-running the closed month prints the stored figures, unchanged.
@@ -141,32 +94,19 @@ fn watermarks_strict_final_closed_runs_and_adjustments() {
     assert!(out.status.success());
     let again = json(&out);
     assert_eq!(again["closed"], closed["closed"], "the same closed run");
-    assert_eq!(
-        site(&again, "S1")["requests"],
-        3,
-        "a closed invoice never changes"
-    );
-    assert_eq!(
-        support::block_on(
-            db.client
-                .query("SELECT count() FROM billing_runs")
-                .fetch_one::<u64>()
-        )
-        .unwrap(),
-        1
-    );
+    assert_eq!(site(&again, "S1")["requests"], 3, "a closed invoice never changes");
+    assert_eq!(support::block_on(db.client.query("SELECT count() FROM billing_runs").fetch_one::<u64>()).unwrap(), 1);
     // --verify shows what a fresh computation would say, and exits 3.
     let out = billing(&db, &["--month", "2026-09", "--verify", "--format", "csv"]);
     assert_eq!(out.status.code(), Some(3));
-    assert!(stderr(&out).lines().any(|l| l == "MISMATCH closed 2026-09 C1 S1 requests: expected 3 (closed run), found 5 (fresh computation)"), "{}", stderr(&out));
     assert!(
-        stdout(&out)
-            .lines()
-            .skip(1)
-            .all(|l| l.starts_with("2026-09,closed,")),
+        stderr(&out).lines().any(
+            |l| l == "MISMATCH closed 2026-09 C1 S1 requests: expected 3 (closed run), found 5 (fresh computation)"
+        ),
         "{}",
-        stdout(&out)
+        stderr(&out)
     );
+    assert!(stdout(&out).lines().skip(1).all(|l| l.starts_with("2026-09,closed,")), "{}", stdout(&out));
 
     // October's run carries them as an adjustment to September: +2 requests, overage 1 → 3.
     let out = billing(&db, &["--month", "2026-10", "--format", "csv"]);
@@ -189,16 +129,9 @@ fn watermarks_strict_final_closed_runs_and_adjustments() {
     // Closing October records the adjustment with it (October is complete once both
     // sources passed 1 November 00:00 UTC).
     let out = billing(&db, &["--month", "2026-10", "--final"]);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "a.fi delivered only up to 15 October: {}",
-        stderr(&out)
-    );
+    assert_eq!(out.status.code(), Some(2), "a.fi delivered only up to 15 October: {}", stderr(&out));
     assert!(
-        stderr(&out).contains(
-            "lagging source: a.fi (file 0000000000000001) watermark 2026-10-15T00:00:00Z"
-        ),
+        stderr(&out).contains("lagging source: a.fi (file 0000000000000001) watermark 2026-10-15T00:00:00Z"),
         "{}",
         stderr(&out)
     );
@@ -207,32 +140,17 @@ fn watermarks_strict_final_closed_runs_and_adjustments() {
     let out = billing(&db, &["--month", "2026-10", "--final", "--format", "json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let oct = json(&out);
-    assert_eq!(
-        (
-            oct["status"].as_str(),
-            oct["adjustments"][0]["requests"].as_i64()
-        ),
-        (Some("closed"), Some(2))
-    );
+    assert_eq!((oct["status"].as_str(), oct["adjustments"][0]["requests"].as_i64()), (Some("closed"), Some(2)));
     // Billed once: November has nothing pending for September…
     let nov = json(&billing(&db, &["--month", "2026-11", "--format", "json"]));
-    assert_eq!(
-        nov["adjustments"].as_array().unwrap().len(),
-        0,
-        "{}",
-        nov["adjustments"]
-    );
+    assert_eq!(nov["adjustments"].as_array().unwrap().len(), 0, "{}", nov["adjustments"]);
     // …until another late record arrives.
     insert(&db, &[req("2026-09-25T10:00:00Z", "C1", "S1", "a.fi")], 4);
     let nov = json(&billing(&db, &["--month", "2026-11", "--format", "json"]));
     let adj = nov["adjustments"].as_array().unwrap();
     assert_eq!(adj.len(), 1);
     assert_eq!(
-        (
-            adj[0]["applies_to"].as_str(),
-            adj[0]["requests"].as_i64(),
-            adj[0]["overage"].as_i64()
-        ),
+        (adj[0]["applies_to"].as_str(), adj[0]["requests"].as_i64(), adj[0]["overage"].as_i64()),
         (Some("2026-09"), Some(1), Some(1))
     );
     // Re-running October shows the adjustment its run recorded.
@@ -245,9 +163,7 @@ fn watermarks_strict_final_closed_runs_and_adjustments() {
     let out = billing(&db, &["--month", "2026-09"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains(&format!(
-            "the closed run of 2026-09 does not match its content hash (stored {hash}"
-        )),
+        stderr(&out).contains(&format!("the closed run of 2026-09 does not match its content hash (stored {hash}")),
         "{}",
         stderr(&out)
     );

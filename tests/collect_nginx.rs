@@ -52,10 +52,7 @@ enum Mode {
     CopyTruncate,
 }
 
-const SITES: [(&str, Mode); 2] = [
-    ("create.nginx.test", Mode::Create),
-    ("copytruncate.nginx.test", Mode::CopyTruncate),
-];
+const SITES: [(&str, Mode); 2] = [("create.nginx.test", Mode::Create), ("copytruncate.nginx.test", Mode::CopyTruncate)];
 
 /// A Debian binary: on PATH, or in /usr/sbin and /sbin (not on a non-root PATH).
 fn find_bin(name: &str) -> PathBuf {
@@ -140,11 +137,7 @@ impl Nginx {
         let p = self.prefix.display();
         // As root, workers would switch to `nobody`; keep them as the current user.
         // SAFETY: geteuid has no preconditions.
-        let user = if unsafe { libc::geteuid() } == 0 {
-            "user root;"
-        } else {
-            ""
-        };
+        let user = if unsafe { libc::geteuid() } == 0 { "user root;" } else { "" };
         let mut servers = String::new();
         for (i, (site, _)) in SITES.iter().enumerate() {
             servers += &format!(
@@ -181,9 +174,7 @@ impl Nginx {
         let Some(c) = &self.child else { return Vec::new() };
         let master = c.id();
         let children = fs::read_to_string(format!("/proc/{master}/task/{master}/children")).unwrap_or_default();
-        std::iter::once(master as i32)
-            .chain(children.split_whitespace().filter_map(|s| s.parse().ok()))
-            .collect()
+        std::iter::once(master as i32).chain(children.split_whitespace().filter_map(|s| s.parse().ok())).collect()
     }
 
     /// Fast shutdown (SIGTERM to the master, which stops its worker), SIGKILL after 5 s.
@@ -225,10 +216,7 @@ impl Drop for Collector {
 }
 
 fn free_loopback_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free loopback port").port()
 }
 
 /// The load of one site, shared with its client threads.
@@ -256,9 +244,7 @@ fn client(load: &Load, site: usize) -> Result<Vec<u64>, String> {
     let s = &load.sites[site];
     let stream = TcpStream::connect(("127.0.0.1", load.port)).map_err(|e| format!("connect: {e}"))?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
     let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
     let mut reader = BufReader::new(stream);
     let mut got = Vec::new();
@@ -279,24 +265,17 @@ fn client(load: &Load, site: usize) -> Result<Vec<u64>, String> {
             break;
         }
         let result = (|| -> Result<(), String> {
-            write!(
-                writer,
-                "GET /req/{n} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sitelog-nginx-test\r\n\r\n"
-            )
-            .map_err(|e| format!("sending /req/{n}: {e}"))?;
+            write!(writer, "GET /req/{n} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sitelog-nginx-test\r\n\r\n")
+                .map_err(|e| format!("sending /req/{n}: {e}"))?;
             line.clear();
-            reader
-                .read_line(&mut line)
-                .map_err(|e| format!("reading /req/{n}: {e}"))?;
+            reader.read_line(&mut line).map_err(|e| format!("reading /req/{n}: {e}"))?;
             if !line.starts_with("HTTP/1.1 200 ") {
                 return Err(format!("/req/{n}: status line {line:?}"));
             }
             let mut length = None;
             loop {
                 line.clear();
-                reader
-                    .read_line(&mut line)
-                    .map_err(|e| format!("reading /req/{n}: {e}"))?;
+                reader.read_line(&mut line).map_err(|e| format!("reading /req/{n}: {e}"))?;
                 let h = line.trim_end();
                 if h.is_empty() {
                     break;
@@ -308,9 +287,7 @@ fn client(load: &Load, site: usize) -> Result<Vec<u64>, String> {
                 }
             }
             let mut body = vec![0; length.ok_or(format!("/req/{n}: no content-length"))?];
-            reader
-                .read_exact(&mut body)
-                .map_err(|e| format!("reading /req/{n} body: {e}"))?;
+            reader.read_exact(&mut body).map_err(|e| format!("reading /req/{n} body: {e}"))?;
             Ok(())
         })();
         if let Err(e) = result {
@@ -360,10 +337,7 @@ fn site_files(logs: &Path, site: &str) -> BTreeMap<String, Vec<u8>> {
 }
 
 fn count_lines(files: &BTreeMap<String, Vec<u8>>) -> u64 {
-    files
-        .values()
-        .map(|c| c.iter().filter(|&&b| b == b'\n').count() as u64)
-        .sum()
+    files.values().map(|c| c.iter().filter(|&&b| b == b'\n').count() as u64).sum()
 }
 
 /// What nginx logged, by identity: (fingerprint, byte offset) → request path.
@@ -478,10 +452,8 @@ fn nginx_with_logrotate_create_and_copytruncate_every_request_once() {
     let stack_ready = t0.elapsed();
 
     let mut nginx = Nginx::start(&nginx_bin, &dir, &logs);
-    let mut rotators: Vec<Rotator> = SITES
-        .iter()
-        .map(|&(site, mode)| Rotator::new(&logrotate_bin, &dir, &logs, site, mode, &nginx))
-        .collect();
+    let mut rotators: Vec<Rotator> =
+        SITES.iter().map(|&(site, mode)| Rotator::new(&logrotate_bin, &dir, &logs, site, mode, &nginx)).collect();
     let mut collector = Collector(Some(CollectorProc::spawn(&cfg, &[])));
 
     let load = Arc::new(Load {
@@ -524,13 +496,8 @@ fn nginx_with_logrotate_create_and_copytruncate_every_request_once() {
             let idle = wait_until(Duration::from_secs(10), || s.busy.load(SeqCst) == 0);
             assert!(idle, "{site}: client threads did not pause");
             let answered = s.answered.load(SeqCst);
-            let flushed = wait_until(Duration::from_secs(10), || {
-                count_lines(&site_files(&logs, site)) == answered
-            });
-            assert!(
-                flushed,
-                "{site}: nginx did not log the {answered} answered requests within 10 s"
-            );
+            let flushed = wait_until(Duration::from_secs(10), || count_lines(&site_files(&logs, site)) == answered);
+            assert!(flushed, "{site}: nginx did not log the {answered} answered requests within 10 s");
             rotators[i].run();
             s.paused.store(false, SeqCst);
             max_pause = max_pause.max(paused.elapsed());
@@ -550,18 +517,9 @@ fn nginx_with_logrotate_create_and_copytruncate_every_request_once() {
     assert_eq!(answered, sent.len() as u64);
 
     // nginx logs a request after answering it: wait until every answer is on disk.
-    let on_disk = || {
-        SITES
-            .iter()
-            .map(|(site, _)| count_lines(&site_files(&logs, site)))
-            .sum::<u64>()
-    };
+    let on_disk = || SITES.iter().map(|(site, _)| count_lines(&site_files(&logs, site))).sum::<u64>();
     let flushed = wait_until(Duration::from_secs(10), || on_disk() == answered);
-    assert!(
-        flushed,
-        "nginx logged {} lines for {answered} answered requests",
-        on_disk()
-    );
+    assert!(flushed, "nginx logged {} lines for {answered} answered requests", on_disk());
     nginx.stop();
 
     // The independent records: the client's answered paths and nginx's files agree.
@@ -577,19 +535,11 @@ fn nginx_with_logrotate_create_and_copytruncate_every_request_once() {
         expected.len(),
         sent.len()
     );
-    assert!(
-        logged_paths.iter().copied().eq(client_paths.iter().map(String::as_str)),
-        "logged paths differ"
-    );
+    assert!(logged_paths.iter().copied().eq(client_paths.iter().map(String::as_str)), "logged paths differ");
     for (i, &(site, mode)) in SITES.iter().enumerate() {
         let files = site_files(&logs, site);
         let gz = files.keys().filter(|n| n.ends_with(".gz")).count();
-        assert_eq!(
-            gz,
-            rotators[i].runs as usize,
-            "{site} ({mode:?}): archives on disk {:?}",
-            files.keys()
-        );
+        assert_eq!(gz, rotators[i].runs as usize, "{site} ({mode:?}): archives on disk {:?}", files.keys());
         assert!(rotators[i].runs >= 3, "{site}: only {} rotations", rotators[i].runs);
     }
 
@@ -602,11 +552,7 @@ fn nginx_with_logrotate_create_and_copytruncate_every_request_once() {
     if let Err(e) = check(&expected, &live, false) {
         panic!("while running: {e}\ncollector logs in {}", dir.display());
     }
-    let status = collector
-        .0
-        .take()
-        .expect("collector")
-        .terminate(Duration::from_secs(40));
+    let status = collector.0.take().expect("collector").terminate(Duration::from_secs(40));
     assert!(status.success(), "collector exit {status:?}; logs in {}", dir.display());
     // A clean restart reads everything present and sends nothing again.
     let mut once = CollectorProc::spawn(&cfg, &["--once"]);

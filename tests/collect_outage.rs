@@ -11,12 +11,8 @@ use collect_common::{check, config, read_topics, CollectorProc, LogWriter};
 
 #[test]
 fn broker_outage_loses_nothing_and_memory_stays_bounded() {
-    let outage = Duration::from_secs(
-        std::env::var("SITELOG_OUTAGE_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(10),
-    );
+    let outage =
+        Duration::from_secs(std::env::var("SITELOG_OUTAGE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10));
     let mut stack = support::own_stack("collect-outage");
     let access = support::unique_name("collect");
     let rejects = support::unique_name("rejects");
@@ -55,20 +51,12 @@ fn broker_outage_loses_nothing_and_memory_stays_bounded() {
     let restarted = Instant::now();
     write_for(&mut w, Duration::from_secs(2), None);
     let expected = w.expected();
-    let got = read_topics(
-        &stack.kafka_bootstrap,
-        &access,
-        &rejects,
-        Duration::from_secs(120),
-        |e| expected.keys().all(|k| e.contains_key(k)),
-    );
+    let got = read_topics(&stack.kafka_bootstrap, &access, &rejects, Duration::from_secs(120), |e| {
+        expected.keys().all(|k| e.contains_key(k))
+    });
     let caught_up = restarted.elapsed();
     let status = col.terminate(Duration::from_secs(40));
-    assert!(
-        status.success(),
-        "collector exit {status:?}; logs in {}",
-        dir.display()
-    );
+    assert!(status.success(), "collector exit {status:?}; logs in {}", dir.display());
     check(&expected, &got, true).unwrap_or_else(|e| panic!("{e}; logs in {}", dir.display()));
     // 4 MiB in-flight limit: the collector must not buffer the outage in memory.
     assert!(max_rss < 96 * 1024, "RSS {max_rss} KiB during the outage");

@@ -19,16 +19,9 @@ struct Topics {
 
 fn topics() -> Topics {
     let stack = support::stack();
-    let t = Topics {
-        access: support::unique_name("collect"),
-        rejects: support::unique_name("rejects"),
-    };
-    stack
-        .create_topic(&t.access, 4)
-        .expect("create access topic");
-    stack
-        .create_topic(&t.rejects, 1)
-        .expect("create rejects topic");
+    let t = Topics { access: support::unique_name("collect"), rejects: support::unique_name("rejects") };
+    stack.create_topic(&t.access, 4).expect("create access topic");
+    stack.create_topic(&t.rejects, 1).expect("create rejects topic");
     t
 }
 
@@ -65,28 +58,17 @@ fn while_writing(name: &str, secs: u64, rotate: impl Fn(&mut LogWriter, &str)) {
         }
     }
     let expected = w.expected();
-    assert!(
-        rotations >= 4 && expected.len() == w.line_count(),
-        "{rotations} rotations, {} lines",
-        expected.len()
-    );
-    let got = read_topics(
-        &stack.kafka_bootstrap,
-        &t.access,
-        &t.rejects,
-        Duration::from_secs(90),
-        |e| expected.keys().all(|k| e.contains_key(k)),
-    );
+    assert!(rotations >= 4 && expected.len() == w.line_count(), "{rotations} rotations, {} lines", expected.len());
+    let got = read_topics(&stack.kafka_bootstrap, &t.access, &t.rejects, Duration::from_secs(90), |e| {
+        expected.keys().all(|k| e.contains_key(k))
+    });
     let status = col.terminate(Duration::from_secs(40));
     let log = fs::read_to_string(dir.join("collect-0.log")).unwrap_or_default();
     assert!(status.success(), "collector exit {status:?}; log:\n{log}");
     if let Err(e) = check(&expected, &got, false) {
         panic!("{name}: {e}\ncollector log: {}", dir.display());
     }
-    eprintln!(
-        "{name}: {} lines, {rotations} rotations, each exactly once",
-        expected.len()
-    );
+    eprintln!("{name}: {} lines, {rotations} rotations, each exactly once", expected.len());
 }
 
 #[test]
@@ -132,13 +114,7 @@ fn kill_9_and_restart_loses_nothing() {
     let stack = support::stack();
     let t = topics();
     let dir = support::temp_dir("kill9");
-    let cfg = config(
-        &dir,
-        &stack.kafka_bootstrap,
-        &t.access,
-        &t.rejects,
-        "checkpoint_interval_ms = 200",
-    );
+    let cfg = config(&dir, &stack.kafka_bootstrap, &t.access, &t.rejects, "checkpoint_interval_ms = 200");
     let mut w = LogWriter::new(&dir.join("logs"));
     let mut col = CollectorProc::spawn(&cfg, &[]);
     let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -176,23 +152,16 @@ fn kill_9_and_restart_loses_nothing() {
         }
     }
     let expected = w.expected();
-    let got = read_topics(
-        &stack.kafka_bootstrap,
-        &t.access,
-        &t.rejects,
-        Duration::from_secs(90),
-        |e| expected.keys().all(|k| e.contains_key(k)),
-    );
+    let got = read_topics(&stack.kafka_bootstrap, &t.access, &t.rejects, Duration::from_secs(90), |e| {
+        expected.keys().all(|k| e.contains_key(k))
+    });
     let status = col.terminate(Duration::from_secs(40));
     assert!(status.success(), "collector exit {status:?}");
     let dups: usize = got.values().map(|v| v.len() - 1).sum();
     if let Err(e) = check(&expected, &got, true) {
         panic!("after {kills} kills: {e}\nlogs in {}", dir.display());
     }
-    eprintln!(
-        "kill -9 x{kills}: {} lines all present, {dups} re-sent duplicates (same identity)",
-        expected.len()
-    );
+    eprintln!("kill -9 x{kills}: {} lines all present, {dups} re-sent duplicates (same identity)", expected.len());
 }
 
 #[test]
@@ -208,11 +177,7 @@ fn once_backfill_and_config_errors() {
     let run = |args: &[&str]| {
         let mut p = CollectorProc::spawn(&cfg, args);
         let st = p.wait(Duration::from_secs(60));
-        assert!(
-            st.success(),
-            "{args:?}: exit {st:?}, log {}",
-            p.log.display()
-        );
+        assert!(st.success(), "{args:?}: exit {st:?}, log {}", p.log.display());
     };
     run(&["--once"]);
     // Rotated (and compressed) while no collector ran; more lines in the new file.
@@ -235,42 +200,24 @@ fn once_backfill_and_config_errors() {
     let archive_index = old.last_rotated_plain(SITES[1]).expect("old file");
     old.compress(archive_index);
     let archive = old_dir.join("access.log.99.gz");
-    fs::rename(
-        old.files[archive_index].path.as_ref().expect("gz path"),
-        &archive,
-    )
-    .expect("move archive");
+    fs::rename(old.files[archive_index].path.as_ref().expect("gz path"), &archive).expect("move archive");
     // --backfill of the already-sent (and compressed) rotated file sends nothing new; the
     // never-seen archive is read once.
     let sent_gz = w.files[rotated].path.clone().expect("gz");
-    run(&[
-        "--backfill",
-        sent_gz.to_str().expect("utf-8"),
-        archive.to_str().expect("utf-8"),
-    ]);
+    run(&["--backfill", sent_gz.to_str().expect("utf-8"), archive.to_str().expect("utf-8")]);
     run(&["--once"]);
     run(&["--once"]);
     run(&["--backfill", archive.to_str().expect("utf-8")]);
     let mut expected = w.expected();
     expected.extend(old.expected());
-    let got = read_topics(
-        &stack.kafka_bootstrap,
-        &t.access,
-        &t.rejects,
-        Duration::from_secs(60),
-        |e| expected.keys().all(|k| e.contains_key(k)),
-    );
+    let got = read_topics(&stack.kafka_bootstrap, &t.access, &t.rejects, Duration::from_secs(60), |e| {
+        expected.keys().all(|k| e.contains_key(k))
+    });
     check(&expected, &got, false).unwrap_or_else(|e| panic!("{e}; logs in {}", dir.display()));
 
     // A misspelt key: one clear error naming the file and line, exit code 1.
     let bad = dir.join("bad.toml");
-    fs::write(
-        &bad,
-        fs::read_to_string(&cfg)
-            .expect("cfg")
-            .replace("linger_ms", "linger_msec"),
-    )
-    .expect("write");
+    fs::write(&bad, fs::read_to_string(&cfg).expect("cfg").replace("linger_ms", "linger_msec")).expect("write");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sitelog"))
         .args(["collect", "--once", "--config"])
         .arg(&bad)
@@ -278,8 +225,5 @@ fn once_backfill_and_config_errors() {
         .expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("bad.toml: line ") && err.contains("linger_msec"),
-        "{err}"
-    );
+    assert!(err.contains("bad.toml: line ") && err.contains("linger_msec"), "{err}");
 }

@@ -22,12 +22,18 @@ fn sitelog(args: &[&str], envs: &[(&str, &str)]) -> String {
     }
     let out = cmd.output().expect("running sitelog");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "sitelog {args:?} failed: {}\n{stdout}{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "sitelog {args:?} failed: {}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout
 }
 
 fn count_messages(brokers: &str, topic: &str) -> i64 {
-    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", "count").create().unwrap();
+    let c: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", "count").create().unwrap();
     let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
     md.topics()[0]
         .partitions()
@@ -38,6 +44,9 @@ fn count_messages(brokers: &str, topic: &str) -> i64 {
         })
         .sum()
 }
+
+/// customer, site, day, requests, bytes, bots, visitors by IP, visitors by IP + agent.
+type UsageTuple = (String, String, String, u64, u64, u64, u64, u64);
 
 #[test]
 fn generated_sample_end_to_end_equals_ground_truth() {
@@ -67,8 +76,19 @@ fn generated_sample_end_to_end_equals_ground_truth() {
     let checkpoints = dir.join("checkpoints");
     let collect = || {
         sitelog(
-            &["collect", "--config", &format!("{s}/collector.toml"), "--once", "--checkpoint-dir", checkpoints.to_str().unwrap()],
-            &[("SITELOG_KAFKA_BROKERS", &stack.kafka_bootstrap), ("SITELOG_ACCESS_TOPIC", &topic), ("SITELOG_REJECTS_TOPIC", &rejects)],
+            &[
+                "collect",
+                "--config",
+                &format!("{s}/collector.toml"),
+                "--once",
+                "--checkpoint-dir",
+                checkpoints.to_str().unwrap(),
+            ],
+            &[
+                ("SITELOG_KAFKA_BROKERS", &stack.kafka_bootstrap),
+                ("SITELOG_ACCESS_TOPIC", &topic),
+                ("SITELOG_REJECTS_TOPIC", &rejects),
+            ],
         )
     };
 
@@ -80,14 +100,18 @@ fn generated_sample_end_to_end_equals_ground_truth() {
     assert!(report.contains("match exactly"), "{report}");
 
     let summary = truth::read_summary(Path::new(&format!("{s}/truth"))).unwrap();
-    assert_eq!(count_messages(&stack.kafka_bootstrap, &rejects) as u64, summary["malformed"].as_u64().unwrap(), "every malformed line is one reject");
+    assert_eq!(
+        count_messages(&stack.kafka_bootstrap, &rejects) as u64,
+        summary["malformed"].as_u64().unwrap(),
+        "every malformed line is one reject"
+    );
 
     // Independently of the report: compare the rollups row by row, and the stored records.
     let ch = support::clickhouse_config(stack, &db).client().unwrap();
     let expected = truth::read_usage(Path::new(&format!("{s}/truth"))).unwrap();
     let check = |when: &str| {
         support::block_on(async {
-            let rows: Vec<(String, String, String, u64, u64, u64, u64, u64)> = ch
+            let rows: Vec<UsageTuple> = ch
                 .query(
                     "SELECT customer_id, site_id, toString(day), sum(requests), sum(bytes_sent), sum(bot_requests), \
                      uniqExactMerge(visitors_ip), uniqExactMerge(visitors_ip_ua) FROM usage_daily WHERE customer_id != '' \
@@ -106,7 +130,8 @@ fn generated_sample_end_to_end_equals_ground_truth() {
             assert!(diff.is_empty(), "{when}: {} mismatches, first: {:?}", diff.len(), diff.first());
             let stored: u64 = ch.query("SELECT sum(records) FROM source_progress FINAL").fetch_one().await.unwrap();
             assert_eq!(stored, summary["records"].as_u64().unwrap(), "{when}: every parsed line stored once");
-            let unattributed: u64 = ch.query("SELECT sum(requests) FROM usage_daily WHERE customer_id = ''").fetch_one().await.unwrap();
+            let unattributed: u64 =
+                ch.query("SELECT sum(requests) FROM usage_daily WHERE customer_id = ''").fetch_one().await.unwrap();
             assert_eq!(unattributed, summary["unattributed_requests"].as_u64().unwrap(), "{when}: unattributed bucket");
         })
     };

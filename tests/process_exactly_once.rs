@@ -35,7 +35,12 @@ fn register() -> RegisterExport {
         customer_id: id.into(),
         company_name: format!("{id} Oy"),
         business_id: bid.into(),
-        billing_address: Address { street: "Katu 1".into(), postal_code: "00100".into(), city: "Helsinki".into(), country: "FI".into() },
+        billing_address: Address {
+            street: "Katu 1".into(),
+            postal_code: "00100".into(),
+            city: "Helsinki".into(),
+            country: "FI".into(),
+        },
         billing_email: "laskut@example.fi".into(),
         contacts: vec![],
         sites,
@@ -109,7 +114,11 @@ async fn send_all(stack: &LocalStack, topic: &str, messages: &[(String, Vec<u8>)
         .create()
         .unwrap();
     for (key, payload) in messages {
-        producer.send(FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+        producer
+            .send(FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
     }
 }
 
@@ -158,7 +167,11 @@ async fn usage_by_customer_day(client: &clickhouse::Client) -> BTreeMap<(String,
 
 async fn assert_exact(client: &clickhouse::Client, p: &Produced, when: &str) {
     let stored = count(client, "SELECT count() FROM access_log").await;
-    let distinct = count(client, "SELECT count() FROM (SELECT DISTINCT source_fingerprint, source_offset, site_host FROM access_log)").await;
+    let distinct = count(
+        client,
+        "SELECT count() FROM (SELECT DISTINCT source_fingerprint, source_offset, site_host FROM access_log)",
+    )
+    .await;
     assert_eq!(distinct, p.total, "{when}: every record stored");
     assert_eq!(stored, p.total, "{when}: no record stored twice");
     assert_eq!(usage_by_customer_day(client).await, p.expected, "{when}: usage per customer and day");

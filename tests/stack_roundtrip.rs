@@ -19,7 +19,11 @@ fn record(i: u64) -> AccessRecord<'static> {
         ts_micros: 1_792_000_000_000_000 + i as i64 * 1_000,
         tz_offset_secs: 10800,
         host: "kahvila.example.fi".into(),
-        client_ip: Some(if i % 2 == 0 { "203.0.113.9".parse().unwrap() } else { "2001:db8::9".parse().unwrap() }),
+        client_ip: Some(if i.is_multiple_of(2) {
+            "203.0.113.9".parse().unwrap()
+        } else {
+            "2001:db8::9".parse().unwrap()
+        }),
         method: "GET".into(),
         path: format!("/page/{i}").into(),
         protocol: "HTTP/2.0".into(),
@@ -67,7 +71,10 @@ fn kafka_round_trip_through_tansu() {
         consumer.subscribe(&[&topic]).unwrap();
         let mut got = Vec::new();
         while got.len() < sent.len() {
-            let m = tokio::time::timeout(Duration::from_secs(60), consumer.recv()).await.expect("records within 60 s").unwrap();
+            let m = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+                .await
+                .expect("records within 60 s")
+                .unwrap();
             for r in BatchReader::new(m.payload().unwrap()).unwrap() {
                 got.push(r.unwrap().into_owned());
             }
@@ -79,7 +86,8 @@ fn kafka_round_trip_through_tansu() {
 
 /// Rows from an hour ago: older ones would be past the raw retention TTL and dropped on insert.
 fn row(i: u64) -> AccessLogRow {
-    let hour_ago = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64) - 3_600_000_000;
+    let hour_ago = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64)
+        - 3_600_000_000;
     AccessLogRow {
         ts: hour_ago + i as i64,
         tz_offset_secs: 7200,
@@ -97,12 +105,12 @@ fn row(i: u64) -> AccessLogRow {
         bytes_sent: u64::MAX - i,
         referer: "-".into(),
         user_agent: "Mozilla/5.0 (\"quoted\")".into(),
-        request_time_us: if i % 2 == 0 { Some(1234) } else { None },
+        request_time_us: if i.is_multiple_of(2) { Some(1234) } else { None },
         upstream_time_us: None,
         upstream_count: 0,
         cache_status: "MISS".into(),
         request_class: "wp-login".into(),
-        is_bot: i % 3 == 0,
+        is_bot: i.is_multiple_of(3),
         bot_name: String::new(),
         flags: 0,
         source_fingerprint: 5,
@@ -168,14 +176,19 @@ fn migrate_refuses_newer_database_and_changed_checksum_without_changes() {
             .await
             .unwrap();
         server
-            .query(&format!("INSERT INTO {db2}.schema_migrations (version, name, checksum) VALUES (1, 'access_log', 'edited')"))
+            .query(&format!(
+                "INSERT INTO {db2}.schema_migrations (version, name, checksum) VALUES (1, 'access_log', 'edited')"
+            ))
             .execute()
             .await
             .unwrap();
         let e = migrate(&server, &db2, &Retention::default()).await.unwrap_err();
         assert!(matches!(e, MigrateError::ChecksumChanged { version: 1, .. }), "{e}");
-        let tables: Vec<String> =
-            server.query(&format!("SELECT name FROM system.tables WHERE database = '{db2}' ORDER BY name")).fetch_all().await.unwrap();
+        let tables: Vec<String> = server
+            .query(&format!("SELECT name FROM system.tables WHERE database = '{db2}' ORDER BY name"))
+            .fetch_all()
+            .await
+            .unwrap();
         assert_eq!(tables, vec!["schema_migrations".to_string()], "nothing else was created");
     });
 }
@@ -214,7 +227,11 @@ fn a_missing_python_is_one_clear_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "one line: {err}");
-    assert!(err.contains("the chDB Python venv not found at /nonexistent/bin/python") && err.contains("sitelog stack install"), "{err}");
+    assert!(
+        err.contains("the chDB Python venv not found at /nonexistent/bin/python")
+            && err.contains("sitelog stack install"),
+        "{err}"
+    );
     assert!(!dir.join("state.json").exists(), "no partial state");
 
     // The installer, on a machine without python3, stops before doing anything.

@@ -25,45 +25,27 @@ const DEFAULT_BUF_BYTES: usize = 256 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Line<'b> {
     /// A line ended by `\n` (a `\r` before it is removed too).
-    Complete {
-        line_no: u64,
-        offset: u64,
-        bytes: &'b [u8],
-    },
+    Complete { line_no: u64, offset: u64, bytes: &'b [u8] },
     /// The last bytes of the input, with no newline after them. A live file may still be
     /// being written: a tailer treats this as incomplete (see [`LineReader::resume`]).
-    Partial {
-        line_no: u64,
-        offset: u64,
-        bytes: &'b [u8],
-    },
+    Partial { line_no: u64, offset: u64, bytes: &'b [u8] },
     /// A line over the limit: `len` bytes at `offset` (without the newline), of which only
     /// the first [`TOO_LONG_HEAD_BYTES`] are kept in `head`. `terminated` is false when the
     /// input ended inside it.
-    TooLong {
-        line_no: u64,
-        offset: u64,
-        len: u64,
-        head: &'b [u8],
-        terminated: bool,
-    },
+    TooLong { line_no: u64, offset: u64, len: u64, head: &'b [u8], terminated: bool },
 }
 
 impl Line<'_> {
     pub fn line_no(&self) -> u64 {
         match *self {
-            Line::Complete { line_no, .. }
-            | Line::Partial { line_no, .. }
-            | Line::TooLong { line_no, .. } => line_no,
+            Line::Complete { line_no, .. } | Line::Partial { line_no, .. } | Line::TooLong { line_no, .. } => line_no,
         }
     }
 
     /// Byte offset of the line's first byte in the (uncompressed) stream.
     pub fn offset(&self) -> u64 {
         match *self {
-            Line::Complete { offset, .. }
-            | Line::Partial { offset, .. }
-            | Line::TooLong { offset, .. } => offset,
+            Line::Complete { offset, .. } | Line::Partial { offset, .. } | Line::TooLong { offset, .. } => offset,
         }
     }
 }
@@ -177,25 +159,14 @@ impl<R: Read> LineReader<R> {
                     Step::Done => return Ok(None),
                     Step::Report(terminated) => {
                         let Some(s) = self.skipping else { continue };
-                        let len = if s.last_was_cr && terminated {
-                            s.len - 1
-                        } else {
-                            s.len
-                        };
-                        self.head
-                            .truncate(len.min(TOO_LONG_HEAD_BYTES as u64) as usize);
+                        let len = if s.last_was_cr && terminated { s.len - 1 } else { s.len };
+                        self.head.truncate(len.min(TOO_LONG_HEAD_BYTES as u64) as usize);
                         if terminated {
                             self.skipping = None;
                             self.line_no += 1;
                         }
                         let head = &self.head[..];
-                        return Ok(Some(Line::TooLong {
-                            line_no: s.line_no,
-                            offset: s.offset,
-                            len,
-                            head,
-                            terminated,
-                        }));
+                        return Ok(Some(Line::TooLong { line_no: s.line_no, offset: s.offset, len, head, terminated }));
                     }
                 }
             }
@@ -213,19 +184,9 @@ impl<R: Read> LineReader<R> {
                 if bytes.len() > self.max {
                     let head = &bytes[..bytes.len().min(TOO_LONG_HEAD_BYTES)];
                     let len = bytes.len() as u64;
-                    return Ok(Some(Line::TooLong {
-                        line_no,
-                        offset,
-                        len,
-                        head,
-                        terminated: true,
-                    }));
+                    return Ok(Some(Line::TooLong { line_no, offset, len, head, terminated: true }));
                 }
-                return Ok(Some(Line::Complete {
-                    line_no,
-                    offset,
-                    bytes,
-                }));
+                return Ok(Some(Line::Complete { line_no, offset, bytes }));
             }
             self.scanned = self.end;
             let pending = self.end - self.start;
@@ -243,19 +204,9 @@ impl<R: Read> LineReader<R> {
                 if bytes.len() > self.max {
                     let head = &bytes[..bytes.len().min(TOO_LONG_HEAD_BYTES)];
                     let len = bytes.len() as u64;
-                    return Ok(Some(Line::TooLong {
-                        line_no,
-                        offset,
-                        len,
-                        head,
-                        terminated: false,
-                    }));
+                    return Ok(Some(Line::TooLong { line_no, offset, len, head, terminated: false }));
                 }
-                return Ok(Some(Line::Partial {
-                    line_no,
-                    offset,
-                    bytes,
-                }));
+                return Ok(Some(Line::Partial { line_no, offset, bytes }));
             }
             self.fill()?;
         }
@@ -283,8 +234,7 @@ impl<R: Read> LineReader<R> {
     fn start_skipping(&mut self) {
         let bytes = &self.buf[self.start..self.end];
         self.head.clear();
-        self.head
-            .extend_from_slice(&bytes[..bytes.len().min(TOO_LONG_HEAD_BYTES)]);
+        self.head.extend_from_slice(&bytes[..bytes.len().min(TOO_LONG_HEAD_BYTES)]);
         self.skipping = Some(Skipping {
             line_no: self.line_no + 1,
             offset: self.base + self.start as u64,
@@ -319,16 +269,11 @@ impl<R: Read> LineReader<R> {
         let data = &self.buf[self.start..self.end];
         let nl = memchr::memchr(b'\n', data);
         let room = TOO_LONG_HEAD_BYTES - self.head.len().min(TOO_LONG_HEAD_BYTES);
-        self.head
-            .extend_from_slice(&data[..nl.unwrap_or(data.len()).min(room)]);
+        self.head.extend_from_slice(&data[..nl.unwrap_or(data.len()).min(room)]);
         match nl {
             Some(i) => {
                 s.len += i as u64;
-                s.last_was_cr = if i > 0 {
-                    data[i - 1] == b'\r'
-                } else {
-                    s.last_was_cr
-                };
+                s.last_was_cr = if i > 0 { data[i - 1] == b'\r' } else { s.last_was_cr };
                 self.start += i + 1;
                 self.scanned = self.start;
                 self.skipping = Some(s);
@@ -392,10 +337,7 @@ pub fn open(path: &Path) -> io::Result<Box<dyn Read + Send>> {
 }
 
 /// Opens a file as lines (see [`open`]).
-pub fn open_lines(
-    path: &Path,
-    max_line_bytes: usize,
-) -> io::Result<LineReader<Box<dyn Read + Send>>> {
+pub fn open_lines(path: &Path, max_line_bytes: usize) -> io::Result<LineReader<Box<dyn Read + Send>>> {
     Ok(LineReader::with_max_line_bytes(open(path)?, max_line_bytes))
 }
 
@@ -417,23 +359,11 @@ mod tests {
         let mut out = Vec::new();
         while let Some(l) = r.next_line().unwrap() {
             out.push(match l {
-                Line::Complete {
-                    line_no,
-                    offset,
-                    bytes,
-                } => Item::Line(line_no, offset, bytes.to_vec()),
-                Line::Partial {
-                    line_no,
-                    offset,
-                    bytes,
-                } => Item::Partial(line_no, offset, bytes.to_vec()),
-                Line::TooLong {
-                    line_no,
-                    offset,
-                    len,
-                    head,
-                    terminated,
-                } => Item::Long(line_no, offset, len, head.to_vec(), terminated),
+                Line::Complete { line_no, offset, bytes } => Item::Line(line_no, offset, bytes.to_vec()),
+                Line::Partial { line_no, offset, bytes } => Item::Partial(line_no, offset, bytes.to_vec()),
+                Line::TooLong { line_no, offset, len, head, terminated } => {
+                    Item::Long(line_no, offset, len, head.to_vec(), terminated)
+                }
             });
         }
         out
@@ -487,49 +417,25 @@ mod tests {
 
     #[test]
     fn exactly_at_the_limit() {
-        let items = collect(LineReader::with_capacity(
-            &b"0123456789\r\n01234567890\n"[..],
-            10,
-            16,
-        ));
+        let items = collect(LineReader::with_capacity(&b"0123456789\r\n01234567890\n"[..], 10, 16));
         assert_eq!(
             items,
-            [
-                Item::Line(1, 0, b"0123456789".to_vec()),
-                Item::Long(2, 12, 11, b"01234567890".to_vec(), true)
-            ]
+            [Item::Line(1, 0, b"0123456789".to_vec()), Item::Long(2, 12, 11, b"01234567890".to_vec(), true)]
         );
     }
 
     #[test]
     fn resume_completes_a_partial_line() {
         let mut r = LineReader::new(io::Cursor::new(b"one\ntw".to_vec()));
-        assert!(matches!(
-            r.next_line().unwrap(),
-            Some(Line::Complete { line_no: 1, .. })
-        ));
-        assert!(matches!(
-            r.next_line().unwrap(),
-            Some(Line::Partial {
-                line_no: 2,
-                offset: 4,
-                bytes: b"tw"
-            })
-        ));
+        assert!(matches!(r.next_line().unwrap(), Some(Line::Complete { line_no: 1, .. })));
+        assert!(matches!(r.next_line().unwrap(), Some(Line::Partial { line_no: 2, offset: 4, bytes: b"tw" })));
         assert!(r.next_line().unwrap().is_none());
         let cur = r.get_mut();
         let pos = cur.position();
         cur.get_mut().extend_from_slice(b"o\n");
         cur.set_position(pos);
         r.resume();
-        assert!(matches!(
-            r.next_line().unwrap(),
-            Some(Line::Complete {
-                line_no: 2,
-                offset: 4,
-                bytes: b"two"
-            })
-        ));
+        assert!(matches!(r.next_line().unwrap(), Some(Line::Complete { line_no: 2, offset: 4, bytes: b"two" })));
         assert!(r.next_line().unwrap().is_none());
         assert_eq!(r.offset(), 8);
         assert_eq!(r.lines_read(), 2);
@@ -547,9 +453,7 @@ mod tests {
         let items = collect(r);
         assert_eq!(items.len(), 3);
         assert_eq!(items[1], Item::Line(2, 6, b"second".to_vec()));
-        let plain = collect(LineReader::new(
-            decompressing(io::Cursor::new(b"x".to_vec())).unwrap(),
-        ));
+        let plain = collect(LineReader::new(decompressing(io::Cursor::new(b"x".to_vec())).unwrap()));
         assert_eq!(plain, [Item::Partial(1, 0, b"x".to_vec())]);
         assert!(collect(LineReader::new(decompressing(io::empty()).unwrap())).is_empty());
     }

@@ -21,25 +21,15 @@ fn render(format: &LogFormat, input: &[u8]) -> String {
     let mut extras = Extras::new();
     while let Some(item) = reader.next_line().expect("in-memory read") {
         let (line_no, offset, bytes, partial) = match item {
-            Line::Complete {
-                line_no,
-                offset,
-                bytes,
-            } => (line_no, offset, bytes, false),
-            Line::Partial {
-                line_no,
-                offset,
-                bytes,
-            } => (line_no, offset, bytes, true),
+            Line::Complete { line_no, offset, bytes } => (line_no, offset, bytes, false),
+            Line::Partial { line_no, offset, bytes } => (line_no, offset, bytes, true),
             Line::TooLong { line_no, .. } => panic!("line {line_no} too long for a golden file"),
         };
         let value = match format.parse_line_with_extras(bytes, &mut extras) {
             Ok(mut record) => {
                 record.source.offset = offset;
-                let extra: serde_json::Map<String, serde_json::Value> = extras
-                    .iter()
-                    .map(|(k, v)| (k.to_owned(), v.into()))
-                    .collect();
+                let extra: serde_json::Map<String, serde_json::Value> =
+                    extras.iter().map(|(k, v)| (k.to_owned(), v.into())).collect();
                 serde_json::json!({ "line": line_no, "partial": partial, "record": record, "extra": extra })
             }
             Err(e) => {
@@ -61,31 +51,17 @@ fn check(name: &str) {
         std::fs::write(&path, &got).expect("write golden");
         return;
     }
-    let want = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
+    let want =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
     for (i, (g, w)) in got.lines().zip(want.lines()).enumerate() {
         assert_eq!(g, w, "{name}: output line {} differs", i + 1);
     }
-    assert_eq!(
-        got.lines().count(),
-        want.lines().count(),
-        "{name}: number of lines"
-    );
+    assert_eq!(got.lines().count(), want.lines().count(), "{name}: number of lines");
     // Nothing is dropped: one output per input line.
-    let input_lines = input
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .count()
-        + input
-            .split(|&b| b == b'\n')
-            .filter(|l| l.is_empty())
-            .count()
+    let input_lines = input.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count()
+        + input.split(|&b| b == b'\n').filter(|l| l.is_empty()).count()
         - usize::from(input.ends_with(b"\n"));
-    assert_eq!(
-        got.lines().count(),
-        input_lines,
-        "{name}: every input line is a record or a reject"
-    );
+    assert_eq!(got.lines().count(), input_lines, "{name}: every input line is a record or a reject");
 }
 
 #[test]

@@ -5,11 +5,7 @@ use sitelog_ingest::format::{Extras, LogFormat};
 const CONF: &str = include_str!("golden/nginx.conf");
 
 fn golden(name: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/tests/golden/{name}.log",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .expect("golden input")
+    std::fs::read(format!("{}/tests/golden/{name}.log", env!("CARGO_MANIFEST_DIR"))).expect("golden input")
 }
 
 /// Both formats give equal records (and extras) or both reject, on every line of `input`.
@@ -18,10 +14,7 @@ fn same_records(a: &LogFormat, b: &LogFormat, input: &[u8], compare_extras: bool
     let mut parsed = 0;
     for line in input.split(|&c| c == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        match (
-            a.parse_line_with_extras(line, &mut ea),
-            b.parse_line_with_extras(line, &mut eb),
-        ) {
+        match (a.parse_line_with_extras(line, &mut ea), b.parse_line_with_extras(line, &mut eb)) {
             (Ok(ra), Ok(rb)) => {
                 assert_eq!(ra, rb, "{}", String::from_utf8_lossy(line));
                 if compare_extras {
@@ -58,32 +51,19 @@ fn nginx_combined_matches_the_builtin_combined() {
     // nginx's predefined `combined` (not in the file) and the same layout defined in the file.
     for name in ["combined", "mycombined"] {
         let nginx = LogFormat::from_nginx_config(CONF, name).expect("combined");
-        assert!(
-            same_records(&nginx, &builtin, &golden("combined"), false) >= 15,
-            "{name}"
-        );
+        assert!(same_records(&nginx, &builtin, &golden("combined"), false) >= 15, "{name}");
     }
 }
 
 #[test]
 fn lists_and_missing_names() {
-    assert_eq!(
-        LogFormat::nginx_config_names(CONF).expect("reads"),
-        ["main", "mycombined", "json", "timing"]
-    );
+    assert_eq!(LogFormat::nginx_config_names(CONF).expect("reads"), ["main", "mycombined", "json", "timing"]);
     let err = LogFormat::from_nginx_config(CONF, "upstream").expect_err("not defined");
-    assert!(
-        err.to_string()
-            .contains("found: main, mycombined, json, timing"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("found: main, mycombined, json, timing"), "{err}");
     let timing = LogFormat::from_nginx_config(CONF, "timing").expect("timing");
     let r = timing
         .parse_line(br#"192.0.2.1 [10/Oct/2026:13:55:36 +0300] "GET / HTTP/1.1" 200 rt=0.120 urt="0.100, 0.015" host=example.fi"#)
         .expect("parses");
-    assert_eq!(
-        (r.request_time_us, r.upstream_time_us, r.upstream_count),
-        (Some(120_000), Some(115_000), 2)
-    );
+    assert_eq!((r.request_time_us, r.upstream_time_us, r.upstream_count), (Some(120_000), Some(115_000), 2));
     assert_eq!(r.host, "example.fi");
 }

@@ -78,12 +78,7 @@ fn lines(fmt: &LogFormat) -> Vec<u8> {
             protocol: ["HTTP/1.1", "HTTP/2.0", "HTTP/3.0"][i as usize % 3].into(),
             status: [200, 304, 404, 502][i as usize % 4],
             bytes_sent: i as u64 * 37,
-            referer: if i % 2 == 0 {
-                "https://www.google.com/"
-            } else {
-                ""
-            }
-            .into(),
+            referer: if i % 2 == 0 { "https://www.google.com/" } else { "" }.into(),
             user_agent: AGENTS[i as usize % 3].into(),
             request_time_us: Some(i as u64 % 900 * 1000),
             upstream_time_us: Some(i as u64 % 800 * 1000),
@@ -91,11 +86,7 @@ fn lines(fmt: &LogFormat) -> Vec<u8> {
             cache_status: "MISS".into(),
             ..Default::default()
         };
-        fmt.render(
-            &rec,
-            &[("$upstream_addr", "unix:/run/php/php8.3-fpm.sock")],
-            &mut out,
-        );
+        fmt.render(&rec, &[("$upstream_addr", "unix:/run/php/php8.3-fpm.sock")], &mut out);
         out.push(b'\n');
     }
     out
@@ -108,16 +99,9 @@ fn parsing_plain_lines_does_not_allocate() {
         r#""$http_user_agent" "$http_x_forwarded_for" $host rt=$request_time urt="$upstream_response_time" "#,
         r#"ua="$upstream_addr" cs=$upstream_cache_status"#
     );
-    let mut formats: Vec<LogFormat> = LogFormat::BUILTIN_NAMES
-        .iter()
-        .map(|n| LogFormat::builtin(n).unwrap())
-        .collect();
+    let mut formats: Vec<LogFormat> = LogFormat::BUILTIN_NAMES.iter().map(|n| LogFormat::builtin(n).unwrap()).collect();
     formats.push(LogFormat::nginx(custom, Escape::Default).unwrap());
-    formats.push(
-        LogFormat::builtin("main")
-            .unwrap()
-            .with_trusted_proxies(vec!["10.0.0.0/8".parse().unwrap()]),
-    );
+    formats.push(LogFormat::builtin("main").unwrap().with_trusted_proxies(vec!["10.0.0.0/8".parse().unwrap()]));
     for fmt in &formats {
         let data = lines(fmt);
         let mut parsed = 0usize;
@@ -128,28 +112,17 @@ fn parsing_plain_lines_does_not_allocate() {
             }
         });
         assert!(parsed > 0);
-        assert_eq!(
-            n,
-            0,
-            "{}: allocations while parsing 10 000 lines",
-            fmt.source()
-        );
+        assert_eq!(n, 0, "{}: allocations while parsing 10 000 lines", fmt.source());
 
         // With extras: the reusable buffers grow on the first pass, then stay.
         let mut extras = Extras::new();
         let mut pass = || {
             for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                fmt.parse_line_with_extras(line, &mut extras)
-                    .expect("parses");
+                fmt.parse_line_with_extras(line, &mut extras).expect("parses");
             }
         };
         pass();
-        assert_eq!(
-            allocations(pass),
-            0,
-            "{}: allocations with extras",
-            fmt.source()
-        );
+        assert_eq!(allocations(pass), 0, "{}: allocations with extras", fmt.source());
     }
 }
 

@@ -27,49 +27,15 @@ const CUSTOM_NGINX: &str = concat!(
 const CUSTOM_APACHE: &str = r#"%V %a %u %t "%r" %>s %B %D "%{Referer}i" "%{User-Agent}i""#;
 
 fn formats() -> Vec<(&'static str, LogFormat, Carries)> {
-    let c = |agent, host, request_time, upstream, cache| Carries {
-        agent,
-        host,
-        request_time,
-        upstream,
-        cache,
-    };
+    let c = |agent, host, request_time, upstream, cache| Carries { agent, host, request_time, upstream, cache };
     vec![
-        (
-            "combined",
-            LogFormat::builtin("combined").unwrap(),
-            c(true, false, false, false, false),
-        ),
-        (
-            "common",
-            LogFormat::builtin("common").unwrap(),
-            c(false, false, false, false, false),
-        ),
-        (
-            "vhost_combined",
-            LogFormat::builtin("vhost_combined").unwrap(),
-            c(true, true, false, false, false),
-        ),
-        (
-            "main",
-            LogFormat::builtin("main").unwrap(),
-            c(true, false, false, false, false),
-        ),
-        (
-            "json",
-            LogFormat::builtin("json").unwrap(),
-            c(true, true, true, true, true),
-        ),
-        (
-            "custom nginx",
-            LogFormat::nginx(CUSTOM_NGINX, Escape::Default).unwrap(),
-            c(true, true, true, true, true),
-        ),
-        (
-            "custom apache",
-            LogFormat::apache(CUSTOM_APACHE).unwrap(),
-            c(true, true, true, false, false),
-        ),
+        ("combined", LogFormat::builtin("combined").unwrap(), c(true, false, false, false, false)),
+        ("common", LogFormat::builtin("common").unwrap(), c(false, false, false, false, false)),
+        ("vhost_combined", LogFormat::builtin("vhost_combined").unwrap(), c(true, true, false, false, false)),
+        ("main", LogFormat::builtin("main").unwrap(), c(true, false, false, false, false)),
+        ("json", LogFormat::builtin("json").unwrap(), c(true, true, true, true, true)),
+        ("custom nginx", LogFormat::nginx(CUSTOM_NGINX, Escape::Default).unwrap(), c(true, true, true, true, true)),
+        ("custom apache", LogFormat::apache(CUSTOM_APACHE).unwrap(), c(true, true, true, false, false)),
     ]
 }
 

@@ -84,7 +84,8 @@ pub fn normalize_host(raw: &str) -> Option<String> {
         return None;
     }
     if h.is_ascii() {
-        if h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_' || b == b'*' || b == b':') {
+        if h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_' || b == b'*' || b == b':')
+        {
             return Some(h.to_ascii_lowercase());
         }
         return None;
@@ -112,8 +113,15 @@ impl SiteMap {
                     return Err(bad());
                 }
                 let spans = table.entry(name.clone()).or_default();
-                if let Some(o) = spans.iter().find(|sp| sp.from_us < to_us && from_us < sp.to_us && sp.owner.site_id.as_ref() != s.site_id) {
-                    return Err(MapError::Overlap { domain: d.clone(), a: o.owner.site_id.to_string(), b: s.site_id.clone() });
+                if let Some(o) = spans
+                    .iter()
+                    .find(|sp| sp.from_us < to_us && from_us < sp.to_us && sp.owner.site_id.as_ref() != s.site_id)
+                {
+                    return Err(MapError::Overlap {
+                        domain: d.clone(),
+                        a: o.owner.site_id.to_string(),
+                        b: s.site_id.clone(),
+                    });
                 }
                 spans.push(Span { from_us, to_us, owner: owner.clone() });
             }

@@ -178,11 +178,20 @@ mod tests {
     fn bots_by_the_list_not_by_guesswork() {
         let mut d = BotDetector::new();
         assert!(d.list_len() > 80, "a maintained list, not three regexes");
-        assert_eq!(d.bot_name("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"), Some("Googlebot"));
+        assert_eq!(
+            d.bot_name("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"),
+            Some("Googlebot")
+        );
         assert_eq!(d.bot_name("Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)"), Some("GPTBot"));
         assert_eq!(d.bot_name("WordPress/6.6.2; https://example.fi"), Some("WordPress"));
-        assert_eq!(d.bot_name("Mozilla/5.0 (compatible; UptimeRobot/2.0; http://www.uptimerobot.com/)"), Some("UptimeRobot"));
-        assert_eq!(d.bot_name("facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)"), Some("facebookexternalhit"));
+        assert_eq!(
+            d.bot_name("Mozilla/5.0 (compatible; UptimeRobot/2.0; http://www.uptimerobot.com/)"),
+            Some("UptimeRobot")
+        );
+        assert_eq!(
+            d.bot_name("facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)"),
+            Some("facebookexternalhit")
+        );
         assert_eq!(d.bot_name("-"), Some("no-user-agent"));
         for human in [
             "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
@@ -195,6 +204,9 @@ mod tests {
         // A self-described crawler that is not listed is caught by the generic markers.
         assert_eq!(d.bot_name("FooCrawler/1.0 (+https://foo.example/)"), Some("crawler"));
         // Cached answers equal fresh ones.
-        assert_eq!(d.bot_name("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"), Some("Googlebot"));
+        assert_eq!(
+            d.bot_name("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"),
+            Some("Googlebot")
+        );
     }
 }

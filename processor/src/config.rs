@@ -149,7 +149,10 @@ impl ProcessorConfig {
         self.clickhouse.validate().map_err(|e| ("clickhouse", e.to_string()))?;
         self.retention.validate().map_err(|e| ("retention", e.to_string()))?;
         if self.sink.batch_max_records == 0 || self.sink.batch_max_records > 1_000_000 {
-            return Err(("sink.batch_max_records", "must be between 1 and 1000000 (one ClickHouse insert block)".into()));
+            return Err((
+                "sink.batch_max_records",
+                "must be between 1 and 1000000 (one ClickHouse insert block)".into(),
+            ));
         }
         self.billing.validate()?;
         if self.attribution.register_poll_secs == 0 {
@@ -160,7 +163,10 @@ impl ProcessorConfig {
             return Err(("kafka.brokers", "must name at least one broker".into()));
         }
         if !["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"].contains(&k.security_protocol.as_str()) {
-            return Err(("kafka.security_protocol", format!("'{}' is not plaintext|ssl|sasl_plaintext|sasl_ssl", k.security_protocol)));
+            return Err((
+                "kafka.security_protocol",
+                format!("'{}' is not plaintext|ssl|sasl_plaintext|sasl_ssl", k.security_protocol),
+            ));
         }
         Ok(())
     }
@@ -182,7 +188,8 @@ mod tests {
 
     #[test]
     fn errors_name_line_and_key() {
-        let e = ProcessorConfig::from_toml("[kafka]\nbrokers = \"a:1\"\nbogus = 1\n", "x.toml").unwrap_err().to_string();
+        let e =
+            ProcessorConfig::from_toml("[kafka]\nbrokers = \"a:1\"\nbogus = 1\n", "x.toml").unwrap_err().to_string();
         assert!(e.starts_with("x.toml: line 3"), "{e}");
         let e = ProcessorConfig::from_toml("[retention]\nraw_days = 0\n", "x.toml").unwrap_err().to_string();
         assert!(e.contains("raw_days"), "{e}");

@@ -239,10 +239,12 @@ impl Processor {
     fn report_lag(&mut self) {
         self.last_lag_report = Instant::now();
         for &p in &self.assigned {
-            if let (Some(next), Ok((_, high))) =
-                (self.committed.get(&p), self.consumer.fetch_watermarks(&self.cfg.kafka.topic, p, Duration::from_millis(500)))
-            {
-                metrics::gauge!("sitelog_process_consumer_lag_messages", "partition" => p.to_string()).set((high - next).max(0) as f64);
+            if let (Some(next), Ok((_, high))) = (
+                self.committed.get(&p),
+                self.consumer.fetch_watermarks(&self.cfg.kafka.topic, p, Duration::from_millis(500)),
+            ) {
+                metrics::gauge!("sitelog_process_consumer_lag_messages", "partition" => p.to_string())
+                    .set((high - next).max(0) as f64);
             }
         }
     }
@@ -290,7 +292,10 @@ impl Processor {
     fn is_due(&self, b: &PartBuf) -> bool {
         match b.planned_end {
             Some(end) => b.end >= end,
-            None => b.records >= self.cfg.sink.batch_max_records || b.since.elapsed() >= Duration::from_millis(self.cfg.sink.linger_ms),
+            None => {
+                b.records >= self.cfg.sink.batch_max_records
+                    || b.since.elapsed() >= Duration::from_millis(self.cfg.sink.linger_ms)
+            }
         }
     }
 
@@ -308,7 +313,8 @@ impl Processor {
         self.ever_assigned |= !now.is_empty();
         self.assigned = now;
         let client = self.client.clone();
-        self.progress = self.storage("reading source progress", &AtomicBool::new(false), || sink::load_progress(&client))?;
+        self.progress =
+            self.storage("reading source progress", &AtomicBool::new(false), || sink::load_progress(&client))?;
         Ok(true)
     }
 
@@ -317,8 +323,19 @@ impl Processor {
         let n = BatchReader::new(&payload).map(|r| r.header().count as usize).unwrap_or(0);
         if !self.parts.contains_key(&p) {
             let (client, topic) = (self.client.clone(), self.cfg.kafka.topic.clone());
-            let planned = self.storage("reading batch intents", stop, || sink::planned_end(&client, &topic, p, offset))?;
-            self.parts.insert(p, PartBuf { start: offset, end: offset, payloads: Vec::new(), records: 0, since: Instant::now(), planned_end: planned });
+            let planned =
+                self.storage("reading batch intents", stop, || sink::planned_end(&client, &topic, p, offset))?;
+            self.parts.insert(
+                p,
+                PartBuf {
+                    start: offset,
+                    end: offset,
+                    payloads: Vec::new(),
+                    records: 0,
+                    since: Instant::now(),
+                    planned_end: planned,
+                },
+            );
         }
         let b = self.parts.get_mut(&p).expect("just inserted");
         b.end = offset;
@@ -406,7 +423,14 @@ impl Processor {
         metrics::counter!("sitelog_process_records_total", "outcome" => "unattributed").increment(unattributed);
         metrics::histogram!("sitelog_process_insert_seconds").record(started.elapsed().as_secs_f64());
         self.committed.insert(p, end + 1);
-        tracing::debug!(partition = p, start, end, rows = rows.len(), ms = started.elapsed().as_millis() as u64, "batch stored");
+        tracing::debug!(
+            partition = p,
+            start,
+            end,
+            rows = rows.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "batch stored"
+        );
         Ok(())
     }
 }

@@ -68,7 +68,10 @@ pub fn validate(export: &RegisterExport) -> Result<(), RegisterError> {
     for (i, p) in export.plans.iter().enumerate() {
         let at = format!("plans[{i}] ({})", p.plan);
         if !METERING.contains(&p.metering.as_str()) {
-            errs.push(RowError { at: at.clone(), msg: format!("metering '{}' is not one of {}", p.metering, METERING.join(", ")) });
+            errs.push(RowError {
+                at: at.clone(),
+                msg: format!("metering '{}' is not one of {}", p.metering, METERING.join(", ")),
+            });
         }
         if !plans.insert(p.plan.as_str()) {
             errs.push(RowError { at, msg: "duplicate plan name".into() });
@@ -87,19 +90,24 @@ pub fn validate(export: &RegisterExport) -> Result<(), RegisterError> {
         if c.company_name.trim().is_empty() {
             bad("company_name is empty".into());
         }
-        let valid_bid = c
-            .business_id
-            .split_once('-')
-            .filter(|(body, check)| check.len() == 1 && business_id_check_digit(body).map(|d| d.to_string()) == Some(check.to_string()));
+        let valid_bid = c.business_id.split_once('-').filter(|(body, check)| {
+            check.len() == 1 && business_id_check_digit(body).map(|d| d.to_string()) == Some(check.to_string())
+        });
         if valid_bid.is_none() {
-            bad(format!("business_id '{}' is not a valid Finnish business ID (1234567-8 with its check digit)", c.business_id));
+            bad(format!(
+                "business_id '{}' is not a valid Finnish business ID (1234567-8 with its check digit)",
+                c.business_id
+            ));
         }
         if !c.billing_email.contains('@') {
             bad(format!("billing_email '{}' is not an e-mail address", c.billing_email));
         }
         for (k, ct) in c.contacts.iter().enumerate() {
             if !ct.email.contains('@') {
-                errs.push(RowError { at: format!("{at}.contacts[{k}]"), msg: format!("email '{}' is not an e-mail address", ct.email) });
+                errs.push(RowError {
+                    at: format!("{at}.contacts[{k}]"),
+                    msg: format!("email '{}' is not an e-mail address", ct.email),
+                });
             }
         }
         for (k, s) in c.sites.iter().enumerate() {
@@ -225,7 +233,13 @@ pub struct ImportReport {
 /// Validates and imports `export` as a new register version. Either the new version becomes
 /// current (its `register_imports` row is written last) or nothing visible changes. Older
 /// versions of personal data are deleted once the new one is current.
-pub async fn import(client: &Client, export: &RegisterExport, imported_by: &str, source_file: &str, sha256: &str) -> Result<ImportReport, RegisterError> {
+pub async fn import(
+    client: &Client,
+    export: &RegisterExport,
+    imported_by: &str,
+    source_file: &str,
+    sha256: &str,
+) -> Result<ImportReport, RegisterError> {
     validate(export)?;
     let current = current_version(client).await?;
     let v = current + 1;
@@ -255,7 +269,14 @@ pub async fn import(client: &Client, export: &RegisterExport, imported_by: &str,
             billing_email: c.billing_email.clone(),
         });
         for ct in &c.contacts {
-            contacts.push(ContactRow { version: v, customer_id: c.customer_id.clone(), name: ct.name.clone(), email: ct.email.clone(), phone: ct.phone.clone(), role: ct.role.clone() });
+            contacts.push(ContactRow {
+                version: v,
+                customer_id: c.customer_id.clone(),
+                name: ct.name.clone(),
+                email: ct.email.clone(),
+                phone: ct.phone.clone(),
+                role: ct.role.clone(),
+            });
         }
         for s in &c.sites {
             sites.push(SiteRow {
@@ -270,12 +291,21 @@ pub async fn import(client: &Client, export: &RegisterExport, imported_by: &str,
             });
         }
     }
-    let plans: Vec<PlanRow> = export.plans.iter().map(|p| PlanRow { version: v, plan: p.plan.clone(), metering: p.metering.clone(), included: p.included }).collect();
+    let plans: Vec<PlanRow> = export
+        .plans
+        .iter()
+        .map(|p| PlanRow { version: v, plan: p.plan.clone(), metering: p.metering.clone(), included: p.included })
+        .collect();
     insert_all(client, "customers", &customers).await?;
     insert_all(client, "contacts", &contacts).await?;
     insert_all(client, "sites", &sites).await?;
     insert_all(client, "plans", &plans).await?;
-    let report = ImportReport { version: v, customers: customers.len() as u32, sites: sites.len() as u32, contacts: contacts.len() as u32 };
+    let report = ImportReport {
+        version: v,
+        customers: customers.len() as u32,
+        sites: sites.len() as u32,
+        contacts: contacts.len() as u32,
+    };
     let commit = ImportRow {
         version: v,
         imported_at: chrono::Utc::now().timestamp_millis(),
@@ -313,7 +343,13 @@ pub async fn load_sites(client: &Client) -> Result<(u64, Vec<SiteSpan>), Registe
         .map(|r| {
             let mut domains = vec![r.primary_domain];
             domains.extend(r.aliases);
-            SiteSpan { site_id: r.site_id, customer_id: r.customer_id, domains, valid_from: from_days(r.valid_from), valid_to: r.valid_to.map(from_days) }
+            SiteSpan {
+                site_id: r.site_id,
+                customer_id: r.customer_id,
+                domains,
+                valid_from: from_days(r.valid_from),
+                valid_to: r.valid_to.map(from_days),
+            }
         })
         .collect();
     Ok((v, spans))
@@ -332,10 +368,22 @@ mod tests {
                 customer_id: "C1".into(),
                 company_name: "Kahvila Oy".into(),
                 business_id: "0112038-9".into(),
-                billing_address: Address { street: "Katu 1".into(), postal_code: "00100".into(), city: "Helsinki".into(), country: "FI".into() },
+                billing_address: Address {
+                    street: "Katu 1".into(),
+                    postal_code: "00100".into(),
+                    city: "Helsinki".into(),
+                    country: "FI".into(),
+                },
                 billing_email: "laskut@kahvila.fi".into(),
                 contacts: vec![],
-                sites: vec![Site { site_id: "S1".into(), primary_domain: "kahvila.fi".into(), aliases: vec![], plan: "start".into(), valid_from: "2024-01-01".into(), valid_to: None }],
+                sites: vec![Site {
+                    site_id: "S1".into(),
+                    primary_domain: "kahvila.fi".into(),
+                    aliases: vec![],
+                    plan: "start".into(),
+                    valid_from: "2024-01-01".into(),
+                    valid_to: None,
+                }],
             }],
         }
     }

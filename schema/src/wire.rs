@@ -97,7 +97,8 @@ impl BatchWriter {
         put_varint(b, r.request_time_us.map_or(0, |v| v.saturating_add(1)));
         put_varint(b, r.upstream_time_us.map_or(0, |v| v.saturating_add(1)));
         b.push(r.upstream_count);
-        for s in [&r.remote_user, &r.method, &r.path, &r.query, &r.protocol, &r.referer, &r.user_agent, &r.cache_status] {
+        for s in [&r.remote_user, &r.method, &r.path, &r.query, &r.protocol, &r.referer, &r.user_agent, &r.cache_status]
+        {
             put_str(b, s);
         }
         self.prev_offset = r.source.offset;
@@ -184,7 +185,8 @@ impl<'a> BatchReader<'a> {
             6 => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(take(buf, p, 16, "ipv6")?).expect("16")))),
             _ => return Err(WireError::Invalid { at: *p - 1, what: "ip tag" }),
         };
-        let status = u16::try_from(get_varint(buf, p, "status")?).map_err(|_| WireError::Invalid { at: *p, what: "status" })?;
+        let status =
+            u16::try_from(get_varint(buf, p, "status")?).map_err(|_| WireError::Invalid { at: *p, what: "status" })?;
         let bytes_sent = get_varint(buf, p, "bytes_sent")?;
         let opt = |v: u64| v.checked_sub(1);
         let request_time_us = opt(get_varint(buf, p, "request_time")?);
@@ -329,13 +331,30 @@ mod tests {
         assert_eq!(
             hex,
             concat!(
-                "534c5701", "efbeedfe00000000", "01000000", "0010000000000000", "40c227dafe5b0600",
+                "534c5701",
+                "efbeedfe00000000",
+                "01000000",
+                "0010000000000000",
+                "40c227dafe5b0600",
                 "0f73686f702e6578616d706c652e6669", // header: magic, version, fingerprint, count, offset, ts, host
-                "00", "00", "e0a801", "00", // offset delta, ts delta, tz +10800 s, flags
+                "00",
+                "00",
+                "e0a801",
+                "00",                                 // offset delta, ts delta, tz +10800 s, flags
                 "0620010db8000000000000000000000007", // ip tag 6 + address
-                "c801", "8328", "e15d", "00", "00", // status 200, bytes 5123, request 12000 µs + 1, upstream absent, count
-                "00", "03474554", "0d2f77702d6c6f67696e2e706870", "0f72656469726563745f746f3d253246",
-                "08485454502f322e30", "012d", "0b4d6f7a696c6c612f352e30", "044d495353",
+                "c801",
+                "8328",
+                "e15d",
+                "00",
+                "00", // status 200, bytes 5123, request 12000 µs + 1, upstream absent, count
+                "00",
+                "03474554",
+                "0d2f77702d6c6f67696e2e706870",
+                "0f72656469726563745f746f3d253246",
+                "08485454502f322e30",
+                "012d",
+                "0b4d6f7a696c6c612f352e30",
+                "044d495353",
             )
         );
         let back: Vec<_> = BatchReader::new(&bytes).unwrap().collect::<Result<_, _>>().unwrap();
@@ -366,8 +385,8 @@ mod tests {
             (any::<Option<u64>>(), any::<Option<u64>>(), any::<u8>(), any::<u8>(), 0u64..1 << 40),
             (s(), s(), s(), s(), s(), s(), s(), s()),
         )
-            .prop_map(|((ts, tz, ip, status, bytes), (rt, ut, uc, flags, off), (ru, m, p, q, pr, rf, ua, cs))| {
-                AccessRecord {
+            .prop_map(
+                |((ts, tz, ip, status, bytes), (rt, ut, uc, flags, off), (ru, m, p, q, pr, rf, ua, cs))| AccessRecord {
                     ts_micros: ts,
                     tz_offset_secs: tz,
                     host: "h.example".into(),
@@ -387,8 +406,8 @@ mod tests {
                     cache_status: cs,
                     flags,
                     source: SourceId { fingerprint: 42, offset: off },
-                }
-            })
+                },
+            )
     }
 
     proptest! {

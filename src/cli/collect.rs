@@ -21,12 +21,7 @@ use sitelog_ingest::collect::{Collector, CollectorConfig, Mode, Stats};
 #[derive(clap::Args, Debug)]
 pub struct CollectArgs {
     /// Collector config (TOML); `deploy/collector.example.toml` documents every key.
-    #[arg(
-        long,
-        short = 'c',
-        default_value = "/etc/sitelog/collector.toml",
-        env = "SITELOG_COLLECTOR_CONFIG"
-    )]
+    #[arg(long, short = 'c', default_value = "/etc/sitelog/collector.toml", env = "SITELOG_COLLECTOR_CONFIG")]
     config: PathBuf,
     /// Read everything present now, wait until Kafka acknowledged all of it, write the
     /// checkpoints and exit. A partial last line of a live file waits for the next run.
@@ -71,16 +66,12 @@ pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
     if let Some(d) = args.checkpoint_dir {
         cfg.collector.checkpoint_dir = d;
     }
-    cfg.validate()
-        .map_err(|(key, msg)| anyhow::anyhow!("{}: {key}: {msg}", args.config.display()))?;
+    cfg.validate().map_err(|(key, msg)| anyhow::anyhow!("{}: {key}: {msg}", args.config.display()))?;
 
     let rt = super::runtime()?;
     let metrics_addr = match (args.metrics_addr, &cfg.collector.metrics_addr) {
         (Some(a), _) => Some(a),
-        (None, Some(s)) => Some(
-            s.parse()
-                .with_context(|| format!("collector.metrics_addr {s:?}"))?,
-        ),
+        (None, Some(s)) => Some(s.parse().with_context(|| format!("collector.metrics_addr {s:?}"))?),
         (None, None) => None,
     };
     if let Some(addr) = metrics_addr {
@@ -88,10 +79,7 @@ pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
     }
 
     let mode = if !args.backfill.is_empty() {
-        Mode::Backfill {
-            paths: args.backfill,
-            source: args.source,
-        }
+        Mode::Backfill { paths: args.backfill, source: args.source }
     } else if args.once {
         Mode::Once
     } else {
@@ -132,10 +120,7 @@ pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
 fn forward_signals(rt: &tokio::runtime::Runtime, events: mpsc::Sender<Event>) {
     rt.spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
             return;
         };
         for n in 0.. {
@@ -147,9 +132,7 @@ fn forward_signals(rt: &tokio::runtime::Runtime, events: mpsc::Sender<Event>) {
                 tracing::warn!("second signal: exiting without waiting for acknowledgements");
                 std::process::exit(130);
             }
-            tracing::info!(
-                "signal received: flushing, waiting for acknowledgements, checkpointing"
-            );
+            tracing::info!("signal received: flushing, waiting for acknowledgements, checkpointing");
             let _ = events.send(Event::Shutdown);
         }
     });
@@ -193,11 +176,8 @@ impl Progress {
                     }
                     None if last_log.elapsed() >= Duration::from_secs(10) => {
                         last_log = Instant::now();
-                        let eta = if done > 0 {
-                            (total.saturating_sub(done)) as f64 * secs / done as f64
-                        } else {
-                            f64::NAN
-                        };
+                        let eta =
+                            if done > 0 { (total.saturating_sub(done)) as f64 * secs / done as f64 } else { f64::NAN };
                         tracing::info!(
                             done_bytes = done,
                             total_bytes = total,

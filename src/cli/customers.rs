@@ -55,7 +55,10 @@ pub fn run(a: CustomersArgs) -> anyhow::Result<ExitCode> {
             let sha: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
             let client = cfg.clickhouse.client()?;
             let r = rt.block_on(register::import(&client, &export, &by, &file.display().to_string(), &sha))?;
-            println!("imported register version {}: {} customers, {} sites, {} contacts", r.version, r.customers, r.sites, r.contacts);
+            println!(
+                "imported register version {}: {} customers, {} sites, {} contacts",
+                r.version, r.customers, r.sites, r.contacts
+            );
         }
         Action::Unattributed { opts } => {
             let cfg = opts.load()?;
@@ -69,7 +72,8 @@ pub fn run(a: CustomersArgs) -> anyhow::Result<ExitCode> {
                     .fetch_all(),
             )?;
             println!("{:<40} {:>12}  {:<10}  {:<10}", "host", "requests", "first day", "last day");
-            let day = |d: u16| chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + chrono::Days::new(d as u64);
+            let day =
+                |d: u16| chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + chrono::Days::new(d as u64);
             let mut total = 0;
             for r in &rows {
                 total += r.requests;

@@ -33,7 +33,14 @@ pub struct GenerateArgs {
 pub fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(a.days >= 1, "--days must be at least 1");
     anyhow::ensure!(a.customers >= 3, "--customers must be at least 3 (the moved-domain case needs them)");
-    let opts = GenerateOptions { out: a.out.clone(), seed: a.seed, start: a.start, days: a.days, customers: a.customers, rate: a.rate };
+    let opts = GenerateOptions {
+        out: a.out.clone(),
+        seed: a.seed,
+        start: a.start,
+        days: a.days,
+        customers: a.customers,
+        rate: a.rate,
+    };
     let s = generate(&opts).with_context(|| format!("writing the sample to {}", a.out.display()))?;
     println!(
         "wrote {}: {} customers, {} sites, {} files, {} lines ({} records, {} malformed), {} unattributed requests",

@@ -49,21 +49,11 @@ Examples:
 pub struct ParseArgs {
     /// Log format: a built-in name (combined, common, vhost_combined, main, json) or a
     /// pasted nginx `log_format` / apache `LogFormat` string.
-    #[arg(
-        short,
-        long,
-        value_name = "NAME|FORMAT",
-        required_unless_present = "log_format_file"
-    )]
+    #[arg(short, long, value_name = "NAME|FORMAT", required_unless_present = "log_format_file")]
     pub format: Option<String>,
 
     /// Read the format from an nginx configuration file's `log_format NAME ...;` directive.
-    #[arg(
-        long,
-        value_name = "NGINX_CONF",
-        requires = "name",
-        conflicts_with = "format"
-    )]
+    #[arg(long, value_name = "NGINX_CONF", requires = "name", conflicts_with = "format")]
     pub log_format_file: Option<PathBuf>,
 
     /// The `log_format` name to use from --log-format-file.
@@ -105,27 +95,17 @@ const CHECK_REJECTS_SHOWN: u64 = 10;
 
 pub fn run(args: ParseArgs) -> anyhow::Result<ExitCode> {
     let format = build_format(&args)?.with_trusted_proxies(args.trusted_proxies.clone());
-    let files = if args.files.is_empty() {
-        vec![PathBuf::from("-")]
-    } else {
-        args.files.clone()
-    };
+    let files = if args.files.is_empty() { vec![PathBuf::from("-")] } else { args.files.clone() };
 
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(256 * 1024, stdout.lock());
     let mut rejects: Box<dyn Write> = match &args.rejects {
-        Some(p) => {
-            Box::new(BufWriter::new(File::create(p).with_context(|| {
-                format!("creating the rejects file {}", p.display())
-            })?))
-        }
+        Some(p) => Box::new(BufWriter::new(
+            File::create(p).with_context(|| format!("creating the rejects file {}", p.display()))?,
+        )),
         None => Box::new(io::stderr()),
     };
-    let shown_limit = if args.check && args.rejects.is_none() {
-        CHECK_REJECTS_SHOWN
-    } else {
-        u64::MAX
-    };
+    let shown_limit = if args.check && args.rejects.is_none() { CHECK_REJECTS_SHOWN } else { u64::MAX };
 
     let started = Instant::now();
     let mut stats = Stats::default();
@@ -133,36 +113,16 @@ pub fn run(args: ParseArgs) -> anyhow::Result<ExitCode> {
     let mut json = Vec::with_capacity(4096);
     'files: for path in &files {
         let name = path.display().to_string();
-        let reader = if path == Path::new("-") {
-            lines::decompressing(io::stdin())
-        } else {
-            lines::open(path)
-        }
-        .with_context(|| format!("opening {name}"))?;
+        let reader = if path == Path::new("-") { lines::decompressing(io::stdin()) } else { lines::open(path) }
+            .with_context(|| format!("opening {name}"))?;
         let mut reader = LineReader::with_max_line_bytes(reader, args.max_line_bytes);
-        while let Some(item) = reader
-            .next_line()
-            .with_context(|| format!("reading {name}"))?
-        {
+        while let Some(item) = reader.next_line().with_context(|| format!("reading {name}"))? {
             stats.lines += 1;
             let (line_no, offset, bytes) = match item {
-                Line::Complete {
-                    line_no,
-                    offset,
-                    bytes,
+                Line::Complete { line_no, offset, bytes } | Line::Partial { line_no, offset, bytes } => {
+                    (line_no, offset, bytes)
                 }
-                | Line::Partial {
-                    line_no,
-                    offset,
-                    bytes,
-                } => (line_no, offset, bytes),
-                Line::TooLong {
-                    line_no,
-                    offset,
-                    len,
-                    head,
-                    ..
-                } => {
+                Line::TooLong { line_no, offset, len, head, .. } => {
                     let reason = format!("line longer than {} bytes", args.max_line_bytes);
                     let mut r = Reject::new(&name, 0, offset, line_no, reason.clone(), head);
                     r.len = len;
@@ -176,18 +136,9 @@ pub fn run(args: ParseArgs) -> anyhow::Result<ExitCode> {
                     if args.check {
                         continue;
                     }
-                    record.source = SourceId {
-                        fingerprint: 0,
-                        offset,
-                    };
+                    record.source = SourceId { fingerprint: 0, offset };
                     json.clear();
-                    serde_json::to_writer(
-                        &mut json,
-                        &Output {
-                            record: &record,
-                            extra: &extras,
-                        },
-                    )?;
+                    serde_json::to_writer(&mut json, &Output { record: &record, extra: &extras })?;
                     json.push(b'\n');
                     if let Err(e) = out.write_all(&json) {
                         if e.kind() == io::ErrorKind::BrokenPipe {
@@ -205,41 +156,25 @@ pub fn run(args: ParseArgs) -> anyhow::Result<ExitCode> {
         stats.bytes += reader.offset();
     }
     match out.flush() {
-        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
-            return Err(e).context("writing to stdout")
-        }
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => return Err(e).context("writing to stdout"),
         _ => {}
     }
     rejects.flush().context("writing rejects")?;
-    eprintln!(
-        "{}",
-        stats.summary(files.len(), started.elapsed().as_secs_f64())
-    );
-    Ok(if stats.rejects == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(2)
-    })
+    eprintln!("{}", stats.summary(files.len(), started.elapsed().as_secs_f64()));
+    Ok(if stats.rejects == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }
 
 fn build_format(args: &ParseArgs) -> anyhow::Result<LogFormat> {
     if let Some(conf) = &args.log_format_file {
         let name = args.name.as_deref().unwrap_or("main");
-        let text =
-            std::fs::read_to_string(conf).with_context(|| format!("reading {}", conf.display()))?;
-        return LogFormat::from_nginx_config(&text, name)
-            .with_context(|| format!("in {}", conf.display()));
+        let text = std::fs::read_to_string(conf).with_context(|| format!("reading {}", conf.display()))?;
+        return LogFormat::from_nginx_config(&text, name).with_context(|| format!("in {}", conf.display()));
     }
-    let Some(spec) = args.format.as_deref() else {
-        bail!("give --format or --log-format-file")
-    };
+    let Some(spec) = args.format.as_deref() else { bail!("give --format or --log-format-file") };
     let escape: Escape = args.escape.parse()?;
     let format = if args.apache {
         LogFormat::apache(spec)?
-    } else if escape != Escape::Default
-        && LogFormat::builtin(spec.trim()).is_none()
-        && spec.contains('$')
-    {
+    } else if escape != Escape::Default && LogFormat::builtin(spec.trim()).is_none() && spec.contains('$') {
         LogFormat::nginx(spec, escape)?
     } else {
         LogFormat::resolve(spec)?
@@ -262,16 +197,8 @@ impl Serialize for Output<'_, '_> {
             #[serde(skip_serializing_if = "Option::is_none")]
             extra: Option<ExtraMap<'r>>,
         }
-        let extra = self
-            .extra
-            .iter()
-            .any(|(_, v)| !v.is_empty())
-            .then_some(ExtraMap(self.extra));
-        Flat {
-            record: self.record,
-            extra,
-        }
-        .serialize(s)
+        let extra = self.extra.iter().any(|(_, v)| !v.is_empty()).then_some(ExtraMap(self.extra));
+        Flat { record: self.record, extra }.serialize(s)
     }
 }
 
@@ -298,23 +225,14 @@ struct Stats {
 }
 
 impl Stats {
-    fn reject(
-        &mut self,
-        key: String,
-        r: &Reject,
-        to: &mut dyn Write,
-        shown_limit: u64,
-    ) -> anyhow::Result<()> {
+    fn reject(&mut self, key: String, r: &Reject, to: &mut dyn Write, shown_limit: u64) -> anyhow::Result<()> {
         self.rejects += 1;
         *self.by_reason.entry(key).or_default() += 1;
         if self.rejects <= shown_limit {
             serde_json::to_writer(&mut *to, r)?;
             to.write_all(b"\n").context("writing rejects")?;
         } else if self.rejects == shown_limit + 1 {
-            writeln!(
-                to,
-                "… further rejects not shown (use --rejects FILE to keep them all)"
-            )?;
+            writeln!(to, "… further rejects not shown (use --rejects FILE to keep them all)")?;
         }
         Ok(())
     }
@@ -334,10 +252,7 @@ impl Stats {
             let list: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} × {r}")).collect();
             s.push_str(&format!(" ({})", list.join("; ")));
         }
-        s.push_str(&format!(
-            ", {mb:.1} MB in {secs:.2} s ({:.1} MB/s)",
-            if secs > 0.0 { mb / secs } else { 0.0 }
-        ));
+        s.push_str(&format!(", {mb:.1} MB in {secs:.2} s ({:.1} MB/s)", if secs > 0.0 { mb / secs } else { 0.0 }));
         s
     }
 }

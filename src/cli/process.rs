@@ -33,8 +33,9 @@ pub fn run(a: ProcessArgs) -> anyhow::Result<ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
     super::stop_on_signals(&rt, stop.clone());
     let started = Instant::now();
-    let mut p = Processor::new(cfg.clone(), rt.handle().clone())
-        .with_context(|| format!("starting the processor (kafka {}, clickhouse {})", cfg.kafka.brokers, cfg.clickhouse.url))?;
+    let mut p = Processor::new(cfg.clone(), rt.handle().clone()).with_context(|| {
+        format!("starting the processor (kafka {}, clickhouse {})", cfg.kafka.brokers, cfg.clickhouse.url)
+    })?;
     let stats = p.run(&stop, a.exit_when_idle.map(Duration::from_secs)).context("processing")?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(

@@ -120,14 +120,17 @@ fn billing(a: BillingArgs) -> anyhow::Result<ExitCode> {
         raw_retention_days: cfg.retention.raw_days,
     };
     let rt = super::runtime()?;
-    let result = rt
-        .block_on(billing::run(&client, &cfg.billing, &options))
-        .with_context(|| format!("billing {month} in database '{}' at {}", cfg.clickhouse.database, cfg.clickhouse.url))?;
+    let result = rt.block_on(billing::run(&client, &cfg.billing, &options)).with_context(|| {
+        format!("billing {month} in database '{}' at {}", cfg.clickhouse.database, cfg.clickhouse.url)
+    })?;
     let report = &result.report;
     if let Some(why) = &result.refused {
         eprintln!("refused: {month} is not complete: {why}");
         for l in &report.completeness.lagging {
-            eprintln!("lagging source: {} (file {}) watermark {}, {:.1} h behind {}", l.site_host, l.fingerprint, l.watermark, l.behind_hours, report.completeness.needed);
+            eprintln!(
+                "lagging source: {} (file {}) watermark {}, {:.1} h behind {}",
+                l.site_host, l.fingerprint, l.watermark, l.behind_hours, report.completeness.needed
+            );
         }
         return Ok(ExitCode::from(2));
     }
@@ -143,7 +146,10 @@ fn billing(a: BillingArgs) -> anyhow::Result<ExitCode> {
     // The table already shows status, lagging sources and mismatches on stdout.
     let table_on_stdout = a.format == Format::Table && a.output.is_none();
     if report.status == billing::Status::Provisional && !table_on_stdout {
-        eprintln!("note: {month} is PROVISIONAL: {}", report.completeness.reasons.iter().chain(&report.problems).cloned().collect::<Vec<_>>().join("; "));
+        eprintln!(
+            "note: {month} is PROVISIONAL: {}",
+            report.completeness.reasons.iter().chain(&report.problems).cloned().collect::<Vec<_>>().join("; ")
+        );
         for l in &report.completeness.lagging {
             eprintln!("lagging source: {} (file {}) watermark {}", l.site_host, l.fingerprint, l.watermark);
         }
@@ -194,7 +200,13 @@ fn summary(opts: ProcessorOpts, truth_dir: Option<PathBuf>) -> anyhow::Result<Ex
             unattributed += u.requests;
             continue;
         }
-        let d = DayUsage { requests: u.requests, bytes_sent: u.bytes_sent, bot_requests: u.bot_requests, visitors_ip: u.visitors_ip, visitors_ip_ua: u.visitors_ip_ua };
+        let d = DayUsage {
+            requests: u.requests,
+            bytes_sent: u.bytes_sent,
+            bot_requests: u.bot_requests,
+            visitors_ip: u.visitors_ip,
+            visitors_ip_ua: u.visitors_ip_ua,
+        };
         let c = per_customer.entry(&u.customer_id).or_default();
         c.requests += d.requests;
         c.bytes_sent += d.bytes_sent;
@@ -203,7 +215,10 @@ fn summary(opts: ProcessorOpts, truth_dir: Option<PathBuf>) -> anyhow::Result<Ex
         c.visitors_ip_ua += d.visitors_ip_ua;
         found.insert((u.customer_id.clone(), u.site_id.clone(), u.day.clone()), d);
     }
-    println!("{:<8} {:>12} {:>14} {:>7} {:>12} {:>14}", "customer", "requests", "bytes", "bots%", "visits_ip", "visits_ip_ua");
+    println!(
+        "{:<8} {:>12} {:>14} {:>7} {:>12} {:>14}",
+        "customer", "requests", "bytes", "bots%", "visits_ip", "visits_ip_ua"
+    );
     for (c, d) in &per_customer {
         println!(
             "{c:<8} {:>12} {:>14} {:>6.1}% {:>12} {:>14}",
@@ -249,7 +264,10 @@ fn summary(opts: ProcessorOpts, truth_dir: Option<PathBuf>) -> anyhow::Result<Ex
             problems.push(format!("unattributed requests: expected {want_unattr}, found {unattributed}"));
         }
         if problems.is_empty() {
-            println!("ground truth: all {} customer/site/day rows and the unattributed count match exactly", expected.len());
+            println!(
+                "ground truth: all {} customer/site/day rows and the unattributed count match exactly",
+                expected.len()
+            );
         } else {
             for p in &problems {
                 println!("MISMATCH {p}");

@@ -47,8 +47,9 @@ pub fn run(args: StackArgs) -> anyhow::Result<ExitCode> {
             println!("installed: {} and {}", stack::tansu_bin().display(), stack::chdb_python().display());
         }
         Action::Up { kafka_port, clickhouse_port, partitions } => {
-            let st = stack::up(&args.dir, kafka_port, clickhouse_port, &[(ACCESS_TOPIC, partitions), (REJECTS_TOPIC, 1)])
-                .context("starting the local stack")?;
+            let st =
+                stack::up(&args.dir, kafka_port, clickhouse_port, &[(ACCESS_TOPIC, partitions), (REJECTS_TOPIC, 1)])
+                    .context("starting the local stack")?;
             println!("kafka      {}  (tansu, log {}/kafka.log)", st.kafka_bootstrap, args.dir.display());
             println!("clickhouse {}  (chDB, log {}/clickhouse.log)", st.clickhouse_url, args.dir.display());
         }

@@ -113,11 +113,58 @@ impl Domain {
     }
 }
 
-const CITIES: &[(&str, &str)] = &[("Helsinki", "00100"), ("Espoo", "02100"), ("Tampere", "33100"), ("Turku", "20100"), ("Oulu", "90100"), ("Jyväskylä", "40100"), ("Kuopio", "70100"), ("Lahti", "15110")];
-const STREETS: &[&str] = &["Mannerheimintie", "Hämeenkatu", "Aleksanterinkatu", "Kauppakatu", "Satamakatu", "Itäinen Pitkäkatu", "Tietotie", "Runeberginkatu"];
-const FIRST: &[&str] = &["Aino", "Eero", "Liisa", "Mikko", "Sanna", "Juha", "Katja", "Timo", "Noora", "Ville", "Åsa", "Jörg"];
-const LAST: &[&str] = &["Virtanen", "Korhonen", "Mäkinen", "Nieminen", "Mäkelä", "Hämäläinen", "Laine", "Heikkinen", "Koskinen", "Järvinen"];
-const BRANDS: &[&str] = &["Kahvila Aroma", "Rakennus Kivi", "Pohjolan Puutarha", "Tunturi Matkat", "Saaristo Design", "Lapin Luonto", "Kirjapaja", "Hyvä Olo Klinikka", "Autokorjaamo Nopea", "Metsä & Meri", "Leipomo Ruis", "Studio Valo", "Kenkäkauppa Askel", "Tilitoimisto Tase", "Koirahoitola Haukku", "Taidegalleria Sävy"];
+const CITIES: &[(&str, &str)] = &[
+    ("Helsinki", "00100"),
+    ("Espoo", "02100"),
+    ("Tampere", "33100"),
+    ("Turku", "20100"),
+    ("Oulu", "90100"),
+    ("Jyväskylä", "40100"),
+    ("Kuopio", "70100"),
+    ("Lahti", "15110"),
+];
+const STREETS: &[&str] = &[
+    "Mannerheimintie",
+    "Hämeenkatu",
+    "Aleksanterinkatu",
+    "Kauppakatu",
+    "Satamakatu",
+    "Itäinen Pitkäkatu",
+    "Tietotie",
+    "Runeberginkatu",
+];
+const FIRST: &[&str] =
+    &["Aino", "Eero", "Liisa", "Mikko", "Sanna", "Juha", "Katja", "Timo", "Noora", "Ville", "Åsa", "Jörg"];
+const LAST: &[&str] = &[
+    "Virtanen",
+    "Korhonen",
+    "Mäkinen",
+    "Nieminen",
+    "Mäkelä",
+    "Hämäläinen",
+    "Laine",
+    "Heikkinen",
+    "Koskinen",
+    "Järvinen",
+];
+const BRANDS: &[&str] = &[
+    "Kahvila Aroma",
+    "Rakennus Kivi",
+    "Pohjolan Puutarha",
+    "Tunturi Matkat",
+    "Saaristo Design",
+    "Lapin Luonto",
+    "Kirjapaja",
+    "Hyvä Olo Klinikka",
+    "Autokorjaamo Nopea",
+    "Metsä & Meri",
+    "Leipomo Ruis",
+    "Studio Valo",
+    "Kenkäkauppa Askel",
+    "Tilitoimisto Tase",
+    "Koirahoitola Haukku",
+    "Taidegalleria Sävy",
+];
 const TLDS: &[&str] = &["fi", "fi", "fi", "com", "eu"];
 
 const BROWSERS: &[&str] = &[
@@ -138,13 +185,42 @@ const BOTS: &[(&str, [u8; 2])] = &[
     ("Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)", [54, 36]),
     ("Mozilla/5.0 (compatible; SemrushBot/7~bl; +http://www.semrush.com/bot.html)", [85, 208]),
     ("Mozilla/5.0 (compatible; YandexBot/3.0; +http://yandex.com/bots)", [5, 255]),
-    ("Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)", [20, 171]),
+    (
+        "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)",
+        [20, 171],
+    ),
     ("Mozilla/5.0 (compatible; UptimeRobot/2.0; http://www.uptimerobot.com/)", [69, 162]),
     ("facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)", [31, 13]),
 ];
 
-const PAGES: &[&str] = &["/", "/", "/", "/about/", "/contact/", "/blog/", "/services/", "/shop/", "/category/news/", "/2026/10/syksyn-uutuudet/", "/product/lahjakortti/", "/tietosuojaseloste/", "/wp-admin/admin-ajax.php", "/feed/", "/wp-json/wp/v2/posts"];
-const STATIC: &[&str] = &["/wp-content/themes/astra/style.css", "/wp-includes/js/jquery/jquery.min.js", "/wp-content/uploads/2026/10/hero-1920x1080.jpg", "/wp-content/uploads/2026/09/logo.png", "/wp-content/plugins/woocommerce/assets/js/frontend/cart.js", "/wp-content/themes/astra/assets/fonts/astra.woff2", "/favicon.ico", "/wp-content/uploads/2026/08/tuote-kuva.webp", "/wp-includes/css/dist/block-library/style.min.css"];
+const PAGES: &[&str] = &[
+    "/",
+    "/",
+    "/",
+    "/about/",
+    "/contact/",
+    "/blog/",
+    "/services/",
+    "/shop/",
+    "/category/news/",
+    "/2026/10/syksyn-uutuudet/",
+    "/product/lahjakortti/",
+    "/tietosuojaseloste/",
+    "/wp-admin/admin-ajax.php",
+    "/feed/",
+    "/wp-json/wp/v2/posts",
+];
+const STATIC: &[&str] = &[
+    "/wp-content/themes/astra/style.css",
+    "/wp-includes/js/jquery/jquery.min.js",
+    "/wp-content/uploads/2026/10/hero-1920x1080.jpg",
+    "/wp-content/uploads/2026/09/logo.png",
+    "/wp-content/plugins/woocommerce/assets/js/frontend/cart.js",
+    "/wp-content/themes/astra/assets/fonts/astra.woff2",
+    "/favicon.ico",
+    "/wp-content/uploads/2026/08/tuote-kuva.webp",
+    "/wp-includes/css/dist/block-library/style.min.css",
+];
 
 /// Diurnal weight per local hour (sums to 100-ish).
 const HOURS: [u32; 24] = [1, 1, 1, 1, 1, 2, 3, 4, 5, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 5, 4, 3, 2];
@@ -256,7 +332,10 @@ pub fn generate(opts: &GenerateOptions) -> std::io::Result<Summary> {
                         if !r.is_static && !r.is_bot && r.status != 403 {
                             t.ips.insert(r.ip);
                         }
-                        if !r.is_static && !r.is_bot && ((200..300).contains(&r.status) || matches!(r.status, 303..=305)) {
+                        if !r.is_static
+                            && !r.is_bot
+                            && ((200..300).contains(&r.status) || matches!(r.status, 303..=305))
+                        {
                             t.ip_uas.insert((r.ip, r.ua.clone()));
                         }
                     }
@@ -310,7 +389,15 @@ pub fn generate(opts: &GenerateOptions) -> std::io::Result<Summary> {
 
     let mut csv = String::from("customer_id,site_id,day,requests,bytes_sent,bot_requests,visitors_ip,visitors_ip_ua\n");
     for ((c, s, day), t) in &usage {
-        let _ = writeln!(csv, "{c},{s},{day},{},{},{},{},{}", t.requests, t.bytes_sent, t.bot_requests, t.ips.len(), t.ip_uas.len());
+        let _ = writeln!(
+            csv,
+            "{c},{s},{day},{},{},{},{},{}",
+            t.requests,
+            t.bytes_sent,
+            t.bot_requests,
+            t.ips.len(),
+            t.ip_uas.len()
+        );
     }
     fs::write(out.join("truth/usage_daily.csv"), csv)?;
     let mut fcsv = String::from("file,lines,records,malformed\n");
@@ -361,7 +448,9 @@ fn web_of(base: &Path) -> Web {
 /// The log file a request lands in, and that server's local day (rotation happens at local midnight).
 fn file_of(out: &Path, d: &Domain, r: &Req) -> (PathBuf, NaiveDate) {
     match d.web {
-        Web::Nginx1 => (out.join(format!("logs/web1/{}/access.log", d.hosts[0])), r.ts.with_timezone(&Helsinki).date_naive()),
+        Web::Nginx1 => {
+            (out.join(format!("logs/web1/{}/access.log", d.hosts[0])), r.ts.with_timezone(&Helsinki).date_naive())
+        }
         Web::Nginx2 => (out.join(format!("logs/web2/{}/access.log", d.hosts[0])), r.ts.date_naive()),
         Web::Apache3 => (out.join("logs/web3/other_vhosts_access.log"), r.ts.with_timezone(&Helsinki).date_naive()),
     }
@@ -381,25 +470,36 @@ enum Malformed {
 
 /// Where malformed lines go: one per file for the first few files, after the 3rd record of
 /// the file's second day (an archive in long runs), each of another kind. Deterministic.
-fn malformed_places(per_file: &BTreeMap<PathBuf, BTreeMap<NaiveDate, Vec<Req>>>) -> BTreeMap<(PathBuf, NaiveDate), Malformed> {
-    let kinds = [Malformed::Truncated, Malformed::Garbage, Malformed::OverLong, Malformed::BadStatus, Malformed::Truncated];
+fn malformed_places(
+    per_file: &BTreeMap<PathBuf, BTreeMap<NaiveDate, Vec<Req>>>,
+) -> BTreeMap<(PathBuf, NaiveDate), Malformed> {
+    let kinds =
+        [Malformed::Truncated, Malformed::Garbage, Malformed::OverLong, Malformed::BadStatus, Malformed::Truncated];
     per_file
         .iter()
         .zip(kinds)
-        .filter_map(|((file, days), kind)| days.keys().nth(1.min(days.len().saturating_sub(1))).map(|day| ((file.clone(), *day), kind)))
+        .filter_map(|((file, days), kind)| {
+            days.keys().nth(1.min(days.len().saturating_sub(1))).map(|day| ((file.clone(), *day), kind))
+        })
         .collect()
 }
 
 fn write_malformed(text: &mut Vec<u8>, kind: Malformed) {
     match kind {
-        Malformed::Truncated => text.extend_from_slice(b"198.51.100.23 - - [12/Oct/2026:10:00:00 +0300] \"GET /wp-admin/admin-aj\n"),
-        Malformed::Garbage => text.extend_from_slice(b"\x00\x01\x02PK\x03\x04\x14\x00\x06\x00\xff\xfe garbage \x89PNG\n"),
+        Malformed::Truncated => {
+            text.extend_from_slice(b"198.51.100.23 - - [12/Oct/2026:10:00:00 +0300] \"GET /wp-admin/admin-aj\n")
+        }
+        Malformed::Garbage => {
+            text.extend_from_slice(b"\x00\x01\x02PK\x03\x04\x14\x00\x06\x00\xff\xfe garbage \x89PNG\n")
+        }
         Malformed::OverLong => {
             text.extend_from_slice(b"198.51.100.24 - - [12/Oct/2026:10:00:00 +0300] \"GET /?q=");
             text.extend(std::iter::repeat_n(b'A', 70_000));
             text.extend_from_slice(b" HTTP/1.1\" 414 0 \"-\" \"curl/8.5\"\n");
         }
-        Malformed::BadStatus => text.extend_from_slice(b"198.51.100.25 - - [12/Oct/2026:10:00:00 +0300] \"GET / HTTP/1.1\" OK 512 \"-\" \"curl/8.5\"\n"),
+        Malformed::BadStatus => text.extend_from_slice(
+            b"198.51.100.25 - - [12/Oct/2026:10:00:00 +0300] \"GET / HTTP/1.1\" OK 512 \"-\" \"curl/8.5\"\n",
+        ),
     }
 }
 
@@ -421,7 +521,11 @@ fn random_ts(rng: &mut Rng, day: NaiveDate, hour_window: Option<(u32, u32)>) -> 
     // Local Helsinki time; in the autumn DST overlap take the earlier, skip the spring gap.
     match Helsinki.from_local_datetime(&day.and_time(t)).earliest() {
         Some(dt) => dt.with_timezone(&Utc),
-        None => Helsinki.from_local_datetime(&day.and_time(t + chrono::Duration::hours(1))).earliest().expect("after the gap").with_timezone(&Utc),
+        None => Helsinki
+            .from_local_datetime(&day.and_time(t + chrono::Duration::hours(1)))
+            .earliest()
+            .expect("after the gap")
+            .with_timezone(&Utc),
     }
 }
 
@@ -430,7 +534,16 @@ fn client_ip(rng: &mut Rng, pool_seed: u64) -> IpAddr {
     let k = rng.below(300) ^ pool_seed;
     let mut r = Rng(k);
     if r.chance(0.2) {
-        IpAddr::V6(Ipv6Addr::new(0x2001, 0x0db8, (r.below(0xffff)) as u16, r.below(0xff) as u16, 0, 0, 0, r.range(1, 0xfffe) as u16))
+        IpAddr::V6(Ipv6Addr::new(
+            0x2001,
+            0x0db8,
+            (r.below(0xffff)) as u16,
+            r.below(0xff) as u16,
+            0,
+            0,
+            0,
+            r.range(1, 0xfffe) as u16,
+        ))
     } else {
         IpAddr::V4(Ipv4Addr::new(r.range(80, 195) as u8, r.below(256) as u8, r.below(256) as u8, r.range(1, 254) as u8))
     }
@@ -465,8 +578,18 @@ fn human_visit(rng: &mut Rng, d: &Domain, day: NaiveDate, out: &mut Vec<Req>, in
             404 => rng.range(3_000, 9_000),
             _ => rng.range(150, 600),
         };
-        let upstream = if status >= 500 { Some(vec![rng.range(30_000, 60_000) as u32]) } else { Some(vec![rng.range(20, 900) as u32]) };
-        let query = if page == "/" && rng.chance(0.1) { format!("s=kahvi+{}", rng.below(50)) } else if rng.chance(0.05) { "utm_source=newsletter&utm_medium=email".into() } else { String::new() };
+        let upstream = if status >= 500 {
+            Some(vec![rng.range(30_000, 60_000) as u32])
+        } else {
+            Some(vec![rng.range(20, 900) as u32])
+        };
+        let query = if page == "/" && rng.chance(0.1) {
+            format!("s=kahvi+{}", rng.below(50))
+        } else if rng.chance(0.05) {
+            "utm_source=newsletter&utm_medium=email".into()
+        } else {
+            String::new()
+        };
         out.push(Req {
             ts,
             host: host.clone(),
@@ -496,7 +619,11 @@ fn human_visit(rng: &mut Rng, d: &Domain, day: NaiveDate, out: &mut Vec<Req>, in
                     ip,
                     method: "GET",
                     path: asset.to_owned(),
-                    query: if asset.ends_with(".css") || asset.ends_with(".js") { "ver=6.6.2".into() } else { String::new() },
+                    query: if asset.ends_with(".css") || asset.ends_with(".js") {
+                        "ver=6.6.2".into()
+                    } else {
+                        String::new()
+                    },
                     protocol: "HTTP/2.0",
                     status: st,
                     bytes: if st == 304 { 0 } else { rng.range(900, 350_000) },
@@ -521,7 +648,11 @@ fn bot_visit(rng: &mut Rng, d: &Domain, day: NaiveDate, out: &mut Vec<Req>) {
     let wp_cron = rng.chance(0.05);
     let host = pick_host(rng, d);
     let (path, query, ua) = if wp_cron {
-        ("/wp-cron.php".to_owned(), format!("doing_wp_cron=1760{:06}.{:04}", rng.below(999_999), rng.below(9999)), format!("WordPress/6.6.2; https://{}", d.hosts[0]))
+        (
+            "/wp-cron.php".to_owned(),
+            format!("doing_wp_cron=1760{:06}.{:04}", rng.below(999_999), rng.below(9999)),
+            format!("WordPress/6.6.2; https://{}", d.hosts[0]),
+        )
     } else if rng.chance(0.1) {
         ("/robots.txt".to_owned(), String::new(), ua.to_owned())
     } else {
@@ -560,7 +691,13 @@ fn brute_force(rng: &mut Rng, d: &Domain, day: NaiveDate, out: &mut Vec<Req>) {
             path: "/wp-login.php".into(),
             query: String::new(),
             protocol: "HTTP/1.1",
-            status: if i % 10 == 0 { 200 } else if i > 500 { 429 } else { 200 },
+            status: if i % 10 == 0 {
+                200
+            } else if i > 500 {
+                429
+            } else {
+                200
+            },
             bytes: rng.range(3_800, 4_400),
             referer: format!("https://{}/wp-login.php", d.hosts[0]),
             ua: BROWSERS[0].to_owned(),
@@ -632,12 +769,17 @@ fn render(text: &mut Vec<u8>, web: Web, r: &Req) {
     let line = match web {
         Web::Nginx1 | Web::Nginx2 => {
             let ua = r.ua.replace('"', "\\x22");
-            let mut l = format!("{} - - [{ts}] \"{} {uri} {}\" {} {} \"{}\" \"{ua}\"", r.ip, r.method, r.protocol, r.status, r.bytes, r.referer);
+            let mut l = format!(
+                "{} - - [{ts}] \"{} {uri} {}\" {} {} \"{}\" \"{ua}\"",
+                r.ip, r.method, r.protocol, r.status, r.bytes, r.referer
+            );
             if web == Web::Nginx1 {
                 let rt = format!("{}.{:03}", r.request_time_ms / 1000, r.request_time_ms % 1000);
                 let urt = match &r.upstream_ms {
                     None => "-".to_owned(),
-                    Some(v) => v.iter().map(|ms| format!("{}.{:03}", ms / 1000, ms % 1000)).collect::<Vec<_>>().join(", "),
+                    Some(v) => {
+                        v.iter().map(|ms| format!("{}.{:03}", ms / 1000, ms % 1000)).collect::<Vec<_>>().join(", ")
+                    }
                 };
                 let _ = write!(l, " {} {rt} {urt} {}", r.host, r.cache);
             }
@@ -645,7 +787,16 @@ fn render(text: &mut Vec<u8>, web: Web, r: &Req) {
         }
         Web::Apache3 => {
             let ua = r.ua.replace('"', "\\\"");
-            format!("{}:443 {} - - [{ts}] \"{} {uri} {}\" {} {} \"{}\" \"{ua}\"", r.host, r.ip, r.method, r.protocol.replace("HTTP/2.0", "HTTP/2"), r.status, r.bytes, r.referer)
+            format!(
+                "{}:443 {} - - [{ts}] \"{} {uri} {}\" {} {} \"{}\" \"{ua}\"",
+                r.host,
+                r.ip,
+                r.method,
+                r.protocol.replace("HTTP/2.0", "HTTP/2"),
+                r.status,
+                r.bytes,
+                r.referer
+            )
         }
     };
     text.extend_from_slice(line.as_bytes());
@@ -689,7 +840,9 @@ fn build_register(rng: &mut Rng, opts: &GenerateOptions) -> (RegisterExport, Vec
                 let (f, l) = (*rng.pick(FIRST), *rng.pick(LAST));
                 Contact {
                     name: format!("{f} {l}"),
-                    email: format!("{}.{}@{slug}.{tld}", f.to_lowercase(), l.to_lowercase()).replace(['ä', 'å'], "a").replace('ö', "o"),
+                    email: format!("{}.{}@{slug}.{tld}", f.to_lowercase(), l.to_lowercase())
+                        .replace(['ä', 'å'], "a")
+                        .replace('ö', "o"),
                     phone: format!("+358 40 {:03} {:04}", rng.below(1000), rng.below(10000)),
                     role: if k == 0 { "technical".into() } else { "billing".into() },
                 }
@@ -718,14 +871,31 @@ fn build_register(rng: &mut Rng, opts: &GenerateOptions) -> (RegisterExport, Vec
                 hosts.push(format!("blogi.{primary}"));
                 hosts.push(format!("tapahtumat.{primary}"));
             }
-            sites.push(Site { site_id: site_id.clone(), primary_domain: primary.clone(), aliases, plan, valid_from: "2024-01-01".into(), valid_to: None });
-            domains.push(Domain { hosts, web, owners: vec![(NaiveDate::from_ymd_opt(2024, 1, 1).expect("date"), customer_id, site_id)], weight: rng.range(2, 8) as u32 });
+            sites.push(Site {
+                site_id: site_id.clone(),
+                primary_domain: primary.clone(),
+                aliases,
+                plan,
+                valid_from: "2024-01-01".into(),
+                valid_to: None,
+            });
+            domains.push(Domain {
+                hosts,
+                web,
+                owners: vec![(NaiveDate::from_ymd_opt(2024, 1, 1).expect("date"), customer_id, site_id)],
+                weight: rng.range(2, 8) as u32,
+            });
         }
         customers.push(Customer {
             customer_id: format!("C{:04}", ci + 1),
             company_name: company,
             business_id,
-            billing_address: Address { street: format!("{} {}", rng.pick(STREETS), rng.range(1, 60)), postal_code: postal.into(), city: city.into(), country: "FI".into() },
+            billing_address: Address {
+                street: format!("{} {}", rng.pick(STREETS), rng.range(1, 60)),
+                postal_code: postal.into(),
+                city: city.into(),
+                country: "FI".into(),
+            },
             billing_email: format!("laskutus@{slug}.{tld}"),
             contacts,
             sites,
@@ -735,7 +905,8 @@ fn build_register(rng: &mut Rng, opts: &GenerateOptions) -> (RegisterExport, Vec
     if domains.len() > 4 && customers.len() > 2 {
         let d = &mut domains[3];
         let (old_c, old_s) = (d.owners[0].1.clone(), d.owners[0].2.clone());
-        let new_ci = customers.iter().position(|c| c.customer_id != old_c && !c.sites.is_empty()).expect("another customer");
+        let new_ci =
+            customers.iter().position(|c| c.customer_id != old_c && !c.sites.is_empty()).expect("another customer");
         site_no += 1;
         let new_site = format!("S{site_no:04}");
         d.owners.push((move_day, customers[new_ci].customer_id.clone(), new_site.clone()));
@@ -757,8 +928,17 @@ fn build_register(rng: &mut Rng, opts: &GenerateOptions) -> (RegisterExport, Vec
         });
     }
     // Traffic for a host nobody in the register owns: the unattributed bucket.
-    domains.push(Domain { hosts: vec!["vanha-kauppa.example.org".into()], web: Web::Apache3, owners: Vec::new(), weight: 1 });
-    let export = RegisterExport { exported_at: format!("{}T06:00:00Z", opts.start + Days::new(opts.days as u64)), plans, customers };
+    domains.push(Domain {
+        hosts: vec!["vanha-kauppa.example.org".into()],
+        web: Web::Apache3,
+        owners: Vec::new(),
+        weight: 1,
+    });
+    let export = RegisterExport {
+        exported_at: format!("{}T06:00:00Z", opts.start + Days::new(opts.days as u64)),
+        plans,
+        customers,
+    };
     (export, domains, move_day)
 }
 

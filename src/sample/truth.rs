@@ -30,7 +30,13 @@ pub fn read_usage(truth_dir: &Path) -> std::io::Result<UsageTable> {
         let n = |k: usize| f[k].parse::<u64>().map_err(|_| bad());
         out.insert(
             (f[0].to_owned(), f[1].to_owned(), f[2].to_owned()),
-            DayUsage { requests: n(3)?, bytes_sent: n(4)?, bot_requests: n(5)?, visitors_ip: n(6)?, visitors_ip_ua: n(7)? },
+            DayUsage {
+                requests: n(3)?,
+                bytes_sent: n(4)?,
+                bot_requests: n(5)?,
+                visitors_ip: n(6)?,
+                visitors_ip_ua: n(7)?,
+            },
         );
     }
     Ok(out)

@@ -27,12 +27,7 @@ pub struct Db {
 pub fn db(stack: &LocalStack, prefix: &str) -> Db {
     let name = support::unique_name(prefix);
     let ch = support::clickhouse_config(stack, &name);
-    support::block_on(migrate(
-        &ch.server_client().unwrap(),
-        &name,
-        &Retention::default(),
-    ))
-    .unwrap();
+    support::block_on(migrate(&ch.server_client().unwrap(), &name, &Retention::default())).unwrap();
     let dir = support::temp_dir(&format!("{prefix}-config"));
     let config = dir.join("processor.toml");
     std::fs::write(
@@ -44,17 +39,11 @@ pub fn db(stack: &LocalStack, prefix: &str) -> Db {
         ),
     )
     .unwrap();
-    Db {
-        client: ch.client().unwrap(),
-        name,
-        config,
-    }
+    Db { client: ch.client().unwrap(), name, config }
 }
 
 pub fn utc(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s)
-        .unwrap_or_else(|e| panic!("{s}: {e}"))
-        .with_timezone(&Utc)
+    DateTime::parse_from_rfc3339(s).unwrap_or_else(|e| panic!("{s}: {e}")).with_timezone(&Utc)
 }
 
 /// `sitelog report billing --config <db> ARGS…`
@@ -85,26 +74,14 @@ pub fn csv_rows(text: &str) -> Vec<std::collections::BTreeMap<String, String>> {
     lines
         .map(|l| {
             let f: Vec<&str> = l.split(',').collect();
-            assert_eq!(
-                f.len(),
-                header.len(),
-                "row has as many fields as the header: {l}"
-            );
-            header
-                .iter()
-                .map(|h| h.to_string())
-                .zip(f.iter().map(|v| v.to_string()))
-                .collect()
+            assert_eq!(f.len(), header.len(), "row has as many fields as the header: {l}");
+            header.iter().map(|h| h.to_string()).zip(f.iter().map(|v| v.to_string())).collect()
         })
         .collect()
 }
 
 pub fn plan(name: &str, metering: &str, included: u64) -> Plan {
-    Plan {
-        plan: name.into(),
-        metering: metering.into(),
-        included,
-    }
+    Plan { plan: name.into(), metering: metering.into(), included }
 }
 
 pub fn site(id: &str, domain: &str, plan: &str) -> Site {
@@ -139,15 +116,8 @@ pub fn customer(i: usize, id: &str, sites: Vec<Site>) -> Customer {
 }
 
 pub fn import(db: &Db, plans: Vec<Plan>, customers: Vec<Customer>) {
-    let export = RegisterExport {
-        exported_at: "2026-11-01T00:00:00Z".into(),
-        plans,
-        customers,
-    };
-    support::block_on(sitelog_processor::register::import(
-        &db.client, &export, "test", "inline", "-",
-    ))
-    .unwrap();
+    let export = RegisterExport { exported_at: "2026-11-01T00:00:00Z".into(), plans, customers };
+    support::block_on(sitelog_processor::register::import(&db.client, &export, "test", "inline", "-")).unwrap();
 }
 
 /// One stored request as the processor would write it (attribution given by the test).
@@ -193,11 +163,7 @@ pub fn rows(reqs: &[Req], fingerprint: u64) -> Vec<AccessLogRow> {
             client_net: r.ip,
             remote_user: String::new(),
             method: "GET".into(),
-            path: if r.class == "static" {
-                "/style.css".into()
-            } else {
-                "/".into()
-            },
+            path: if r.class == "static" { "/style.css".into() } else { "/".into() },
             query: String::new(),
             protocol: "HTTP/1.1".into(),
             status: r.status,
@@ -210,11 +176,7 @@ pub fn rows(reqs: &[Req], fingerprint: u64) -> Vec<AccessLogRow> {
             cache_status: String::new(),
             request_class: r.class.into(),
             is_bot: r.bot,
-            bot_name: if r.bot {
-                "Googlebot".into()
-            } else {
-                String::new()
-            },
+            bot_name: if r.bot { "Googlebot".into() } else { String::new() },
             flags: 0,
             source_fingerprint: fingerprint,
             source_offset: i as u64 * 100,
@@ -226,11 +188,7 @@ pub fn rows(reqs: &[Req], fingerprint: u64) -> Vec<AccessLogRow> {
 pub fn insert(db: &Db, reqs: &[Req], fingerprint: u64) {
     let rows = rows(reqs, fingerprint);
     support::block_on(async {
-        let mut ins = db
-            .client
-            .insert::<AccessLogRow>("access_log")
-            .await
-            .unwrap();
+        let mut ins = db.client.insert::<AccessLogRow>("access_log").await.unwrap();
         for r in &rows {
             ins.write(r).await.unwrap();
         }
@@ -259,11 +217,7 @@ pub fn progress(db: &Db, fingerprint: u64, host: &str, max_ts: &str, records: u6
         updated_at: Utc::now().timestamp_millis(),
     };
     support::block_on(async {
-        let mut ins = db
-            .client
-            .insert::<ProgressRow>("source_progress")
-            .await
-            .unwrap();
+        let mut ins = db.client.insert::<ProgressRow>("source_progress").await.unwrap();
         ins.write(&row).await.unwrap();
         ins.end().await.unwrap();
     });

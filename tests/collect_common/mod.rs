@@ -45,13 +45,7 @@ pub struct LogWriter {
 
 impl LogWriter {
     pub fn new(root: &Path) -> Self {
-        LogWriter {
-            root: root.to_path_buf(),
-            files: Vec::new(),
-            live: BTreeMap::new(),
-            next_id: 0,
-            rotations: 0,
-        }
+        LogWriter { root: root.to_path_buf(), files: Vec::new(), live: BTreeMap::new(), next_id: 0, rotations: 0 }
     }
 
     pub fn live_path(&self, site: &str) -> PathBuf {
@@ -64,11 +58,7 @@ impl LogWriter {
         }
         let path = self.live_path(site);
         fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        let f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .expect("create log");
+        let f = OpenOptions::new().create(true).append(true).open(&path).expect("create log");
         self.files.push(WFile {
             site: site.into(),
             path: Some(path),
@@ -111,8 +101,7 @@ impl LogWriter {
 
     fn rotated_path(&mut self, site: &str) -> PathBuf {
         self.rotations += 1;
-        self.live_path(site)
-            .with_file_name(format!("access.log.{}", self.rotations))
+        self.live_path(site).with_file_name(format!("access.log.{}", self.rotations))
     }
 
     /// logrotate `create`: rename, then the server keeps writing to the old file for
@@ -145,10 +134,7 @@ impl LogWriter {
             gz: None,
         };
         let old = std::mem::replace(&mut self.files[i], fresh);
-        self.files.push(WFile {
-            path: Some(to),
-            ..old
-        });
+        self.files.push(WFile { path: Some(to), ..old });
     }
 
     /// Delete the live file and start a new one (possibly on the same inode).
@@ -178,10 +164,7 @@ impl LogWriter {
         let live = self.live.get(site).map(|(i, _)| *i);
         (0..self.files.len()).rev().find(|&i| {
             let f = &self.files[i];
-            Some(i) != live
-                && f.site == site
-                && f.gz.is_none()
-                && f.path.as_ref().is_some_and(|p| p.exists())
+            Some(i) != live && f.site == site && f.gz.is_none() && f.path.as_ref().is_some_and(|p| p.exists())
         })
     }
 
@@ -206,13 +189,7 @@ impl LogWriter {
 }
 
 /// A collector config for a test directory.
-pub fn config(
-    dir: &Path,
-    bootstrap: &str,
-    topic: &str,
-    rejects: &str,
-    extra_tail: &str,
-) -> PathBuf {
+pub fn config(dir: &Path, bootstrap: &str, topic: &str, rejects: &str, extra_tail: &str) -> PathBuf {
     let text = format!(
         r#"
 [collector]
@@ -295,10 +272,7 @@ impl CollectorProc {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!(
-                    "sitelog collect did not exit within {within:?}; log: {}",
-                    self.log.display()
-                );
+                panic!("sitelog collect did not exit within {within:?}; log: {}", self.log.display());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -307,13 +281,7 @@ impl CollectorProc {
     /// Resident memory in KiB (Linux).
     pub fn rss_kib(&self) -> Option<u64> {
         let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
+        status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
     }
 }
 
@@ -337,12 +305,9 @@ pub fn read_topics(
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
     for t in [topic, rejects] {
-        let md = consumer
-            .fetch_metadata(Some(t), Duration::from_secs(10))
-            .expect("metadata");
+        let md = consumer.fetch_metadata(Some(t), Duration::from_secs(10)).expect("metadata");
         for p in md.topics()[0].partitions() {
-            tpl.add_partition_offset(t, p.id(), Offset::Beginning)
-                .expect("partition");
+            tpl.add_partition_offset(t, p.id(), Offset::Beginning).expect("partition");
         }
     }
     consumer.assign(&tpl).expect("assign");
@@ -357,15 +322,11 @@ pub fn read_topics(
                 if m.topic() == topic {
                     for r in BatchReader::new(payload).expect("a wire batch") {
                         let r = r.expect("a record");
-                        out.entry((r.source.fingerprint, r.source.offset))
-                            .or_default()
-                            .push(r.path.into_owned());
+                        out.entry((r.source.fingerprint, r.source.offset)).or_default().push(r.path.into_owned());
                     }
                 } else {
                     let r: Reject = serde_json::from_slice(payload).expect("a reject");
-                    out.entry((r.fingerprint, r.offset))
-                        .or_default()
-                        .push(format!("REJECT {}", r.raw));
+                    out.entry((r.fingerprint, r.offset)).or_default().push(format!("REJECT {}", r.raw));
                 }
             }
             Some(Err(e)) => eprintln!("consumer: {e}"),
@@ -381,11 +342,7 @@ pub fn read_topics(
 
 /// Compares the topics with the writer's record. `dups_ok`: after a crash or restart, a line
 /// may arrive more than once, but only with its own identity and content.
-pub fn check(
-    expected: &BTreeMap<(u64, u64), String>,
-    got: &Emitted,
-    dups_ok: bool,
-) -> Result<(), String> {
+pub fn check(expected: &BTreeMap<(u64, u64), String>, got: &Emitted, dups_ok: bool) -> Result<(), String> {
     let mut missing = Vec::new();
     let mut dups = 0;
     for (id, path) in expected {
@@ -393,19 +350,13 @@ pub fn check(
             None => missing.push((id, path)),
             Some(v) => {
                 if let Some(bad) = v.iter().find(|p| *p != path) {
-                    return Err(format!(
-                        "identity {id:?} carries {bad:?}, written as {path:?}"
-                    ));
+                    return Err(format!("identity {id:?} carries {bad:?}, written as {path:?}"));
                 }
                 dups += v.len() - 1;
             }
         }
     }
-    let foreign: Vec<_> = got
-        .iter()
-        .filter(|(id, _)| !expected.contains_key(id))
-        .take(5)
-        .collect();
+    let foreign: Vec<_> = got.iter().filter(|(id, _)| !expected.contains_key(id)).take(5).collect();
     if !missing.is_empty() || !foreign.is_empty() || (!dups_ok && dups > 0) {
         return Err(format!(
             "{} written, {} identities emitted: {} missing (first {:?}), foreign {:?}, {} duplicates",

@@ -13,8 +13,11 @@ use sitelog_processor::store::ClickHouseConfig;
 /// A fresh directory under the cargo target dir, unique per process and call.
 pub fn temp_dir(prefix: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("creating a test directory");
     dir
@@ -40,10 +43,20 @@ pub fn unique_name(prefix: &str) -> String {
 
 /// ClickHouse settings for `db` on `stack` (compression off: the chDB endpoint lacks LZ4 framing).
 pub fn clickhouse_config(stack: &LocalStack, db: &str) -> ClickHouseConfig {
-    ClickHouseConfig { url: stack.clickhouse_url.clone(), database: db.into(), compression: false, ..Default::default() }
+    ClickHouseConfig {
+        url: stack.clickhouse_url.clone(),
+        database: db.into(),
+        compression: false,
+        ..Default::default()
+    }
 }
 
 /// Runs a future to completion on a fresh runtime.
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime").block_on(f)
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(f)
 }

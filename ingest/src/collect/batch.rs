@@ -80,14 +80,7 @@ pub struct FileOut {
 
 impl FileOut {
     pub fn new(id: u64, fp: u64, path: String, site: Option<String>) -> Self {
-        FileOut {
-            id,
-            fp,
-            path,
-            site,
-            pending: BTreeMap::new(),
-            batches: Vec::new(),
-        }
+        FileOut { id, fp, path, site, pending: BTreeMap::new(), batches: Vec::new() }
     }
 
     /// Where this file's checkpoint stands: `(offset, lines before it)`.
@@ -107,56 +100,32 @@ impl FileOut {
     }
 
     /// Handles one piece from the splitter.
-    pub fn take(
-        &mut self,
-        piece: Piece<'_>,
-        src: &SourceRt,
-        lim: &BatchLimits,
-        out: &mut Outbox,
-        now: Instant,
-    ) {
+    pub fn take(&mut self, piece: Piece<'_>, src: &SourceRt, lim: &BatchLimits, out: &mut Outbox, now: Instant) {
         match piece {
             Piece::Line { bytes: [], .. } => src.metrics.empty.increment(1),
-            Piece::Line {
-                offset,
-                line,
-                bytes,
-            } => {
-                match src.parser.parse(bytes) {
-                    Ok(mut rec) => {
-                        let from_path = match src.host_from {
-                            HostFrom::Path => true,
-                            HostFrom::Field => rec.host.is_empty(),
+            Piece::Line { offset, line, bytes } => match src.parser.parse(bytes) {
+                Ok(mut rec) => {
+                    let from_path = match src.host_from {
+                        HostFrom::Path => true,
+                        HostFrom::Field => rec.host.is_empty(),
+                    };
+                    if from_path {
+                        let Some(site) = self.site.as_deref() else {
+                            let reason = "no site host: the line has no host field and the path no {site}".to_owned();
+                            self.reject(offset, line, reason, bytes, None, src, out);
+                            return;
                         };
-                        if from_path {
-                            let Some(site) = self.site.as_deref() else {
-                                let reason = "no site host: the line has no host field and the path no {site}".to_owned();
-                                self.reject(offset, line, reason, bytes, None, src, out);
-                                return;
-                            };
-                            rec.host = Cow::Owned(site.to_owned());
-                            rec.flags |= flags::HOST_FROM_PATH;
-                        }
-                        rec.source = SourceId {
-                            fingerprint: self.fp,
-                            offset,
-                        };
-                        src.metrics.parsed.increment(1);
-                        self.push(&rec, line, lim, out, now);
+                        rec.host = Cow::Owned(site.to_owned());
+                        rec.flags |= flags::HOST_FROM_PATH;
                     }
-                    Err(reason) => self.reject(offset, line, reason, bytes, None, src, out),
+                    rec.source = SourceId { fingerprint: self.fp, offset };
+                    src.metrics.parsed.increment(1);
+                    self.push(&rec, line, lim, out, now);
                 }
-            }
-            Piece::TooLong {
-                offset,
-                line,
-                head,
-                len,
-            } => {
-                let reason = format!(
-                    "line of {len} bytes exceeds limits.max_line_bytes ({})",
-                    lim.max_line
-                );
+                Err(reason) => self.reject(offset, line, reason, bytes, None, src, out),
+            },
+            Piece::TooLong { offset, line, head, len } => {
+                let reason = format!("line of {len} bytes exceeds limits.max_line_bytes ({})", lim.max_line);
                 self.reject(offset, line, reason, head, Some(len), src, out);
             }
         }
@@ -239,12 +208,7 @@ impl FileOut {
     }
 
     /// Seals batches open for at least `linger` (all of them with `None`).
-    pub fn seal_lingering(
-        &mut self,
-        linger: Option<std::time::Duration>,
-        now: Instant,
-        out: &mut Outbox,
-    ) {
+    pub fn seal_lingering(&mut self, linger: Option<std::time::Duration>, now: Instant, out: &mut Outbox) {
         let mut i = 0;
         while i < self.batches.len() {
             let due = linger.is_none_or(|l| now.duration_since(self.batches[i].opened) >= l);

@@ -36,9 +36,7 @@ pub enum CheckpointError {
     Io { path: PathBuf, source: io::Error },
     #[error("{path}: not a sitelog checkpoint file: {msg}")]
     Corrupt { path: PathBuf, msg: String },
-    #[error(
-        "{path}: checkpoint format version {found} is newer than this build ({FORMAT_VERSION})"
-    )]
+    #[error("{path}: checkpoint format version {found} is newer than this build ({FORMAT_VERSION})")]
     TooNew { path: PathBuf, found: u32 },
 }
 
@@ -140,35 +138,24 @@ pub struct CheckpointStore {
 }
 
 pub fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl CheckpointStore {
     /// Creates the directory if needed, takes the role's lock and loads the state.
     pub fn open(dir: &Path, role: Role) -> Result<Self, CheckpointError> {
-        fs::create_dir_all(dir).map_err(|source| CheckpointError::Dir {
-            dir: dir.into(),
-            source,
-        })?;
+        fs::create_dir_all(dir).map_err(|source| CheckpointError::Dir { dir: dir.into(), source })?;
         let lock_path = dir.join(format!("{}.lock", role.name()));
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|source| CheckpointError::Io {
-                path: lock_path.clone(),
-                source,
-            })?;
+            .map_err(|source| CheckpointError::Io { path: lock_path.clone(), source })?;
         // SAFETY: flock on a file descriptor we own; no memory is involved.
         let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
-            return Err(CheckpointError::Locked {
-                dir: dir.into(),
-                role: role.name(),
-            });
+            return Err(CheckpointError::Locked { dir: dir.into(), role: role.name() });
         }
         let mut store = CheckpointStore {
             dir: dir.into(),
@@ -209,11 +196,7 @@ impl CheckpointStore {
     }
 
     pub fn lookup(&self, fp: u64) -> Lookup {
-        if let Some(e) = self
-            .completed
-            .get(&fp)
-            .or_else(|| self.other_completed.get(&fp))
-        {
+        if let Some(e) = self.completed.get(&fp).or_else(|| self.other_completed.get(&fp)) {
             return Lookup::Completed(e.clone());
         }
         if let Some(e) = self.active.get(&fp) {
@@ -260,8 +243,7 @@ impl CheckpointStore {
     pub fn prune(&mut self, retention_days: u64, tracked: impl Fn(u64) -> bool) {
         let cutoff = now_unix().saturating_sub(retention_days.saturating_mul(86_400));
         let before = (self.active.len(), self.completed.len());
-        self.active
-            .retain(|fp, e| e.updated >= cutoff || tracked(*fp));
+        self.active.retain(|fp, e| e.updated >= cutoff || tracked(*fp));
         self.completed.retain(|_, e| e.finished >= cutoff);
         self.active_dirty |= before.0 != self.active.len();
         self.completed_dirty |= before.1 != self.completed.len();
@@ -323,44 +305,27 @@ fn parse<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T,
     struct Probe {
         version: u32,
     }
-    let probe: Probe = serde_json::from_slice(bytes).map_err(|e| CheckpointError::Corrupt {
-        path: path.into(),
-        msg: e.to_string(),
-    })?;
+    let probe: Probe = serde_json::from_slice(bytes)
+        .map_err(|e| CheckpointError::Corrupt { path: path.into(), msg: e.to_string() })?;
     if probe.version > FORMAT_VERSION {
-        return Err(CheckpointError::TooNew {
-            path: path.into(),
-            found: probe.version,
-        });
+        return Err(CheckpointError::TooNew { path: path.into(), found: probe.version });
     }
-    serde_json::from_slice(bytes).map_err(|e| CheckpointError::Corrupt {
-        path: path.into(),
-        msg: e.to_string(),
-    })
+    serde_json::from_slice(bytes).map_err(|e| CheckpointError::Corrupt { path: path.into(), msg: e.to_string() })
 }
 
 fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, CheckpointError> {
     match fs::read(path) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(CheckpointError::Io {
-            path: path.into(),
-            source,
-        }),
+        Err(source) => Err(CheckpointError::Io { path: path.into(), source }),
     }
 }
 
 /// Replaces `path` with `bytes` so that a crash leaves either the old or the new content.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let io_err = |source| CheckpointError::Io {
-        path: path.into(),
-        source,
-    };
+    let io_err = |source| CheckpointError::Io { path: path.into(), source };
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
     {
         let mut f = File::create(&tmp).map_err(io_err)?;
@@ -381,8 +346,7 @@ mod fp_hex {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         let s = String::deserialize(d)?;
-        u64::from_str_radix(&s, 16)
-            .map_err(|_| serde::de::Error::custom(format!("bad fingerprint {s:?}")))
+        u64::from_str_radix(&s, 16).map_err(|_| serde::de::Error::custom(format!("bad fingerprint {s:?}")))
     }
 }
 
@@ -416,10 +380,7 @@ mod tests {
         let dir = tmpdir("rt");
         {
             let mut s = CheckpointStore::open(&dir, Role::Collect).unwrap();
-            assert!(matches!(
-                CheckpointStore::open(&dir, Role::Collect),
-                Err(CheckpointError::Locked { .. })
-            ));
+            assert!(matches!(CheckpointStore::open(&dir, Role::Collect), Err(CheckpointError::Locked { .. })));
             s.update(entry(0xabc, 100));
             s.update(entry(0xdef, 50));
             s.complete(DoneEntry {
@@ -436,19 +397,14 @@ mod tests {
             assert!(!s.is_dirty(), "an unchanged entry is not rewritten");
         }
         let s = CheckpointStore::open(&dir, Role::Collect).unwrap();
-        assert!(
-            matches!(s.lookup(0xabc), Lookup::Active(e) if e.offset == 100 && e.site.as_deref() == Some("a.fi"))
-        );
+        assert!(matches!(s.lookup(0xabc), Lookup::Active(e) if e.offset == 100 && e.site.as_deref() == Some("a.fi")));
         assert!(matches!(s.lookup(0xdef), Lookup::Completed(e) if e.offset == 70));
         assert_eq!(s.lookup(0x1), Lookup::New);
         let b = CheckpointStore::open(&dir, Role::Backfill).unwrap();
         assert_eq!(b.lookup(0xabc), Lookup::OwnedElsewhere);
         assert!(matches!(b.lookup(0xdef), Lookup::Completed(_)));
         let text = fs::read_to_string(dir.join("collect-checkpoints.json")).unwrap();
-        assert!(
-            text.contains("\"fingerprint\": \"0000000000000abc\""),
-            "{text}"
-        );
+        assert!(text.contains("\"fingerprint\": \"0000000000000abc\""), "{text}");
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -456,20 +412,10 @@ mod tests {
     fn refuses_newer_and_corrupt_files() {
         let dir = tmpdir("bad");
         fs::create_dir_all(&dir).unwrap();
-        fs::write(
-            dir.join("collect-checkpoints.json"),
-            r#"{"version": 9, "written": 0, "files": []}"#,
-        )
-        .unwrap();
-        assert!(matches!(
-            CheckpointStore::open(&dir, Role::Collect),
-            Err(CheckpointError::TooNew { found: 9, .. })
-        ));
+        fs::write(dir.join("collect-checkpoints.json"), r#"{"version": 9, "written": 0, "files": []}"#).unwrap();
+        assert!(matches!(CheckpointStore::open(&dir, Role::Collect), Err(CheckpointError::TooNew { found: 9, .. })));
         fs::write(dir.join("collect-checkpoints.json"), "{").unwrap();
-        assert!(matches!(
-            CheckpointStore::open(&dir, Role::Collect),
-            Err(CheckpointError::Corrupt { .. })
-        ));
+        assert!(matches!(CheckpointStore::open(&dir, Role::Collect), Err(CheckpointError::Corrupt { .. })));
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -477,20 +423,8 @@ mod tests {
     fn prune_drops_old_entries() {
         let dir = tmpdir("prune");
         let mut s = CheckpointStore::open(&dir, Role::Collect).unwrap();
-        s.complete(DoneEntry {
-            fingerprint: 1,
-            path: "/a".into(),
-            offset: 1,
-            line: 1,
-            finished: 0,
-        });
-        s.complete(DoneEntry {
-            fingerprint: 2,
-            path: "/b".into(),
-            offset: 1,
-            line: 1,
-            finished: now_unix(),
-        });
+        s.complete(DoneEntry { fingerprint: 1, path: "/a".into(), offset: 1, line: 1, finished: 0 });
+        s.complete(DoneEntry { fingerprint: 2, path: "/b".into(), offset: 1, line: 1, finished: now_unix() });
         s.prune(30, |_| false);
         assert_eq!(s.lookup(1), Lookup::New);
         assert!(matches!(s.lookup(2), Lookup::Completed(_)));

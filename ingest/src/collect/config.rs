@@ -212,35 +212,20 @@ impl SourceConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("{path}: line {line}, column {column}: {msg}")]
-    Parse {
-        path: String,
-        line: usize,
-        column: usize,
-        msg: String,
-    },
+    Parse { path: String, line: usize, column: usize, msg: String },
     #[error("{path}: {msg}")]
     ParseNoSpan { path: String, msg: String },
     #[error("{path}: {key}: {msg}")]
-    Invalid {
-        path: String,
-        key: String,
-        msg: String,
-    },
+    Invalid { path: String, key: String, msg: String },
 }
 
 impl CollectorConfig {
     /// Reads, parses and validates a TOML file; errors name the file and line or key.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: p.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
         Self::from_toml(&text, &p)
     }
 
@@ -250,23 +235,11 @@ impl CollectorConfig {
                 let before = &text[..span.start.min(text.len())];
                 let line = before.matches('\n').count() + 1;
                 let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-                ConfigError::Parse {
-                    path: origin.into(),
-                    line,
-                    column,
-                    msg: e.message().to_owned(),
-                }
+                ConfigError::Parse { path: origin.into(), line, column, msg: e.message().to_owned() }
             }
-            None => ConfigError::ParseNoSpan {
-                path: origin.into(),
-                msg: e.message().to_owned(),
-            },
+            None => ConfigError::ParseNoSpan { path: origin.into(), msg: e.message().to_owned() },
         })?;
-        cfg.validate().map_err(|(key, msg)| ConfigError::Invalid {
-            path: origin.into(),
-            key,
-            msg,
-        })?;
+        cfg.validate().map_err(|(key, msg)| ConfigError::Invalid { path: origin.into(), key, msg })?;
         Ok(cfg)
     }
 
@@ -289,13 +262,9 @@ impl CollectorConfig {
                 return Err((k("paths"), "at least one path pattern is required".into()));
             }
             for (j, p) in s.paths.iter().enumerate() {
-                let pat = PathPattern::parse(p)
-                    .map_err(|e| (k(&format!("paths[{j}]")), e.to_string()))?;
+                let pat = PathPattern::parse(p).map_err(|e| (k(&format!("paths[{j}]")), e.to_string()))?;
                 if s.host == Some(HostFrom::Path) && !pat.has_site() {
-                    return Err((
-                        k(&format!("paths[{j}]")),
-                        "host = \"path\" needs a {site} in every pattern".into(),
-                    ));
+                    return Err((k(&format!("paths[{j}]")), "host = \"path\" needs a {site} in every pattern".into()));
                 }
             }
             if s.format.trim().is_empty() {
@@ -315,20 +284,10 @@ impl CollectorConfig {
         }
         match kf.security_protocol.as_str() {
             "plaintext" | "ssl" | "sasl_plaintext" | "sasl_ssl" => {}
-            _ => {
-                return bad(
-                    "kafka.security_protocol",
-                    "must be plaintext, ssl, sasl_plaintext or sasl_ssl",
-                )
-            }
+            _ => return bad("kafka.security_protocol", "must be plaintext, ssl, sasl_plaintext or sasl_ssl"),
         }
-        if kf.security_protocol.starts_with("sasl")
-            && (kf.sasl_mechanism.is_none() || kf.sasl_username.is_none())
-        {
-            return bad(
-                "kafka.sasl_mechanism",
-                "sasl_* protocols need sasl_mechanism and sasl_username",
-            );
+        if kf.security_protocol.starts_with("sasl") && (kf.sasl_mechanism.is_none() || kf.sasl_username.is_none()) {
+            return bad("kafka.sasl_mechanism", "sasl_* protocols need sasl_mechanism and sasl_username");
         }
         for key in kf.properties.keys() {
             if key.contains("password") || key.contains("secret") {
@@ -349,10 +308,7 @@ impl CollectorConfig {
             );
         }
         if l.max_inflight_bytes.0 < 2 * l.batch_max_bytes.0 {
-            return bad(
-                "limits.max_inflight_bytes",
-                "must be at least twice limits.batch_max_bytes",
-            );
+            return bad("limits.max_inflight_bytes", "must be at least twice limits.batch_max_bytes");
         }
         if l.max_line_bytes.0 < 256 {
             return bad("limits.max_line_bytes", "must be at least 256 bytes");
@@ -375,21 +331,14 @@ impl CollectorConfig {
             return bad("tail.fingerprint_bytes", "must be between 16 and 65536");
         }
         if t.poll_interval_ms == 0 || t.scan_interval_ms == 0 {
-            return bad(
-                "tail.poll_interval_ms",
-                "poll and scan intervals must be at least 1 ms",
-            );
+            return bad("tail.poll_interval_ms", "poll and scan intervals must be at least 1 ms");
         }
         Ok(())
     }
 
     /// The compiled path patterns of source `i`.
     pub fn patterns(&self, i: usize) -> Vec<PathPattern> {
-        self.sources[i]
-            .paths
-            .iter()
-            .filter_map(|p| PathPattern::parse(p).ok())
-            .collect()
+        self.sources[i].paths.iter().filter_map(|p| PathPattern::parse(p).ok()).collect()
     }
 }
 
@@ -438,11 +387,9 @@ impl<'de> Deserialize<'de> for ByteSize {
         }
         match Raw::deserialize(d)? {
             Raw::Int(n) => Ok(ByteSize(n)),
-            Raw::Str(s) => ByteSize::parse(&s).map(ByteSize).ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "invalid size {s:?} (use bytes or e.g. \"16MiB\")"
-                ))
-            }),
+            Raw::Str(s) => ByteSize::parse(&s)
+                .map(ByteSize)
+                .ok_or_else(|| serde::de::Error::custom(format!("invalid size {s:?} (use bytes or e.g. \"16MiB\")"))),
         }
     }
 }
@@ -480,9 +427,7 @@ format = "combined"
 
     #[test]
     fn sizes_accept_units() {
-        let text = format!(
-            "{MINIMAL}\n[limits]\nmax_inflight_bytes = \"32MiB\"\nbatch_max_bytes = 65536\n"
-        );
+        let text = format!("{MINIMAL}\n[limits]\nmax_inflight_bytes = \"32MiB\"\nbatch_max_bytes = 65536\n");
         let c = CollectorConfig::from_toml(&text, "c.toml").unwrap();
         assert_eq!(c.limits.max_inflight_bytes.0, 32 << 20);
         assert_eq!(c.limits.batch_max_bytes.0, 65536);
@@ -491,36 +436,25 @@ format = "combined"
     #[test]
     fn parse_errors_name_file_and_line() {
         let text = format!("{MINIMAL}\n[limits]\nlinger_msec = 5\n");
-        let e = CollectorConfig::from_toml(&text, "c.toml")
-            .unwrap_err()
-            .to_string();
+        let e = CollectorConfig::from_toml(&text, "c.toml").unwrap_err().to_string();
         assert!(e.starts_with("c.toml: line 8"), "{e}");
         assert!(e.contains("linger_msec"), "{e}");
-        let e = CollectorConfig::from_toml("[limits]\nmax_inflight_bytes = \"lots\"\n", "c.toml")
-            .unwrap_err();
+        let e = CollectorConfig::from_toml("[limits]\nmax_inflight_bytes = \"lots\"\n", "c.toml").unwrap_err();
         assert!(e.to_string().contains("line 2"), "{e}");
     }
 
     #[test]
     fn validate_names_the_key() {
         let text = MINIMAL.replace("/var/log/sites/{site}/access.log", "relative/{site}.log");
-        let e = CollectorConfig::from_toml(&text, "c.toml")
-            .unwrap_err()
-            .to_string();
+        let e = CollectorConfig::from_toml(&text, "c.toml").unwrap_err().to_string();
         assert!(e.contains("source[0].paths[0]"), "{e}");
         let text = format!("{MINIMAL}\n[kafka]\nsecurity_protocol = \"tls\"\n");
-        let e = CollectorConfig::from_toml(&text, "c.toml")
-            .unwrap_err()
-            .to_string();
+        let e = CollectorConfig::from_toml(&text, "c.toml").unwrap_err().to_string();
         assert!(e.contains("kafka.security_protocol"), "{e}");
         let text = format!("{MINIMAL}\n[kafka.properties]\n\"sasl.password\" = \"x\"\n");
-        let e = CollectorConfig::from_toml(&text, "c.toml")
-            .unwrap_err()
-            .to_string();
+        let e = CollectorConfig::from_toml(&text, "c.toml").unwrap_err().to_string();
         assert!(e.contains("secrets"), "{e}");
-        let e = CollectorConfig::from_toml("", "c.toml")
-            .unwrap_err()
-            .to_string();
+        let e = CollectorConfig::from_toml("", "c.toml").unwrap_err().to_string();
         assert!(e.contains("source: at least one"), "{e}");
     }
 }

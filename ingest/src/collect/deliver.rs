@@ -28,10 +28,7 @@ struct Ctx {
 impl ClientContext for Ctx {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
                 error!(target: "librdkafka", fac, "{log_message}")
             }
             RDKafkaLogLevel::Warning => warn!(target: "librdkafka", fac, "{log_message}"),
@@ -61,10 +58,7 @@ impl ProducerContext for Ctx {
             Ok(_) => Ok(()),
             Err((e, _)) => Err(e.to_string()),
         };
-        let _ = self.events.send(Event::Ack(Ack {
-            token: *token,
-            result,
-        }));
+        let _ = self.events.send(Event::Ack(Ack { token: *token, result }));
     }
 }
 
@@ -111,12 +105,10 @@ fn sasl_password(k: &KafkaConfig) -> Result<String, SinkError> {
     match &k.sasl_password_file {
         Some(file) => std::fs::read_to_string(file)
             .map(|s| s.lines().next().unwrap_or_default().to_owned())
-            .map_err(|e| {
-                SinkError::Producer(format!("kafka.sasl_password_file {}: {e}", file.display()))
-            }),
-        None => Err(SinkError::Producer(format!(
-            "SASL needs a password: set {PASSWORD_ENV} or kafka.sasl_password_file"
-        ))),
+            .map_err(|e| SinkError::Producer(format!("kafka.sasl_password_file {}: {e}", file.display()))),
+        None => {
+            Err(SinkError::Producer(format!("SASL needs a password: set {PASSWORD_ENV} or kafka.sasl_password_file")))
+        }
     }
 }
 
@@ -132,24 +124,11 @@ impl KafkaSink {
     pub fn new(k: &KafkaConfig, events: EventSender) -> Result<Self, SinkError> {
         let config = client_config(k)?;
         let producer = Self::producer(&config, &events)?;
-        Ok(KafkaSink {
-            config,
-            topic: k.topic.clone(),
-            rejects_topic: k.rejects_topic.clone(),
-            events,
-            producer,
-        })
+        Ok(KafkaSink { config, topic: k.topic.clone(), rejects_topic: k.rejects_topic.clone(), events, producer })
     }
 
-    fn producer(
-        config: &ClientConfig,
-        events: &EventSender,
-    ) -> Result<ThreadedProducer<Ctx>, SinkError> {
-        config
-            .create_with_context(Ctx {
-                events: events.clone(),
-            })
-            .map_err(|e| SinkError::Producer(e.to_string()))
+    fn producer(config: &ClientConfig, events: &EventSender) -> Result<ThreadedProducer<Ctx>, SinkError> {
+        config.create_with_context(Ctx { events: events.clone() }).map_err(|e| SinkError::Producer(e.to_string()))
     }
 
     /// Waits up to `timeout` for queued messages (their acks arrive as events).
@@ -159,20 +138,12 @@ impl KafkaSink {
 }
 
 impl Sink for KafkaSink {
-    fn send(
-        &mut self,
-        topic: Topic,
-        key: &[u8],
-        payload: &[u8],
-        token: Token,
-    ) -> Result<(), SinkError> {
+    fn send(&mut self, topic: Topic, key: &[u8], payload: &[u8], token: Token) -> Result<(), SinkError> {
         let name = match topic {
             Topic::Records => &self.topic,
             Topic::Rejects => &self.rejects_topic,
         };
-        let mut record = BaseRecord::with_opaque_to(name, Box::new(token))
-            .key(key)
-            .payload(payload);
+        let mut record = BaseRecord::with_opaque_to(name, Box::new(token)).key(key).payload(payload);
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),

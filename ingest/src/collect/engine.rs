@@ -29,9 +29,7 @@ use flate2::read::MultiGzDecoder;
 use tracing::{debug, error, info, warn};
 
 use super::batch::{BatchLimits, FileOut, Outbox, SourceRt};
-use super::checkpoint::{
-    now_unix, ActiveEntry, CheckpointError, CheckpointStore, DoneEntry, Lookup, Role,
-};
+use super::checkpoint::{now_unix, ActiveEntry, CheckpointError, CheckpointStore, DoneEntry, Lookup, Role};
 use super::config::CollectorConfig;
 use super::fingerprint;
 use super::metrics::{self as m, SourceMetrics};
@@ -58,10 +56,7 @@ pub enum Mode {
     /// Read everything present now, wait for every acknowledgement, exit.
     Once,
     /// Read these files once (plain or gzip), skipping what was already sent, exit.
-    Backfill {
-        paths: Vec<PathBuf>,
-        source: Option<String>,
-    },
+    Backfill { paths: Vec<PathBuf>, source: Option<String> },
 }
 
 /// Counters for the binary's progress display.
@@ -187,10 +182,8 @@ impl<S: Sink> Collector<S> {
     ) -> Result<Self, CollectError> {
         let mut parsers = Vec::new();
         for s in &cfg.sources {
-            let p = super::parse::resolve(&s.format).map_err(|msg| CollectError::Format {
-                source_name: s.name.clone(),
-                msg,
-            })?;
+            let p = super::parse::resolve(&s.format)
+                .map_err(|msg| CollectError::Format { source_name: s.name.clone(), msg })?;
             parsers.push(p);
         }
         Self::with_parsers(cfg, mode, sink, events, parsers)
@@ -296,9 +289,7 @@ impl<S: Sink> Collector<S> {
     }
 
     fn next_wait(&self) -> Duration {
-        if !self.started
-            || (self.more_to_read && self.budget_left() > 0 && self.restart_at.is_none())
-        {
+        if !self.started || (self.more_to_read && self.budget_left() > 0 && self.restart_at.is_none()) {
             return Duration::ZERO;
         }
         let mut wait = Duration::from_millis(self.cfg.tail.poll_interval_ms);
@@ -309,11 +300,7 @@ impl<S: Sink> Collector<S> {
     }
 
     fn budget_left(&self) -> usize {
-        self.cfg
-            .limits
-            .max_inflight_bytes
-            .as_usize()
-            .saturating_sub(self.inflight_bytes + self.outbox.buffered)
+        self.cfg.limits.max_inflight_bytes.as_usize().saturating_sub(self.inflight_bytes + self.outbox.buffered)
     }
 
     /// One round of the loop; waits up to `wait` for an event first.
@@ -335,15 +322,8 @@ impl<S: Sink> Collector<S> {
             if self.mode == Mode::Follow {
                 let scan_every = Duration::from_millis(self.cfg.tail.scan_interval_ms);
                 // inotify asks for a rescan on creations and renames; at most every 20 ms.
-                let every = if self.rescan {
-                    scan_every.min(Duration::from_millis(20))
-                } else {
-                    scan_every
-                };
-                if self
-                    .last_scan
-                    .is_none_or(|t| now.duration_since(t) >= every)
-                {
+                let every = if self.rescan { scan_every.min(Duration::from_millis(20)) } else { scan_every };
+                if self.last_scan.is_none_or(|t| now.duration_since(t) >= every) {
                     self.rescan = false;
                     self.discover(now);
                     self.close_idle(now);
@@ -352,12 +332,7 @@ impl<S: Sink> Collector<S> {
             }
             self.activate_backfill();
             let poll_every = Duration::from_millis(self.cfg.tail.poll_interval_ms);
-            if self.wake
-                || self.more_to_read
-                || self
-                    .last_poll
-                    .is_none_or(|t| now.duration_since(t) >= poll_every)
-            {
+            if self.wake || self.more_to_read || self.last_poll.is_none_or(|t| now.duration_since(t) >= poll_every) {
                 self.wake = false;
                 self.last_poll = Some(now);
                 self.poll_files(now);
@@ -373,16 +348,11 @@ impl<S: Sink> Collector<S> {
         let finished_run = match &self.mode {
             Mode::Follow => false,
             Mode::Once | Mode::Backfill { .. } => {
-                all_idle
-                    && self.inflight_msgs == 0
-                    && self.outbox.buffered == 0
-                    && self.restart_at.is_none()
+                all_idle && self.inflight_msgs == 0 && self.outbox.buffered == 0 && self.restart_at.is_none()
             }
         };
         let stop_now = match self.shutdown_deadline {
-            Some(deadline) => {
-                self.inflight_msgs == 0 && self.outbox.buffered == 0 || now >= deadline
-            }
+            Some(deadline) => self.inflight_msgs == 0 && self.outbox.buffered == 0 || now >= deadline,
             None => false,
         };
         if finished_run || stop_now {
@@ -483,13 +453,8 @@ impl<S: Sink> Collector<S> {
                         out.acked(t.offset);
                     }
                     if t.topic == Topic::Records {
-                        self.sources[f.source]
-                            .metrics
-                            .records_acked
-                            .increment(t.lines as u64);
-                        self.stats
-                            .records_acked
-                            .fetch_add(t.lines as u64, Ordering::Relaxed);
+                        self.sources[f.source].metrics.records_acked.increment(t.lines as u64);
+                        self.stats.records_acked.fetch_add(t.lines as u64, Ordering::Relaxed);
                     } else {
                         self.stats.rejects_acked.fetch_add(1, Ordering::Relaxed);
                     }
@@ -508,8 +473,8 @@ impl<S: Sink> Collector<S> {
     fn schedule_restart(&mut self) {
         if self.restart_at.is_none() {
             self.restart_at = Some(Instant::now() + self.restart_backoff);
-            self.restart_backoff = (self.restart_backoff * 2)
-                .clamp(Duration::from_millis(100), Duration::from_secs(30));
+            self.restart_backoff =
+                (self.restart_backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
         }
     }
 
@@ -519,8 +484,8 @@ impl<S: Sink> Collector<S> {
         metrics::counter!(m::PRODUCER_RESTARTS).increment(1);
         if let Err(e) = self.sink.restart() {
             warn!(error = %e, "producer restart failed; retrying");
-            self.restart_backoff = (self.restart_backoff * 2)
-                .clamp(Duration::from_millis(100), Duration::from_secs(30));
+            self.restart_backoff =
+                (self.restart_backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
             self.restart_at = Some(now + self.restart_backoff);
             return;
         }
@@ -572,20 +537,14 @@ impl<S: Sink> Collector<S> {
                                 f.path = path;
                             }
                             // An open file's shrinking is the poll's to notice (truncation).
-                            f.size = if f.reader.is_some() {
-                                f.size.max(md.len())
-                            } else {
-                                md.len()
-                            };
+                            f.size = if f.reader.is_some() { f.size.max(md.len()) } else { md.len() };
                         }
                         continue;
                     }
                     if self.skip.get(&key) == Some(&md.len()) {
                         continue;
                     }
-                    let site = self.sources[si].patterns[pi]
-                        .matches(&path)
-                        .and_then(|m| m.site);
+                    let site = self.sources[si].patterns[pi].matches(&path).and_then(|m| m.site);
                     if let Some(parent) = path.parent() {
                         new_dirs.push(parent.to_path_buf());
                     }
@@ -622,14 +581,7 @@ impl<S: Sink> Collector<S> {
     }
 
     /// Starts tracking a file; identifies it when its first line is there.
-    fn add_file(
-        &mut self,
-        source: usize,
-        site: Option<String>,
-        path: PathBuf,
-        kind: Kind,
-        start: Option<(u64, u64)>,
-    ) {
+    fn add_file(&mut self, source: usize, site: Option<String>, path: PathBuf, kind: Kind, start: Option<(u64, u64)>) {
         let file = match File::open(&path) {
             Ok(f) => f,
             Err(e) => {
@@ -799,38 +751,22 @@ impl<S: Sink> Collector<S> {
     /// Checkpointed files that the globs did not find (rotated while the collector was
     /// down): look for them next to their old path, by fingerprint.
     fn locate_missing(&mut self) {
-        let missing: Vec<ActiveEntry> = self
-            .store
-            .active()
-            .filter(|e| !self.by_fp.contains_key(&e.fingerprint))
-            .cloned()
-            .collect();
+        let missing: Vec<ActiveEntry> =
+            self.store.active().filter(|e| !self.by_fp.contains_key(&e.fingerprint)).cloned().collect();
         for e in missing {
             let Some(si) = self.sources.iter().position(|s| s.name == e.source) else {
                 continue;
             };
             if let Some((path, _)) = self.locate(e.fingerprint, e.site.as_deref(), &e.path, None) {
                 info!(path = %path.display(), was = %e.path.display(), offset = e.offset, "found a rotated file by fingerprint; finishing it");
-                self.add_file(
-                    si,
-                    e.site.clone(),
-                    path,
-                    Kind::Rotated,
-                    Some((e.offset, e.line)),
-                );
+                self.add_file(si, e.site.clone(), path, Kind::Rotated, Some((e.offset, e.line)));
             }
         }
     }
 
     /// Finds the file with fingerprint `fp` next to `near` (same directory, name starting
     /// with `near`'s name: `access.log.1`, `access.log-20250101.gz`). Plain files first.
-    fn locate(
-        &self,
-        fp: u64,
-        site: Option<&str>,
-        near: &Path,
-        exclude: Option<Key>,
-    ) -> Option<(PathBuf, Key)> {
+    fn locate(&self, fp: u64, site: Option<&str>, near: &Path, exclude: Option<Key>) -> Option<(PathBuf, Key)> {
         let dir = near.parent()?;
         let base = near.file_name()?.to_str()?;
         let mut cands: Vec<(bool, PathBuf, Key)> = Vec::new();
@@ -856,9 +792,7 @@ impl<S: Sink> Collector<S> {
             };
             cands.push((super::reader::is_gzip(&file), path, key));
         }
-        cands.sort_by(|a, b| {
-            (a.0, a.1.as_os_str().len(), &a.1).cmp(&(b.0, b.1.as_os_str().len(), &b.1))
-        });
+        cands.sort_by(|a, b| (a.0, a.1.as_os_str().len(), &a.1).cmp(&(b.0, b.1.as_os_str().len(), &b.1)));
         let fp_bytes = self.cfg.tail.fingerprint_bytes;
         for (gz, path, key) in cands {
             let Ok(file) = File::open(&path) else {
@@ -876,21 +810,14 @@ impl<S: Sink> Collector<S> {
         None
     }
 
-    fn plan_backfill(
-        &mut self,
-        paths: &[PathBuf],
-        source: Option<&str>,
-    ) -> Result<(), CollectError> {
+    fn plan_backfill(&mut self, paths: &[PathBuf], source: Option<&str>) -> Result<(), CollectError> {
         let forced = match source {
-            Some(name) => Some(
-                self.sources
-                    .iter()
-                    .position(|s| s.name == name)
-                    .ok_or_else(|| CollectError::Backfill {
-                        path: PathBuf::from(name),
-                        msg: "no source with this name in the config".into(),
-                    })?,
-            ),
+            Some(name) => {
+                Some(self.sources.iter().position(|s| s.name == name).ok_or_else(|| CollectError::Backfill {
+                    path: PathBuf::from(name),
+                    msg: "no source with this name in the config".into(),
+                })?)
+            }
             None => None,
         };
         let mut total = 0;
@@ -898,19 +825,11 @@ impl<S: Sink> Collector<S> {
             let abs = if p.is_absolute() {
                 p.clone()
             } else {
-                std::env::current_dir()
-                    .map(|d| d.join(p))
-                    .unwrap_or_else(|_| p.clone())
+                std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.clone())
             };
-            let md = fs::metadata(&abs).map_err(|e| CollectError::Backfill {
-                path: p.clone(),
-                msg: e.to_string(),
-            })?;
+            let md = fs::metadata(&abs).map_err(|e| CollectError::Backfill { path: p.clone(), msg: e.to_string() })?;
             if !md.is_file() {
-                return Err(CollectError::Backfill {
-                    path: p.clone(),
-                    msg: "not a regular file".into(),
-                });
+                return Err(CollectError::Backfill { path: p.clone(), msg: "not a regular file".into() });
             }
             let mut hit = None;
             for (si, s) in self.sources.iter().enumerate() {
@@ -934,16 +853,15 @@ impl<S: Sink> Collector<S> {
                 (None, None) => {
                     return Err(CollectError::Backfill {
                         path: p.clone(),
-                        msg: "matches no source's paths (also allowing rotation suffixes); name one with --source".into(),
+                        msg: "matches no source's paths (also allowing rotation suffixes); name one with --source"
+                            .into(),
                     })
                 }
             };
             total += md.len();
             self.backfill_queue.push_back((si, site, abs));
         }
-        self.stats
-            .backfill_total_bytes
-            .store(total, Ordering::Relaxed);
+        self.stats.backfill_total_bytes.store(total, Ordering::Relaxed);
         Ok(())
     }
 
@@ -1016,8 +934,7 @@ impl<S: Sink> Collector<S> {
             if f.kind != Kind::Final {
                 let fp_bytes = self.cfg.tail.fingerprint_bytes;
                 let head = fingerprint::head_of_file(file, fp_bytes).unwrap_or_default();
-                let changed = match fingerprint::of_head(&head, fp_bytes, false, f.site.as_deref())
-                {
+                let changed = match fingerprint::of_head(&head, fp_bytes, false, f.site.as_deref()) {
                     Some(now_fp) => now_fp != fp,
                     // No complete first line: changed, unless the file was identified by
                     // its whole (final) content.
@@ -1045,18 +962,14 @@ impl<S: Sink> Collector<S> {
             if self.restart_at.is_some() {
                 break;
             }
-            if self.cfg.limits.max_inflight_bytes.as_usize()
-                <= self.inflight_bytes + self.outbox.buffered
-            {
+            if self.cfg.limits.max_inflight_bytes.as_usize() <= self.inflight_bytes + self.outbox.buffered {
                 self.more_to_read = true;
                 break;
             }
             let Some(reader) = &mut f.reader else { break };
             // Read no more than the budget allows, so memory stays bounded (approximately:
             // one read's lines may encode a little larger than they were).
-            let budget = self.cfg.limits.max_inflight_bytes.as_usize()
-                - self.inflight_bytes
-                - self.outbox.buffered;
+            let budget = self.cfg.limits.max_inflight_bytes.as_usize() - self.inflight_bytes - self.outbox.buffered;
             let want = buf.len().min(budget);
             let n = match reader.read(&mut buf[..want]) {
                 Ok(n) => n,
@@ -1103,9 +1016,7 @@ impl<S: Sink> Collector<S> {
         let victim = self
             .files
             .iter()
-            .filter(|(id, f)| {
-                **id != want && f.reader.is_some() && f.kind == Kind::Live && f.eof && !f.finishing
-            })
+            .filter(|(id, f)| **id != want && f.reader.is_some() && f.kind == Kind::Live && f.eof && !f.finishing)
             .min_by_key(|(_, f)| f.last_read)
             .map(|(id, _)| *id);
         match victim {
@@ -1123,11 +1034,7 @@ impl<S: Sink> Collector<S> {
     fn close_idle(&mut self, now: Instant) {
         let idle = Duration::from_millis(self.cfg.tail.idle_close_ms);
         for f in self.files.values_mut() {
-            if f.reader.is_some()
-                && f.kind == Kind::Live
-                && f.eof
-                && now.duration_since(f.last_read) >= idle
-            {
+            if f.reader.is_some() && f.kind == Kind::Live && f.eof && now.duration_since(f.last_read) >= idle {
                 f.reader = None;
                 self.open_count -= 1;
             }
@@ -1147,9 +1054,7 @@ impl<S: Sink> Collector<S> {
                 return None;
             }
             let head = fingerprint::head_of_file(&file, fp_bytes).ok()?;
-            (fingerprint::of_head(&head, fp_bytes, f.kind != Kind::Live, f.site.as_deref())
-                == Some(fp))
-            .then_some(file)
+            (fingerprint::of_head(&head, fp_bytes, f.kind != Kind::Live, f.site.as_deref()) == Some(fp)).then_some(file)
         });
         match same.map(|file| Reader::open(file, f.split.scan_pos())) {
             Some(Ok(r)) => {
@@ -1169,8 +1074,7 @@ impl<S: Sink> Collector<S> {
         let Some(f) = self.files.get(&id) else { return };
         info!(path = %f.path.display(), "file truncated (copytruncate); finishing the old content from its copy");
         self.sources[f.source].metrics.rotation("truncate");
-        let (key, kind, source, site, path) =
-            (f.key, f.kind, f.source, f.site.clone(), f.path.clone());
+        let (key, kind, source, site, path) = (f.key, f.kind, f.source, f.site.clone(), f.path.clone());
         // The truncated file holds new content now: keep its descriptor for that (it may
         // have been renamed already, out of the globs' sight).
         let again = f.reader.as_ref().and_then(|r| r.file().try_clone().ok());
@@ -1204,11 +1108,7 @@ impl<S: Sink> Collector<S> {
         match opened {
             Some((path, key, r)) => {
                 info!(from = %f.path.display(), to = %path.display(), why, "continuing the file from its new place");
-                f.kind = if r.is_gzip() || why == "truncated" {
-                    Kind::Final
-                } else {
-                    Kind::Rotated
-                };
+                f.kind = if r.is_gzip() || why == "truncated" { Kind::Final } else { Kind::Rotated };
                 f.size = r.file().metadata().map_or(0, |m| m.len());
                 f.path = path;
                 f.key = key;
@@ -1238,11 +1138,7 @@ impl<S: Sink> Collector<S> {
         if self.outbox.buffered == 0 {
             return;
         }
-        let linger = if force {
-            None
-        } else {
-            Some(Duration::from_millis(self.cfg.limits.linger_ms))
-        };
+        let linger = if force { None } else { Some(Duration::from_millis(self.cfg.limits.linger_ms)) };
         for f in self.files.values_mut() {
             if let Some(out) = &mut f.out {
                 if !out.batches.is_empty() {
@@ -1321,8 +1217,7 @@ impl<S: Sink> Collector<S> {
                 let src = &self.sources[f.source];
                 let outbox = &mut self.outbox;
                 let lim = &self.limits;
-                f.split
-                    .flush(&mut |piece| out.take(piece, src, lim, outbox, now));
+                f.split.flush(&mut |piece| out.take(piece, src, lim, outbox, now));
                 out.seal_lingering(None, now, outbox);
                 f.finishing = true;
             }
@@ -1379,10 +1274,7 @@ impl<S: Sink> Collector<S> {
             s.metrics.lag.set(l as f64);
         }
         let by_fp = &self.by_fp;
-        self.store
-            .prune(self.cfg.tail.completed_retention_days, |fp| {
-                by_fp.contains_key(&fp)
-            });
+        self.store.prune(self.cfg.tail.completed_retention_days, |fp| by_fp.contains_key(&fp));
         match self.store.flush() {
             Ok(()) => self.last_checkpoint_ok = now,
             Err(e) => {
@@ -1403,20 +1295,11 @@ impl<S: Sink> Collector<S> {
         metrics::gauge!(m::INFLIGHT_MESSAGES).set(self.inflight_msgs as f64);
         metrics::gauge!(m::FILES_TRACKED).set(self.files.len() as f64);
         metrics::gauge!(m::FILES_OPEN).set(self.open_count as f64);
-        metrics::gauge!(m::CHECKPOINT_AGE)
-            .set(now.duration_since(self.last_checkpoint_ok).as_secs_f64());
-        self.stats
-            .inflight_bytes
-            .store(inflight as u64, Ordering::Relaxed);
+        metrics::gauge!(m::CHECKPOINT_AGE).set(now.duration_since(self.last_checkpoint_ok).as_secs_f64());
+        self.stats.inflight_bytes.store(inflight as u64, Ordering::Relaxed);
         if matches!(self.mode, Mode::Backfill { .. }) {
-            let active: u64 = self
-                .files
-                .values()
-                .map(|f| f.disk_pos.min(f.disk_size))
-                .sum();
-            self.stats
-                .backfill_done_bytes
-                .store(self.backfill_completed_bytes + active, Ordering::Relaxed);
+            let active: u64 = self.files.values().map(|f| f.disk_pos.min(f.disk_size)).sum();
+            self.stats.backfill_done_bytes.store(self.backfill_completed_bytes + active, Ordering::Relaxed);
         }
     }
 
@@ -1433,10 +1316,7 @@ impl<S: Sink> Collector<S> {
             && self.inflight_msgs == 0
             && self.outbox.buffered == 0
             && self.backfill_queue.is_empty()
-            && self
-                .files
-                .values()
-                .all(|f| f.idle() && (f.kind == Kind::Live || f.out.is_none() && !f.lost))
+            && self.files.values().all(|f| f.idle() && (f.kind == Kind::Live || f.out.is_none() && !f.lost))
     }
 
     /// Test hook: makes the next step rescan the globs and poll every file.
@@ -1472,10 +1352,7 @@ fn quiet(f: &Tracked, wait: Duration) -> bool {
     let Ok(mtime) = md.modified() else {
         return true;
     };
-    SystemTime::now()
-        .duration_since(mtime)
-        .unwrap_or(Duration::ZERO)
-        >= wait
+    SystemTime::now().duration_since(mtime).unwrap_or(Duration::ZERO) >= wait
 }
 
 /// Decompressed head of a gzip file, read without moving any shared file cursor.

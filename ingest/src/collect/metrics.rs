@@ -22,62 +22,22 @@ pub const FILES_LOST: &str = "sitelog_collect_files_lost_total";
 
 /// Registers descriptions (shown as `# HELP` by the exporter).
 pub fn describe() {
-    describe_counter!(
-        LINES,
-        "Lines read, by source and outcome (parsed, rejected, empty)."
-    );
-    describe_counter!(
-        BYTES_READ,
-        Unit::Bytes,
-        "Bytes read from log files (decompressed)."
-    );
-    describe_counter!(
-        RECORDS_ACKED,
-        "Records whose Kafka message was acknowledged."
-    );
+    describe_counter!(LINES, "Lines read, by source and outcome (parsed, rejected, empty).");
+    describe_counter!(BYTES_READ, Unit::Bytes, "Bytes read from log files (decompressed).");
+    describe_counter!(RECORDS_ACKED, "Records whose Kafka message was acknowledged.");
     describe_counter!(MESSAGES_ACKED, "Kafka messages acknowledged, by topic.");
-    describe_counter!(
-        DELIVERY_ERRORS,
-        "Kafka messages that failed; each restarts the producer from the checkpoints."
-    );
-    describe_counter!(
-        PRODUCER_RESTARTS,
-        "Producer sessions restarted from the checkpoints."
-    );
-    describe_gauge!(
-        INFLIGHT_BYTES,
-        Unit::Bytes,
-        "Bytes in open batches and unacknowledged messages."
-    );
+    describe_counter!(DELIVERY_ERRORS, "Kafka messages that failed; each restarts the producer from the checkpoints.");
+    describe_counter!(PRODUCER_RESTARTS, "Producer sessions restarted from the checkpoints.");
+    describe_gauge!(INFLIGHT_BYTES, Unit::Bytes, "Bytes in open batches and unacknowledged messages.");
     describe_gauge!(INFLIGHT_MESSAGES, "Messages sent and not yet acknowledged.");
-    describe_gauge!(
-        LAG_BYTES,
-        Unit::Bytes,
-        "File size minus checkpoint, summed per source."
-    );
-    describe_gauge!(
-        CHECKPOINT_AGE,
-        Unit::Seconds,
-        "Seconds since checkpoints were last written successfully."
-    );
+    describe_gauge!(LAG_BYTES, Unit::Bytes, "File size minus checkpoint, summed per source.");
+    describe_gauge!(CHECKPOINT_AGE, Unit::Seconds, "Seconds since checkpoints were last written successfully.");
     describe_counter!(CHECKPOINT_ERRORS, "Failed checkpoint writes.");
-    describe_gauge!(
-        FILES_TRACKED,
-        "Files being read or waiting for acknowledgements."
-    );
+    describe_gauge!(FILES_TRACKED, "Files being read or waiting for acknowledgements.");
     describe_gauge!(FILES_OPEN, "Open log file descriptors.");
-    describe_counter!(
-        ROTATIONS,
-        "Rotations seen, by kind (rename, delete, truncate)."
-    );
-    describe_counter!(
-        FILES_COMPLETED,
-        "Files read to the end with every line acknowledged."
-    );
-    describe_counter!(
-        FILES_LOST,
-        "Files that vanished before they were read to the end."
-    );
+    describe_counter!(ROTATIONS, "Rotations seen, by kind (rename, delete, truncate).");
+    describe_counter!(FILES_COMPLETED, "Files read to the end with every line acknowledged.");
+    describe_counter!(FILES_LOST, "Files that vanished before they were read to the end.");
 }
 
 /// Handles for one source.

@@ -20,7 +20,5 @@ impl LineParser for LogFormat {
 
 /// Resolves a config `format` (a known name or a pasted `log_format`/`LogFormat`).
 pub fn resolve(spec: &str) -> Result<Arc<dyn LineParser>, String> {
-    LogFormat::resolve(spec)
-        .map(|f| Arc::new(f) as Arc<dyn LineParser>)
-        .map_err(|e| e.to_string())
+    LogFormat::resolve(spec).map(|f| Arc::new(f) as Arc<dyn LineParser>).map_err(|e| e.to_string())
 }

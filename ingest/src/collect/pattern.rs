@@ -28,10 +28,7 @@ enum Tok {
     Lit(String),
     Star,
     Quest,
-    Class {
-        negated: bool,
-        ranges: Vec<(char, char)>,
-    },
+    Class { negated: bool, ranges: Vec<(char, char)> },
     Site,
 }
 
@@ -78,10 +75,7 @@ impl PathPattern {
         if sites > 1 {
             return Err(PatternError::TwoSites);
         }
-        Ok(PathPattern {
-            raw: raw.to_owned(),
-            segs,
-        })
+        Ok(PathPattern { raw: raw.to_owned(), segs })
     }
 
     pub fn as_str(&self) -> &str {
@@ -89,9 +83,7 @@ impl PathPattern {
     }
 
     pub fn has_site(&self) -> bool {
-        self.segs
-            .iter()
-            .any(|s| matches!(s, Seg::Parts(t) if t.contains(&Tok::Site)))
+        self.segs.iter().any(|s| matches!(s, Seg::Parts(t) if t.contains(&Tok::Site)))
     }
 
     /// Full match of `path` against the pattern.
@@ -219,18 +211,14 @@ fn match_segs(segs: &[Seg], comps: &[&str], rotated: bool, site: &mut Option<Str
         return comps.is_empty();
     };
     match first {
-        Seg::AnyDepth => {
-            (0..=comps.len()).any(|skip| match_segs(rest, &comps[skip..], rotated, site))
-        }
+        Seg::AnyDepth => (0..=comps.len()).any(|skip| match_segs(rest, &comps[skip..], rotated, site)),
         Seg::Parts(toks) => {
             let Some((c, crest)) = comps.split_first() else {
                 return false;
             };
             let last = rest.is_empty();
             let mut cap = None;
-            if match_toks(toks, c, rotated && last, &mut cap)
-                && match_segs(rest, crest, rotated, site)
-            {
+            if match_toks(toks, c, rotated && last, &mut cap) && match_segs(rest, crest, rotated, site) {
                 if cap.is_some() {
                     *site = cap;
                 }
@@ -249,9 +237,7 @@ fn match_toks(toks: &[Tok], s: &str, suffix_ok: bool, cap: &mut Option<String>) 
         return s.is_empty() || (suffix_ok && s.starts_with(['.', '-', '_']));
     };
     match t {
-        Tok::Lit(l) => s
-            .strip_prefix(l.as_str())
-            .is_some_and(|r| match_toks(rest, r, suffix_ok, cap)),
+        Tok::Lit(l) => s.strip_prefix(l.as_str()).is_some_and(|r| match_toks(rest, r, suffix_ok, cap)),
         Tok::Quest => {
             let mut it = s.chars();
             it.next().is_some() && match_toks(rest, it.as_str(), suffix_ok, cap)
@@ -345,9 +331,7 @@ fn collect_all(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
         let Ok(t) = e.file_type() else { continue };
         if t.is_dir() {
             collect_all(&e.path(), depth + 1, out);
-        } else if t.is_file()
-            || (t.is_symlink() && fs::metadata(e.path()).is_ok_and(|m| m.is_file()))
-        {
+        } else if t.is_file() || (t.is_symlink() && fs::metadata(e.path()).is_ok_and(|m| m.is_file())) {
             out.push(e.path());
         }
     }
@@ -365,37 +349,21 @@ mod tests {
     fn captures_the_site() {
         let pat = p("/var/log/sites/{site}/access.log");
         assert!(pat.has_site());
-        let m = pat
-            .matches(Path::new("/var/log/sites/shop.example.fi/access.log"))
-            .unwrap();
+        let m = pat.matches(Path::new("/var/log/sites/shop.example.fi/access.log")).unwrap();
         assert_eq!(m.site.as_deref(), Some("shop.example.fi"));
-        assert!(pat
-            .matches(Path::new("/var/log/sites/a/b/access.log"))
-            .is_none());
-        assert!(pat
-            .matches(Path::new("/var/log/sites/a/access.log.1"))
-            .is_none());
-        let m = pat
-            .matches_rotated(Path::new("/var/log/sites/a.fi/access.log.2.gz"))
-            .unwrap();
+        assert!(pat.matches(Path::new("/var/log/sites/a/b/access.log")).is_none());
+        assert!(pat.matches(Path::new("/var/log/sites/a/access.log.1")).is_none());
+        let m = pat.matches_rotated(Path::new("/var/log/sites/a.fi/access.log.2.gz")).unwrap();
         assert_eq!(m.site.as_deref(), Some("a.fi"));
-        assert!(pat
-            .matches_rotated(Path::new("/var/log/sites/a.fi/access.logx"))
-            .is_none());
+        assert!(pat.matches_rotated(Path::new("/var/log/sites/a.fi/access.logx")).is_none());
     }
 
     #[test]
     fn site_within_a_file_name() {
         let pat = p("/var/log/nginx/{site}.access.log");
-        let m = pat
-            .matches(Path::new("/var/log/nginx/blog.example.com.access.log"))
-            .unwrap();
+        let m = pat.matches(Path::new("/var/log/nginx/blog.example.com.access.log")).unwrap();
         assert_eq!(m.site.as_deref(), Some("blog.example.com"));
-        let m = pat
-            .matches_rotated(Path::new(
-                "/var/log/nginx/blog.example.com.access.log-20250101.gz",
-            ))
-            .unwrap();
+        let m = pat.matches_rotated(Path::new("/var/log/nginx/blog.example.com.access.log-20250101.gz")).unwrap();
         assert_eq!(m.site.as_deref(), Some("blog.example.com"));
     }
 
@@ -415,22 +383,10 @@ mod tests {
 
     #[test]
     fn bad_patterns() {
-        assert_eq!(
-            PathPattern::parse("rel/*.log"),
-            Err(PatternError::NotAbsolute)
-        );
-        assert_eq!(
-            PathPattern::parse("/{site}/{site}.log"),
-            Err(PatternError::TwoSites)
-        );
-        assert_eq!(
-            PathPattern::parse("/a/[ab"),
-            Err(PatternError::UnclosedClass)
-        );
-        assert_eq!(
-            PathPattern::parse("/a/x**"),
-            Err(PatternError::BadDoubleStar)
-        );
+        assert_eq!(PathPattern::parse("rel/*.log"), Err(PatternError::NotAbsolute));
+        assert_eq!(PathPattern::parse("/{site}/{site}.log"), Err(PatternError::TwoSites));
+        assert_eq!(PathPattern::parse("/a/[ab"), Err(PatternError::UnclosedClass));
+        assert_eq!(PathPattern::parse("/a/x**"), Err(PatternError::BadDoubleStar));
     }
 
     #[test]
@@ -445,10 +401,7 @@ mod tests {
         let pat = p(&format!("{}/{{site}}/access.log", dir.display()));
         assert_eq!(pat.root(), dir);
         let found = pat.discover();
-        assert_eq!(
-            found,
-            vec![dir.join("a.fi/access.log"), dir.join("b.fi/access.log")]
-        );
+        assert_eq!(found, vec![dir.join("a.fi/access.log"), dir.join("b.fi/access.log")]);
         let all = p(&format!("{}/**", dir.display())).discover();
         assert_eq!(all.len(), 4);
         fs::remove_dir_all(&dir).unwrap();

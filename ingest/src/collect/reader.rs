@@ -31,11 +31,7 @@ impl Read for Counting {
 
 pub enum Reader {
     Plain(File),
-    Gz {
-        dec: Box<MultiGzDecoder<Counting>>,
-        pos: u64,
-        consumed: Arc<AtomicU64>,
-    },
+    Gz { dec: Box<MultiGzDecoder<Counting>>, pos: u64, consumed: Arc<AtomicU64> },
 }
 
 impl Reader {
@@ -55,15 +51,8 @@ impl Reader {
     fn gz(mut file: File) -> io::Result<Reader> {
         file.seek(SeekFrom::Start(0))?;
         let consumed = Arc::new(AtomicU64::new(0));
-        let dec = MultiGzDecoder::new(Counting {
-            inner: file,
-            count: consumed.clone(),
-        });
-        Ok(Reader::Gz {
-            dec: Box::new(dec),
-            pos: 0,
-            consumed,
-        })
+        let dec = MultiGzDecoder::new(Counting { inner: file, count: consumed.clone() });
+        Ok(Reader::Gz { dec: Box::new(dec), pos: 0, consumed })
     }
 
     pub fn is_gzip(&self) -> bool {

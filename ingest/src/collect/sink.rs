@@ -64,13 +64,7 @@ pub enum SinkError {
 pub trait Sink {
     /// Queues a message; the acknowledgement arrives later as [`Event::Ack`]. An error here
     /// means the message was not queued (the collector restarts the session).
-    fn send(
-        &mut self,
-        topic: Topic,
-        key: &[u8],
-        payload: &[u8],
-        token: Token,
-    ) -> Result<(), SinkError>;
+    fn send(&mut self, topic: Topic, key: &[u8], payload: &[u8], token: Token) -> Result<(), SinkError>;
 
     /// Drops the current session (pending messages fail or are forgotten) and starts a new
     /// one; after this, messages are sent again from the checkpoints.

@@ -10,18 +10,9 @@ use sitelog_schema::reject::REJECT_RAW_CAP;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Piece<'a> {
     /// `bytes` without the newline (and without a trailing `\r`).
-    Line {
-        offset: u64,
-        line: u64,
-        bytes: &'a [u8],
-    },
+    Line { offset: u64, line: u64, bytes: &'a [u8] },
     /// A line of `len` bytes (without newline) exceeding the limit; `head` is its start.
-    TooLong {
-        offset: u64,
-        line: u64,
-        head: &'a [u8],
-        len: u64,
-    },
+    TooLong { offset: u64, line: u64, head: &'a [u8], len: u64 },
 }
 
 impl Piece<'_> {
@@ -52,13 +43,7 @@ pub struct LineSplitter {
 
 impl LineSplitter {
     pub fn new(offset: u64, line: u64, max_line: usize) -> Self {
-        LineSplitter {
-            read_pos: offset,
-            line,
-            partial: Vec::new(),
-            discard: None,
-            max_line,
-        }
+        LineSplitter { read_pos: offset, line, partial: Vec::new(), discard: None, max_line }
     }
 
     /// Starts over at a known line start (a checkpoint), dropping carried bytes.
@@ -141,12 +126,7 @@ impl LineSplitter {
     fn finish_carried(&mut self, terminator: u64, emit: &mut impl FnMut(Piece<'_>)) {
         if let Some(d) = self.discard.take() {
             self.line += 1;
-            emit(Piece::TooLong {
-                offset: self.read_pos,
-                line: self.line,
-                head: &d.head,
-                len: d.len,
-            });
+            emit(Piece::TooLong { offset: self.read_pos, line: self.line, head: &d.head, len: d.len });
             self.read_pos += d.len + terminator;
         } else {
             let partial = std::mem::take(&mut self.partial);
@@ -162,19 +142,10 @@ impl LineSplitter {
         let offset = self.read_pos;
         if bytes.len() > self.max_line {
             let head = &bytes[..bytes.len().min(REJECT_RAW_CAP)];
-            emit(Piece::TooLong {
-                offset,
-                line: self.line,
-                head,
-                len: bytes.len() as u64,
-            });
+            emit(Piece::TooLong { offset, line: self.line, head, len: bytes.len() as u64 });
         } else {
             let trimmed = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-            emit(Piece::Line {
-                offset,
-                line: self.line,
-                bytes: trimmed,
-            });
+            emit(Piece::Line { offset, line: self.line, bytes: trimmed });
         }
         self.read_pos += bytes.len() as u64 + terminator;
     }
@@ -194,14 +165,8 @@ mod tests {
     fn run(s: &mut LineSplitter, chunks: &[&[u8]], flush: bool) -> Vec<Out> {
         let mut out = Vec::new();
         let mut f = |p: Piece<'_>| match p {
-            Piece::Line {
-                offset,
-                line,
-                bytes,
-            } => out.push(Out::L(offset, line, bytes.to_vec())),
-            Piece::TooLong {
-                offset, line, len, ..
-            } => out.push(Out::T(offset, line, len)),
+            Piece::Line { offset, line, bytes } => out.push(Out::L(offset, line, bytes.to_vec())),
+            Piece::TooLong { offset, line, len, .. } => out.push(Out::T(offset, line, len)),
         };
         for c in chunks {
             s.feed(c, &mut f);
@@ -216,10 +181,7 @@ mod tests {
     fn lines_across_chunks_and_partial_waits() {
         let mut s = LineSplitter::new(0, 0, 1000);
         let out = run(&mut s, &[b"ab", b"c\nde\r\nf", b"g"], false);
-        assert_eq!(
-            out,
-            vec![Out::L(0, 1, b"abc".to_vec()), Out::L(4, 2, b"de".to_vec())]
-        );
+        assert_eq!(out, vec![Out::L(0, 1, b"abc".to_vec()), Out::L(4, 2, b"de".to_vec())]);
         assert_eq!((s.read_pos(), s.scan_pos(), s.lines()), (8, 10, 2));
         let out = run(&mut s, &[], true);
         assert_eq!(out, vec![Out::L(8, 3, b"fg".to_vec())]);
@@ -230,19 +192,8 @@ mod tests {
     fn over_long_lines_are_not_split() {
         let mut s = LineSplitter::new(100, 5, 300);
         let long = vec![b'x'; 1000];
-        let out = run(
-            &mut s,
-            &[b"ok\n", &long[..500], &long[500..], b"\nnext\n"],
-            false,
-        );
-        assert_eq!(
-            out,
-            vec![
-                Out::L(100, 6, b"ok".to_vec()),
-                Out::T(103, 7, 1000),
-                Out::L(1104, 8, b"next".to_vec())
-            ]
-        );
+        let out = run(&mut s, &[b"ok\n", &long[..500], &long[500..], b"\nnext\n"], false);
+        assert_eq!(out, vec![Out::L(100, 6, b"ok".to_vec()), Out::T(103, 7, 1000), Out::L(1104, 8, b"next".to_vec())]);
         let mut s = LineSplitter::new(0, 0, 300);
         let mut one = long.clone();
         one.push(b'\n');

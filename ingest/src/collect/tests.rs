@@ -19,6 +19,9 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Identity (fingerprint, offset) → the line's text.
+type Expected = BTreeMap<(u64, u64), String>;
+
 use proptest::prelude::*;
 use sitelog_schema::wire::BatchReader;
 use sitelog_schema::{AccessRecord, Reject};
@@ -39,11 +42,7 @@ impl LineParser for TextParser {
             return Err("bad test line".into());
         }
         let s = std::str::from_utf8(line).map_err(|_| "not utf-8".to_owned())?;
-        Ok(AccessRecord {
-            path: Cow::Borrowed(s),
-            ts_micros: s.len() as i64,
-            ..Default::default()
-        })
+        Ok(AccessRecord { path: Cow::Borrowed(s), ts_micros: s.len() as i64, ..Default::default() })
     }
 }
 
@@ -57,17 +56,8 @@ struct Broker {
 struct MemSink(Rc<RefCell<Broker>>);
 
 impl Sink for MemSink {
-    fn send(
-        &mut self,
-        topic: Topic,
-        _key: &[u8],
-        payload: &[u8],
-        token: Token,
-    ) -> Result<(), SinkError> {
-        self.0
-            .borrow_mut()
-            .unacked
-            .push((token, topic, payload.to_vec()));
+    fn send(&mut self, topic: Topic, _key: &[u8], payload: &[u8], token: Token) -> Result<(), SinkError> {
+        self.0.borrow_mut().unacked.push((token, topic, payload.to_vec()));
         Ok(())
     }
 
@@ -80,12 +70,7 @@ impl Sink for MemSink {
 
 impl MemSink {
     /// Delivers and acknowledges up to `n` messages, picked by `pick` (out of order).
-    fn deliver(
-        &self,
-        n: usize,
-        pick: &mut impl FnMut(usize) -> usize,
-        events: &mpsc::Sender<Event>,
-    ) {
+    fn deliver(&self, n: usize, pick: &mut impl FnMut(usize) -> usize, events: &mpsc::Sender<Event>) {
         for _ in 0..n {
             let mut b = self.0.borrow_mut();
             if b.unacked.is_empty() {
@@ -94,20 +79,14 @@ impl MemSink {
             let i = pick(b.unacked.len());
             let (token, topic, payload) = b.unacked.swap_remove(i);
             b.log.push((topic, payload));
-            let _ = events.send(Event::Ack(Ack {
-                token,
-                result: Ok(()),
-            }));
+            let _ = events.send(Event::Ack(Ack { token, result: Ok(()) }));
         }
     }
 
     fn fail_one(&self, events: &mpsc::Sender<Event>) {
         let mut b = self.0.borrow_mut();
         if let Some((token, _, _)) = b.unacked.pop() {
-            let _ = events.send(Event::Ack(Ack {
-                token,
-                result: Err("test: broker said no".into()),
-            }));
+            let _ = events.send(Event::Ack(Ack { token, result: Err("test: broker said no".into()) }));
         }
     }
 
@@ -119,16 +98,12 @@ impl MemSink {
                 Topic::Records => {
                     for r in BatchReader::new(payload).expect("batch header") {
                         let r = r.expect("record");
-                        out.entry((r.source.fingerprint, r.source.offset))
-                            .or_default()
-                            .push(r.path.into_owned());
+                        out.entry((r.source.fingerprint, r.source.offset)).or_default().push(r.path.into_owned());
                     }
                 }
                 Topic::Rejects => {
                     let r: Reject = serde_json::from_slice(payload).expect("reject json");
-                    out.entry((r.fingerprint, r.offset))
-                        .or_default()
-                        .push(r.raw);
+                    out.entry((r.fingerprint, r.offset)).or_default().push(r.raw);
                 }
             }
         }
@@ -176,50 +151,26 @@ format = "combined"
 }
 
 fn collector(cfg: &CollectorConfig, mode: Mode, sink: &MemSink) -> Collector<MemSink> {
-    Collector::with_parsers(
-        cfg.clone(),
-        mode,
-        sink.clone(),
-        mpsc::channel(),
-        vec![Arc::new(TextParser)],
-    )
-    .expect("collector")
+    Collector::with_parsers(cfg.clone(), mode, sink.clone(), mpsc::channel(), vec![Arc::new(TextParser)])
+        .expect("collector")
 }
 
 // ------------------------------------------------------------------------------- the model
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append {
-        site: usize,
-        lines: usize,
-        bad: bool,
-    },
-    Partial {
-        site: usize,
-    },
-    Long {
-        site: usize,
-    },
-    RenameRotate {
-        site: usize,
-    },
-    CopyTruncate {
-        site: usize,
-    },
-    DeleteRecreate {
-        site: usize,
-    },
+    Append { site: usize, lines: usize, bad: bool },
+    Partial { site: usize },
+    Long { site: usize },
+    RenameRotate { site: usize },
+    CopyTruncate { site: usize },
+    DeleteRecreate { site: usize },
     Compress,
-    Step {
-        deliver: usize,
-    },
+    Step { deliver: usize },
     Pause,
     Resume,
     FailDelivery,
-    Crash {
-        delivered: bool,
-    },
+    Crash { delivered: bool },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -276,23 +227,14 @@ impl Model {
         let path = self.live_path(site);
         fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         fs::File::create(&path).expect("create");
-        self.files.push(MFile {
-            site,
-            path,
-            content: Vec::new(),
-            is_final: false,
-            lossy: false,
-        });
+        self.files.push(MFile { site, path, content: Vec::new(), is_final: false, lossy: false });
         self.live[site] = Some(self.files.len() - 1);
         self.files.len() - 1
     }
 
     fn write(&mut self, i: usize, bytes: &[u8]) {
         let f = &mut self.files[i];
-        let mut h = fs::OpenOptions::new()
-            .append(true)
-            .open(&f.path)
-            .expect("open for append");
+        let mut h = fs::OpenOptions::new().append(true).open(&f.path).expect("open for append");
         h.write_all(bytes).expect("append");
         f.content.extend_from_slice(bytes);
     }
@@ -303,12 +245,11 @@ impl Model {
 
     fn rotated_name(&mut self, site: usize) -> PathBuf {
         self.next_name += 1;
-        self.live_path(site)
-            .with_file_name(format!("access.log.{}", self.next_name))
+        self.live_path(site).with_file_name(format!("access.log.{}", self.next_name))
     }
 
     /// Expected (fingerprint, offset) → text, plus which of them may be missing.
-    fn expected(&self) -> (BTreeMap<(u64, u64), String>, HashSet<(u64, u64)>) {
+    fn expected(&self) -> (Expected, HashSet<(u64, u64)>) {
         let mut want = BTreeMap::new();
         let mut optional = HashSet::new();
         for f in &self.files {
@@ -325,11 +266,7 @@ impl Model {
                 };
                 if complete || f.is_final {
                     let text = String::from_utf8_lossy(&c[start..end]).into_owned();
-                    let text = if end - start > 300 {
-                        text[..text.len().min(4096)].to_owned()
-                    } else {
-                        text
-                    };
+                    let text = if end - start > 300 { text[..text.len().min(4096)].to_owned() } else { text };
                     want.insert((fp, start as u64), text);
                     if f.lossy {
                         optional.insert((fp, start as u64));
@@ -358,14 +295,7 @@ impl Harness {
         let sink = MemSink::default();
         let col = collector(&cfg, Mode::Follow, &sink);
         Harness {
-            model: Model {
-                root,
-                files: Vec::new(),
-                live: [None, None],
-                next_id: 0,
-                next_name: 0,
-                dups_allowed: false,
-            },
+            model: Model { root, files: Vec::new(), live: [None, None], next_id: 0, next_name: 0, dups_allowed: false },
             sink,
             cfg,
             col: Some(col),
@@ -386,18 +316,12 @@ impl Harness {
             let events = col.events();
             let mut rng = self.rng;
             let mut pick = |n: usize| {
-                rng = rng
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
+                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 ((rng >> 33) as usize) % n
             };
             self.sink.deliver(deliver, &mut pick, &events);
             self.rng = rng | 1;
-            self.col
-                .as_mut()
-                .expect("collector")
-                .step(Duration::ZERO)
-                .expect("step");
+            self.col.as_mut().expect("collector").step(Duration::ZERO).expect("step");
         }
     }
 
@@ -421,9 +345,7 @@ impl Harness {
                 for k in 0..lines {
                     m.next_id += 1;
                     let tag = if bad && k == 0 { 'B' } else { 'L' };
-                    text.extend_from_slice(
-                        format!("{tag}{}-{}\n", m.next_id, SITES[site]).as_bytes(),
-                    );
+                    text.extend_from_slice(format!("{tag}{}-{}\n", m.next_id, SITES[site]).as_bytes());
                 }
                 m.write(i, &text);
             }
@@ -466,11 +388,7 @@ impl Harness {
                 let to = m.rotated_name(site);
                 fs::copy(&m.files[i].path, &to).expect("copy");
                 let live_path = m.files[i].path.clone();
-                fs::OpenOptions::new()
-                    .write(true)
-                    .truncate(true)
-                    .open(&live_path)
-                    .expect("truncate");
+                fs::OpenOptions::new().write(true).truncate(true).open(&live_path).expect("truncate");
                 let copy = MFile {
                     site,
                     path: to,
@@ -479,13 +397,7 @@ impl Harness {
                     lossy: false,
                 };
                 m.files[i] = copy;
-                m.files.push(MFile {
-                    site,
-                    path: live_path,
-                    content: Vec::new(),
-                    is_final: false,
-                    lossy: false,
-                });
+                m.files.push(MFile { site, path: live_path, content: Vec::new(), is_final: false, lossy: false });
                 m.live[site] = Some(m.files.len() - 1);
             }
             Op::DeleteRecreate { site } => {
@@ -499,14 +411,15 @@ impl Harness {
                 m.live(site);
             }
             Op::Compress => {
-                let Some(i) = m.files.iter().position(|f| {
-                    f.is_final && f.path.exists() && f.path.extension().is_none_or(|e| e != "gz")
-                }) else {
+                let Some(i) = m
+                    .files
+                    .iter()
+                    .position(|f| f.is_final && f.path.exists() && f.path.extension().is_none_or(|e| e != "gz"))
+                else {
                     return;
                 };
                 let gz = PathBuf::from(format!("{}.gz", m.files[i].path.display()));
-                let mut enc =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
                 enc.write_all(&m.files[i].content).expect("gzip");
                 fs::write(&gz, enc.finish().expect("gzip")).expect("write gz");
                 fs::remove_file(&m.files[i].path).expect("remove plain");
@@ -538,10 +451,7 @@ impl Harness {
                 // What only the crashed process could still read is gone: deleted files,
                 // and rotated files it had not identified yet (no checkpoint names them).
                 for f in &mut self.model.files {
-                    if f.is_final
-                        && (!f.path.exists()
-                            || !f.content[..f.content.len().min(64)].contains(&b'\n'))
-                    {
+                    if f.is_final && (!f.path.exists() || !f.content[..f.content.len().min(64)].contains(&b'\n')) {
                         f.lossy = true;
                     }
                 }
@@ -555,9 +465,7 @@ impl Harness {
         self.paused = false;
         for _ in 0..2000 {
             self.step(usize::MAX);
-            if self.sink.0.borrow().unacked.is_empty()
-                && self.col.as_ref().is_some_and(|c| c.settled())
-            {
+            if self.sink.0.borrow().unacked.is_empty() && self.col.as_ref().is_some_and(|c| c.settled()) {
                 return;
             }
             // A restart after repeated failures backs off.
@@ -578,9 +486,7 @@ impl Harness {
                         prop_assert_eq!(t, text, "wrong text at {:?}", id);
                     }
                     if texts.len() > 1 && !self.model.dups_allowed {
-                        return Err(TestCaseError::fail(format!(
-                            "duplicate {id:?} {text:?} without crash or restart"
-                        )));
+                        return Err(TestCaseError::fail(format!("duplicate {id:?} {text:?} without crash or restart")));
                     }
                 }
             }
@@ -627,11 +533,7 @@ proptest! {
 // ------------------------------------------------------------------------------- scenarios
 
 fn write_lines(path: &Path, from: usize, n: usize) {
-    let mut f = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("open");
+    let mut f = fs::OpenOptions::new().create(true).append(true).open(path).expect("open");
     for i in from..from + n {
         writeln!(f, "L{i}-{}", path.display()).expect("write");
     }
@@ -669,20 +571,10 @@ fn once_reads_everything_then_nothing_again() {
     run_once(&cfg, &sink);
     assert_eq!(lines_in(&sink).len(), 50);
     // A partial last line waits for its newline.
-    fs::OpenOptions::new()
-        .append(true)
-        .open(dir.join("access.log"))
-        .unwrap()
-        .write_all(b"L50-partial")
-        .unwrap();
+    fs::OpenOptions::new().append(true).open(dir.join("access.log")).unwrap().write_all(b"L50-partial").unwrap();
     run_once(&cfg, &sink);
     assert_eq!(lines_in(&sink).len(), 50);
-    fs::OpenOptions::new()
-        .append(true)
-        .open(dir.join("access.log"))
-        .unwrap()
-        .write_all(b"\n")
-        .unwrap();
+    fs::OpenOptions::new().append(true).open(dir.join("access.log")).unwrap().write_all(b"\n").unwrap();
     write_lines(&dir.join("access.log"), 51, 5);
     run_once(&cfg, &sink);
     let all = lines_in(&sink);
@@ -747,10 +639,7 @@ fn backfill_skips_sent_archives_and_reads_new_ones() {
     gz("access.log.3.gz", old.as_bytes());
     let mut c = collector(
         &cfg,
-        Mode::Backfill {
-            paths: vec![dir.join("access.log.2.gz"), dir.join("access.log.3.gz")],
-            source: None,
-        },
+        Mode::Backfill { paths: vec![dir.join("access.log.2.gz"), dir.join("access.log.3.gz")], source: None },
         &sink,
     );
     let events = c.events();
@@ -760,23 +649,13 @@ fn backfill_skips_sent_archives_and_reads_new_ones() {
     }
     let stats = c.stats();
     assert_eq!(stats.files_skipped.load(Ordering::Relaxed), 1);
-    assert_eq!(
-        stats.backfill_done_bytes.load(Ordering::Relaxed),
-        stats.backfill_total_bytes.load(Ordering::Relaxed)
-    );
+    assert_eq!(stats.backfill_done_bytes.load(Ordering::Relaxed), stats.backfill_total_bytes.load(Ordering::Relaxed));
     drop(c);
     let got = sink.emitted();
     assert_eq!(got.len(), 50);
     assert!(got.values().all(|v| v.len() == 1));
     // A second backfill of the same archive sends nothing.
-    let mut c = collector(
-        &cfg,
-        Mode::Backfill {
-            paths: vec![dir.join("access.log.3.gz")],
-            source: None,
-        },
-        &sink,
-    );
+    let mut c = collector(&cfg, Mode::Backfill { paths: vec![dir.join("access.log.3.gz")], source: None }, &sink);
     while !c.is_done() {
         c.step(Duration::ZERO).unwrap();
     }
@@ -785,14 +664,7 @@ fn backfill_skips_sent_archives_and_reads_new_ones() {
     // A path no source matches is refused with a clear error.
     let stray = root.join("stray.log");
     fs::write(&stray, "x\n").unwrap();
-    let mut c = collector(
-        &cfg,
-        Mode::Backfill {
-            paths: vec![stray],
-            source: None,
-        },
-        &sink,
-    );
+    let mut c = collector(&cfg, Mode::Backfill { paths: vec![stray], source: None }, &sink);
     let e = c.step(Duration::ZERO).unwrap_err().to_string();
     assert!(e.contains("matches no source"), "{e}");
     fs::remove_dir_all(&root).unwrap();
@@ -817,11 +689,7 @@ fn many_files_with_few_descriptors() {
             c.rescan_now();
             c.step(Duration::ZERO).unwrap();
             sink.deliver(usize::MAX, &mut |_| 0, &events);
-            assert!(
-                c.debug_counts().1 <= 8,
-                "open descriptors {:?}",
-                c.debug_counts()
-            );
+            assert!(c.debug_counts().1 <= 8, "open descriptors {:?}", c.debug_counts());
         }
     }
     let got = sink.emitted();
@@ -842,13 +710,7 @@ fn backpressure_bounds_memory_while_the_broker_is_down() {
     let mut c = collector(&cfg, Mode::Follow, &sink);
     for _ in 0..200 {
         c.step(Duration::ZERO).unwrap();
-        let held: usize = sink
-            .0
-            .borrow()
-            .unacked
-            .iter()
-            .map(|(_, _, p)| p.len())
-            .sum();
+        let held: usize = sink.0.borrow().unacked.iter().map(|(_, _, p)| p.len()).sum();
         // The bound is soft by the encoding of one read's lines.
         assert!(held <= 2 * 4096, "in flight {held}");
         assert!(c.stats().inflight_bytes.load(Ordering::Relaxed) <= 2 * 4096);

@@ -30,12 +30,8 @@ impl DirWatcher {
             let Ok(ev) = res else { return };
             // Files appearing, vanishing or renamed: rescan the globs now, not at the next
             // scan interval (a file must be open before it is rotated away to be followed).
-            let structural = matches!(
-                ev.kind,
-                EventKind::Create(_)
-                    | EventKind::Remove(_)
-                    | EventKind::Modify(ModifyKind::Name(_))
-            );
+            let structural =
+                matches!(ev.kind, EventKind::Create(_) | EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_)));
             if structural {
                 let _ = events.send(Event::Rescan);
             } else if flag.swap(false, Ordering::AcqRel) {
@@ -43,11 +39,7 @@ impl DirWatcher {
             }
         };
         match notify::recommended_watcher(handler) {
-            Ok(inner) => Some(DirWatcher {
-                inner,
-                watched: HashSet::new(),
-                armed,
-            }),
+            Ok(inner) => Some(DirWatcher { inner, watched: HashSet::new(), armed }),
             Err(e) => {
                 warn!(error = %e, "inotify unavailable; polling only");
                 None

@@ -40,15 +40,7 @@ fn directive(i: &str) -> IResult<&str, Directive<'_>> {
         (i, None)
     };
     let modifiers = if m1.is_empty() { m2 } else { m1 };
-    Ok((
-        i,
-        Directive {
-            modifiers,
-            arg,
-            letter,
-            trailer,
-        },
-    ))
+    Ok((i, Directive { modifiers, arg, letter, trailer }))
 }
 
 fn literal(i: &str) -> IResult<&str, &str> {
@@ -93,10 +85,7 @@ pub(crate) fn tokenize(fmt: &str) -> Result<Vec<Token>, FormatError> {
             match directive(rest) {
                 Ok((r, d)) => {
                     let name = rest[..rest.len() - r.len()].to_owned();
-                    tokens.push(Token::Field {
-                        name,
-                        kind: kind(&d),
-                    });
+                    tokens.push(Token::Field { name, kind: kind(&d) });
                     rest = r;
                 }
                 Err(_) => {
@@ -106,10 +95,7 @@ pub(crate) fn tokenize(fmt: &str) -> Result<Vec<Token>, FormatError> {
                     } else {
                         "`%` at the end of the format"
                     };
-                    return Err(FormatError::Syntax {
-                        at,
-                        what: what.into(),
-                    });
+                    return Err(FormatError::Syntax { at, what: what.into() });
                 }
             }
         } else if let Ok((r, lit)) = literal(rest) {
@@ -121,17 +107,11 @@ pub(crate) fn tokenize(fmt: &str) -> Result<Vec<Token>, FormatError> {
 }
 
 fn other() -> Kind {
-    Kind::Other {
-        list: false,
-        class: None,
-    }
+    Kind::Other { list: false, class: None }
 }
 
 fn digits() -> Kind {
-    Kind::Other {
-        list: false,
-        class: Some(Class::Digits),
-    }
+    Kind::Other { list: false, class: Some(Class::Digits) }
 }
 
 /// What an apache directive is.
@@ -142,10 +122,7 @@ fn kind(d: &Directive<'_>) -> Kind {
     let arg = d.arg;
     match d.letter {
         'a' if arg.is_none() => Kind::ClientAddr { rank: 0 },
-        'a' => Kind::Other {
-            list: false,
-            class: Some(Class::Address),
-        },
+        'a' => Kind::Other { list: false, class: Some(Class::Address) },
         'h' => Kind::ClientAddr { rank: 1 },
         'u' => Kind::RemoteUser,
         't' => time_kind(arg),
@@ -154,28 +131,14 @@ fn kind(d: &Directive<'_>) -> Kind {
         'U' => Kind::Target { with_query: false },
         'q' => Kind::Query { leading_q: true },
         'H' => Kind::Protocol,
-        's' => Kind::Status {
-            rank: if d.modifiers.contains('>') { 0 } else { 1 },
-        },
+        's' => Kind::Status { rank: if d.modifiers.contains('>') { 0 } else { 1 } },
         'b' | 'B' => Kind::Bytes { rank: 0 },
         'O' => Kind::Bytes { rank: 1 },
-        'D' => Kind::Duration {
-            unit: DurUnit::Micros,
-            rank: 0,
-        },
+        'D' => Kind::Duration { unit: DurUnit::Micros, rank: 0 },
         'T' => match arg.map(str::to_ascii_lowercase).as_deref() {
-            Some("us") => Kind::Duration {
-                unit: DurUnit::Micros,
-                rank: 0,
-            },
-            Some("ms") => Kind::Duration {
-                unit: DurUnit::Millis,
-                rank: 1,
-            },
-            _ => Kind::Duration {
-                unit: DurUnit::Seconds,
-                rank: 2,
-            },
+            Some("us") => Kind::Duration { unit: DurUnit::Micros, rank: 0 },
+            Some("ms") => Kind::Duration { unit: DurUnit::Millis, rank: 1 },
+            _ => Kind::Duration { unit: DurUnit::Seconds, rank: 2 },
         },
         'V' => Kind::Host { rank: 0 },
         'v' => Kind::Host { rank: 2 },
@@ -200,28 +163,16 @@ fn time_kind(arg: Option<&str>) -> Kind {
     let Some(arg) = arg else {
         return Kind::TimeLocal { bracketed: true };
     };
-    let arg = arg
-        .strip_prefix("begin:")
-        .or_else(|| arg.strip_prefix("end:"))
-        .unwrap_or(arg);
+    let arg = arg.strip_prefix("begin:").or_else(|| arg.strip_prefix("end:")).unwrap_or(arg);
     match arg {
-        "sec" => Kind::TimeEpoch {
-            unit: EpochUnit::Seconds,
-        },
-        "msec" => Kind::TimeEpoch {
-            unit: EpochUnit::Millis,
-        },
-        "usec" => Kind::TimeEpoch {
-            unit: EpochUnit::Micros,
-        },
+        "sec" => Kind::TimeEpoch { unit: EpochUnit::Seconds },
+        "msec" => Kind::TimeEpoch { unit: EpochUnit::Millis },
+        "usec" => Kind::TimeEpoch { unit: EpochUnit::Micros },
         "msec_frac" => Kind::TimeFrac { scale: 1000 },
         "usec_frac" => Kind::TimeFrac { scale: 1 },
         "%d/%b/%Y:%H:%M:%S %z" => Kind::TimeLocal { bracketed: false },
         "" => Kind::TimeLocal { bracketed: true },
-        fmt if valid_strftime(fmt) => Kind::TimeStrftime {
-            fmt: fmt.into(),
-            spaces: fmt.matches(' ').count(),
-        },
+        fmt if valid_strftime(fmt) => Kind::TimeStrftime { fmt: fmt.into(), spaces: fmt.matches(' ').count() },
         // Not a format chrono understands: carried as an extra rather than failing each line.
         _ => other(),
     }
@@ -245,9 +196,7 @@ mod tests {
     #[test]
     fn directives() {
         assert_eq!(
-            names(
-                r#"%h %l %u %t \"%r\" %>s %b \"%{Referer}i\" %400,501{User-agent}i %!200{X}e %% %{c}a %{X}^ti"#
-            ),
+            names(r#"%h %l %u %t \"%r\" %>s %b \"%{Referer}i\" %400,501{User-agent}i %!200{X}e %% %{c}a %{X}^ti"#),
             [
                 "%h",
                 "L( )",
@@ -280,8 +229,7 @@ mod tests {
 
     #[test]
     fn kinds() {
-        let t =
-            tokenize("%>s %s %{User-Agent}i %{usec_frac}t %{%Y-%m-%d %H:%M:%S}t %{ms}T").unwrap();
+        let t = tokenize("%>s %s %{User-Agent}i %{usec_frac}t %{%Y-%m-%d %H:%M:%S}t %{ms}T").unwrap();
         let kinds: Vec<Kind> = t
             .into_iter()
             .filter_map(|t| match t {
@@ -293,20 +241,8 @@ mod tests {
         assert_eq!(kinds[1], Kind::Status { rank: 1 });
         assert_eq!(kinds[2], Kind::Agent);
         assert_eq!(kinds[3], Kind::TimeFrac { scale: 1 });
-        assert_eq!(
-            kinds[4],
-            Kind::TimeStrftime {
-                fmt: "%Y-%m-%d %H:%M:%S".into(),
-                spaces: 1
-            }
-        );
-        assert_eq!(
-            kinds[5],
-            Kind::Duration {
-                unit: DurUnit::Millis,
-                rank: 1
-            }
-        );
+        assert_eq!(kinds[4], Kind::TimeStrftime { fmt: "%Y-%m-%d %H:%M:%S".into(), spaces: 1 });
+        assert_eq!(kinds[5], Kind::Duration { unit: DurUnit::Millis, rank: 1 });
     }
 
     #[test]
@@ -314,15 +250,6 @@ mod tests {
         assert!(tokenize("%h %{Referer").is_err());
         assert!(tokenize("%h %").is_err());
         let t = tokenize("%{%Y-%}t").unwrap();
-        assert!(
-            matches!(
-                &t[0],
-                Token::Field {
-                    kind: Kind::Other { .. },
-                    ..
-                }
-            ),
-            "an invalid strftime is an extra"
-        );
+        assert!(matches!(&t[0], Token::Field { kind: Kind::Other { .. }, .. }), "an invalid strftime is an extra");
     }
 }

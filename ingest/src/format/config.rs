@@ -34,23 +34,12 @@ enum Tok {
 
 /// Whitespace and comments.
 fn skip(i: &str) -> IResult<&str, ()> {
-    value(
-        (),
-        many0_count(alt((
-            value((), multispace1),
-            value((), preceded(tag("#"), take_till(|c| c == '\n'))),
-        ))),
-    )
-    .parse(i)
+    value((), many0_count(alt((value((), multispace1), value((), preceded(tag("#"), take_till(|c| c == '\n')))))))
+        .parse(i)
 }
 
 fn punct(i: &str) -> IResult<&str, Tok> {
-    alt((
-        value(Tok::Semi, tag(";")),
-        value(Tok::Open, tag("{")),
-        value(Tok::Close, tag("}")),
-    ))
-    .parse(i)
+    alt((value(Tok::Semi, tag(";")), value(Tok::Open, tag("{")), value(Tok::Close, tag("}")))).parse(i)
 }
 
 /// A quoted string; `Err(Failure)` when it never closes.
@@ -62,12 +51,7 @@ fn quoted(i: &str) -> IResult<&str, Tok> {
         text.push_str(chunk);
         let mut chars = r.chars();
         match chars.next() {
-            None => {
-                return Err(nom::Err::Failure(nom::error::Error::new(
-                    i,
-                    nom::error::ErrorKind::Char,
-                )))
-            }
+            None => return Err(nom::Err::Failure(nom::error::Error::new(i, nom::error::ErrorKind::Char))),
             Some(c) if c == q => return Ok((chars.as_str(), Tok::Word { text, quoted: true })),
             Some(_) => {
                 match chars.next() {
@@ -79,12 +63,7 @@ fn quoted(i: &str) -> IResult<&str, Tok> {
                         text.push('\\');
                         text.push(c);
                     }
-                    None => {
-                        return Err(nom::Err::Failure(nom::error::Error::new(
-                            i,
-                            nom::error::ErrorKind::Char,
-                        )))
-                    }
+                    None => return Err(nom::Err::Failure(nom::error::Error::new(i, nom::error::ErrorKind::Char))),
                 }
                 rest = chars.as_str();
             }
@@ -97,13 +76,7 @@ fn bare(i: &str) -> IResult<&str, Tok> {
     let mut text = String::new();
     let mut rest = i;
     loop {
-        if let Ok((r, var)) = (
-            tag::<_, _, nom::error::Error<&str>>("${"),
-            is_not("}"),
-            tag("}"),
-        )
-            .parse(rest)
-        {
+        if let Ok((r, var)) = (tag::<_, _, nom::error::Error<&str>>("${"), is_not("}"), tag("}")).parse(rest) {
             text.push_str("${");
             text.push_str(var.1);
             text.push('}');
@@ -119,18 +92,9 @@ fn bare(i: &str) -> IResult<&str, Tok> {
         }
     }
     if text.is_empty() {
-        return Err(nom::Err::Error(nom::error::Error::new(
-            i,
-            nom::error::ErrorKind::NoneOf,
-        )));
+        return Err(nom::Err::Error(nom::error::Error::new(i, nom::error::ErrorKind::NoneOf)));
     }
-    Ok((
-        rest,
-        Tok::Word {
-            text,
-            quoted: false,
-        },
-    ))
+    Ok((rest, Tok::Word { text, quoted: false }))
 }
 
 /// Tokens with the 1-based line each starts on.
@@ -139,10 +103,7 @@ fn tokenize(config: &str) -> Result<Vec<(Tok, usize)>, FormatError> {
     let mut out = Vec::new();
     let mut rest = config;
     loop {
-        let (r, ()) = skip(rest).map_err(|_| FormatError::Config {
-            line: line_of(rest),
-            msg: "unreadable".into(),
-        })?;
+        let (r, ()) = skip(rest).map_err(|_| FormatError::Config { line: line_of(rest), msg: "unreadable".into() })?;
         rest = r;
         if rest.is_empty() {
             return Ok(out);
@@ -153,10 +114,7 @@ fn tokenize(config: &str) -> Result<Vec<(Tok, usize)>, FormatError> {
                 rest = r;
             }
             Err(_) => {
-                return Err(FormatError::Config {
-                    line: line_of(rest),
-                    msg: "unterminated quoted string".into(),
-                });
+                return Err(FormatError::Config { line: line_of(rest), msg: "unterminated quoted string".into() });
             }
         }
     }
@@ -178,8 +136,8 @@ pub(crate) fn log_formats(config: &str) -> Result<Vec<Directive>, FormatError> {
     let mut i = 0;
     while i < toks.len() {
         let (tok, line) = &toks[i];
-        let is_directive = at_statement_start
-            && matches!(tok, Tok::Word { text, quoted: false } if text == "log_format");
+        let is_directive =
+            at_statement_start && matches!(tok, Tok::Word { text, quoted: false } if text == "log_format");
         at_statement_start = !matches!(tok, Tok::Word { .. });
         i += 1;
         if !is_directive {
@@ -191,10 +149,7 @@ pub(crate) fn log_formats(config: &str) -> Result<Vec<Directive>, FormatError> {
                 Some((Tok::Word { text, quoted }, _)) => args.push((text.as_str(), *quoted)),
                 Some((Tok::Semi, _)) => break,
                 _ => {
-                    return Err(FormatError::Config {
-                        line: *line,
-                        msg: "log_format is not terminated by `;`".into(),
-                    })
+                    return Err(FormatError::Config { line: *line, msg: "log_format is not terminated by `;`".into() })
                 }
             }
             i += 1;
@@ -202,34 +157,20 @@ pub(crate) fn log_formats(config: &str) -> Result<Vec<Directive>, FormatError> {
         i += 1;
         at_statement_start = true;
         let Some(((name, _), rest)) = args.split_first() else {
-            return Err(FormatError::Config {
-                line: *line,
-                msg: "log_format without a name".into(),
-            });
+            return Err(FormatError::Config { line: *line, msg: "log_format without a name".into() });
         };
         let (escape, strings) = match rest.split_first() {
             Some(((arg, false), strings)) if arg.starts_with("escape=") => {
                 let mode = &arg["escape=".len()..];
-                (
-                    mode.parse::<Escape>()
-                        .map_err(|_| FormatError::Escape(mode.to_owned()))?,
-                    strings,
-                )
+                (mode.parse::<Escape>().map_err(|_| FormatError::Escape(mode.to_owned()))?, strings)
             }
             _ => (Escape::Default, rest),
         };
         if strings.is_empty() {
-            return Err(FormatError::Config {
-                line: *line,
-                msg: format!("log_format {name} has no format string"),
-            });
+            return Err(FormatError::Config { line: *line, msg: format!("log_format {name} has no format string") });
         }
         let format = strings.iter().map(|(s, _)| *s).collect::<String>();
-        out.push(Directive {
-            name: (*name).to_owned(),
-            escape,
-            format,
-        });
+        out.push(Directive { name: (*name).to_owned(), escape, format });
     }
     Ok(out)
 }
@@ -264,22 +205,10 @@ http {
 
     #[test]
     fn errors_name_the_line() {
-        assert!(matches!(
-            log_formats("log_format x '$a"),
-            Err(FormatError::Config { line: 1, .. })
-        ));
-        assert!(matches!(
-            log_formats("\n\nlog_format x '$a'"),
-            Err(FormatError::Config { line: 3, .. })
-        ));
-        assert!(matches!(
-            log_formats("log_format x escape=yaml '$a';"),
-            Err(FormatError::Escape(_))
-        ));
-        assert!(matches!(
-            log_formats("log_format;"),
-            Err(FormatError::Config { .. })
-        ));
+        assert!(matches!(log_formats("log_format x '$a"), Err(FormatError::Config { line: 1, .. })));
+        assert!(matches!(log_formats("\n\nlog_format x '$a'"), Err(FormatError::Config { line: 3, .. })));
+        assert!(matches!(log_formats("log_format x escape=yaml '$a';"), Err(FormatError::Escape(_))));
+        assert!(matches!(log_formats("log_format;"), Err(FormatError::Config { .. })));
     }
 
     #[test]

@@ -37,17 +37,11 @@ fn hex(b: u8) -> Option<u8> {
 /// backslash, when the caller already knows), invalid UTF-8 replaced and flagged. Borrows
 /// from the line unless something had to change.
 #[inline]
-pub(crate) fn text<'a>(
-    v: &'a [u8],
-    decode: Decode,
-    escaped: Option<bool>,
-    flag: &mut u8,
-) -> Cow<'a, str> {
+pub(crate) fn text<'a>(v: &'a [u8], decode: Decode, escaped: Option<bool>, flag: &mut u8) -> Cow<'a, str> {
     if v == b"-" {
         return Cow::Borrowed("");
     }
-    let escaped =
-        decode != Decode::None && escaped.unwrap_or_else(|| memchr::memchr(b'\\', v).is_some());
+    let escaped = decode != Decode::None && escaped.unwrap_or_else(|| memchr::memchr(b'\\', v).is_some());
     if escaped {
         return owned_text(unescape(v, decode), flag);
     }
@@ -107,10 +101,7 @@ fn backslash_escape(rest: &[u8]) -> (Esc, usize) {
         return (Esc::None, 0);
     };
     let b = match c {
-        b'x' | b'X' => match (
-            rest.get(1).copied().and_then(hex),
-            rest.get(2).copied().and_then(hex),
-        ) {
+        b'x' | b'X' => match (rest.get(1).copied().and_then(hex), rest.get(2).copied().and_then(hex)) {
             (Some(h), Some(l)) => return (Esc::Byte(h << 4 | l), 3),
             _ => return (Esc::None, 0),
         },
@@ -162,8 +153,7 @@ fn json_escape(rest: &[u8]) -> (Esc, usize) {
 
 fn hex4(b: &[u8]) -> Option<u32> {
     let b = b.get(..4)?;
-    b.iter()
-        .try_fold(0u32, |acc, &c| Some(acc << 4 | hex(c)? as u32))
+    b.iter().try_fold(0u32, |acc, &c| Some(acc << 4 | hex(c)? as u32))
 }
 
 /// Writes a value as nginx (`escape=default`) or apache would log it.
@@ -176,12 +166,7 @@ pub(crate) fn write_backslash(v: &[u8], apache: bool, out: &mut Vec<u8>) {
             b'\n' if apache => out.extend_from_slice(b"\\n"),
             b'\t' if apache => out.extend_from_slice(b"\\t"),
             b'"' | b'\\' | 0..=0x1f | 0x7f..=0xff => {
-                out.extend_from_slice(&[
-                    b'\\',
-                    b'x',
-                    HEX[(b >> 4) as usize],
-                    HEX[(b & 15) as usize],
-                ]);
+                out.extend_from_slice(&[b'\\', b'x', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
             }
             _ => out.push(b),
         }
@@ -200,14 +185,9 @@ pub(crate) fn write_json(v: &[u8], out: &mut Vec<u8>) {
             b'\t' => out.extend_from_slice(b"\\t"),
             0x08 => out.extend_from_slice(b"\\b"),
             0x0c => out.extend_from_slice(b"\\f"),
-            0..=0x1f => out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[(b >> 4) as usize],
-                HEX[(b & 15) as usize],
-            ]),
+            0..=0x1f => {
+                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]])
+            }
             _ => out.push(b),
         }
     }
@@ -226,32 +206,20 @@ mod tests {
 
     #[test]
     fn nginx_hex_escapes() {
-        assert_eq!(
-            t(br"Mozilla \x22quoted\x22 caf\xC3\xA9", Decode::Backslash),
-            ("Mozilla \"quoted\" café".into(), 0)
-        );
-        assert_eq!(
-            t(br"bad \xFF byte", Decode::Backslash),
-            ("bad \u{FFFD} byte".into(), flags::NON_UTF8)
-        );
+        assert_eq!(t(br"Mozilla \x22quoted\x22 caf\xC3\xA9", Decode::Backslash), ("Mozilla \"quoted\" café".into(), 0));
+        assert_eq!(t(br"bad \xFF byte", Decode::Backslash), ("bad \u{FFFD} byte".into(), flags::NON_UTF8));
         assert_eq!(t(br"trailing \x4", Decode::Backslash).0, "trailing \\x4");
         assert_eq!(t(br"lone \", Decode::Backslash).0, "lone \\");
     }
 
     #[test]
     fn apache_escapes() {
-        assert_eq!(
-            t(br#"say \"hi\" \\ done\n"#, Decode::Backslash).0,
-            "say \"hi\" \\ done\n"
-        );
+        assert_eq!(t(br#"say \"hi\" \\ done\n"#, Decode::Backslash).0, "say \"hi\" \\ done\n");
     }
 
     #[test]
     fn json_escapes() {
-        assert_eq!(
-            t(br#"a\"b\\c\/d\n\u00e9\ud83d\ude00"#, Decode::Json).0,
-            "a\"b\\c/d\né😀"
-        );
+        assert_eq!(t(br#"a\"b\\c\/d\n\u00e9\ud83d\ude00"#, Decode::Json).0, "a\"b\\c/d\né😀");
         assert_eq!(t(br"\ud83d alone", Decode::Json).0, "\u{FFFD} alone");
         assert_eq!(t(br"\u12", Decode::Json).0, "\\u12");
     }
@@ -259,18 +227,9 @@ mod tests {
     #[test]
     fn dash_and_borrow() {
         let mut f = 0;
-        assert!(matches!(
-            text(b"-", Decode::Backslash, None, &mut f),
-            Cow::Borrowed("")
-        ));
-        assert!(matches!(
-            text(b"plain", Decode::Backslash, None, &mut f),
-            Cow::Borrowed("plain")
-        ));
-        assert!(matches!(
-            text(br"a\x20b", Decode::None, None, &mut f),
-            Cow::Borrowed(r"a\x20b")
-        ));
+        assert!(matches!(text(b"-", Decode::Backslash, None, &mut f), Cow::Borrowed("")));
+        assert!(matches!(text(b"plain", Decode::Backslash, None, &mut f), Cow::Borrowed("plain")));
+        assert!(matches!(text(br"a\x20b", Decode::None, None, &mut f), Cow::Borrowed(r"a\x20b")));
         assert_eq!(f, 0);
     }
 

@@ -18,17 +18,12 @@ use super::escape::{text, Decode};
 use super::ip::{client_behind_proxies, parse_ip, IpNet};
 use super::plan::{Extent, Field, Kind, Plan};
 use super::time::{parse_epoch, parse_iso8601, parse_strftime, parse_time_local, Stamp};
-use super::value::{
-    parse_bytes, parse_duration, parse_status, parse_u64, parse_upstream, split_request,
-};
+use super::value::{parse_bytes, parse_duration, parse_status, parse_u64, parse_upstream, split_request};
 use super::{Extras, LineError};
 
 /// Position of the first occurrence of `lit` in `hay`, nom's `take_until` (the slow paths).
 fn take_until_pos(hay: &[u8], lit: &[u8]) -> Option<usize> {
-    take_until::<_, _, nom::error::Error<&[u8]>>(lit)
-        .parse(hay)
-        .ok()
-        .map(|(_, taken)| taken.len())
+    take_until::<_, _, nom::error::Error<&[u8]>>(lit).parse(hay).ok().map(|(_, taken)| taken.len())
 }
 
 /// First `b` in `hay`. Most fields are short (`-`, a status, an address): checking the
@@ -159,8 +154,7 @@ impl<'a> Src<'a> {
     #[inline(always)]
     fn raw_text(&self, s: usize, e: usize, escaped: Option<bool>, flag: &mut u8) -> Cow<'a, str> {
         let v = &self.bytes[s..e];
-        let escaped =
-            self.decode != Decode::None && escaped.unwrap_or_else(|| self.has_backslash(s, e));
+        let escaped = self.decode != Decode::None && escaped.unwrap_or_else(|| self.has_backslash(s, e));
         if !escaped {
             if let Some(t) = self.utf8.and_then(|u| u.get(s..e)) {
                 return Cow::Borrowed(t);
@@ -184,13 +178,7 @@ impl<'a> Src<'a> {
 
 /// Whether the byte at `end` (a closing quote) is escaped by an odd run of backslashes.
 fn escaped_quote(line: &[u8], start: usize, end: usize) -> bool {
-    line[start..end]
-        .iter()
-        .rev()
-        .take_while(|&&c| c == b'\\')
-        .count()
-        % 2
-        == 1
+    line[start..end].iter().rev().take_while(|&&c| c == b'\\').count() % 2 == 1
 }
 
 /// Values kept while the fields are read and combined at the end.
@@ -219,11 +207,7 @@ impl Plan {
         if !line.starts_with(&self.prefix) {
             return Err(LineError::expected(&self.prefix_text, 0, None));
         }
-        let src = Src {
-            bytes: line,
-            utf8: as_str(line),
-            decode: self.decode,
-        };
+        let src = Src { bytes: line, utf8: as_str(line), decode: self.decode };
         let mut pos = self.prefix.len();
         let mut pending = Pending::default();
         for f in &self.fields {
@@ -249,22 +233,14 @@ impl Plan {
     /// Where the field starting at `pos` ends (`end`), where the next one starts (`next`, past
     /// the literal), and whether a quoted value held a backslash (when that is known).
     #[inline(always)]
-    fn extent(
-        &self,
-        f: &Field,
-        src: Src<'_>,
-        pos: usize,
-    ) -> Result<(usize, usize, Option<bool>), LineError> {
+    fn extent(&self, f: &Field, src: Src<'_>, pos: usize) -> Result<(usize, usize, Option<bool>), LineError> {
         let line = src.bytes;
         let after = &*f.after;
         let missing = || LineError::expected(&f.after_text, line.len(), Some(&f.name));
         match f.extent {
             Extent::Rest => Ok((line.len(), line.len(), None)),
             Extent::Anchored => {
-                let Some(end) = line
-                    .len()
-                    .checked_sub(after.len())
-                    .filter(|&e| e >= pos && lit_at(line, e, after))
+                let Some(end) = line.len().checked_sub(after.len()).filter(|&e| e >= pos && lit_at(line, e, after))
                 else {
                     return Err(missing());
                 };
@@ -291,8 +267,7 @@ impl Plan {
                 let mut i = pos;
                 let mut escaped = false;
                 loop {
-                    let Some(p) = line.get(i..).and_then(|h| memchr::memchr2(b'"', b'\\', h))
-                    else {
+                    let Some(p) = line.get(i..).and_then(|h| memchr::memchr2(b'"', b'\\', h)) else {
                         return Err(missing());
                     };
                     let at = i + p;
@@ -375,14 +350,8 @@ impl Plan {
             Kind::ClientAddr { .. } => pending.client = Some((v, pos)),
             Kind::RemoteUser => rec.remote_user = src.text(pos, end, escaped, &mut rec.flags),
             Kind::TimeLocal { bracketed } => {
-                let inner = if *bracketed {
-                    v.strip_prefix(b"[").and_then(|v| v.strip_suffix(b"]"))
-                } else {
-                    Some(v)
-                };
-                let s = inner
-                    .and_then(parse_time_local)
-                    .ok_or_else(|| invalid("timestamp"))?;
+                let inner = if *bracketed { v.strip_prefix(b"[").and_then(|v| v.strip_suffix(b"]")) } else { Some(v) };
+                let s = inner.and_then(parse_time_local).ok_or_else(|| invalid("timestamp"))?;
                 set_time(rec, pending, s, true);
             }
             Kind::TimeIso => {
@@ -399,9 +368,7 @@ impl Plan {
             }
             Kind::TimeFrac { scale } => {
                 if v != b"-" {
-                    let n = parse_u64(v)
-                        .filter(|n| *n < 1_000_000)
-                        .ok_or_else(|| invalid("time fraction"))?;
+                    let n = parse_u64(v).filter(|n| *n < 1_000_000).ok_or_else(|| invalid("time fraction"))?;
                     pending.frac_us = n as i64 * *scale as i64;
                 }
             }
@@ -420,9 +387,7 @@ impl Plan {
             }
             Kind::Protocol => rec.protocol = src.text(pos, end, escaped, &mut rec.flags),
             Kind::Status { .. } => rec.status = parse_status(v).ok_or_else(|| invalid("status"))?,
-            Kind::Bytes { .. } => {
-                rec.bytes_sent = parse_bytes(v).ok_or_else(|| invalid("byte count"))?
-            }
+            Kind::Bytes { .. } => rec.bytes_sent = parse_bytes(v).ok_or_else(|| invalid("byte count"))?,
             Kind::Duration { unit, .. } => {
                 rec.request_time_us = parse_duration(v, *unit).map_err(|_| invalid("duration"))?;
             }
@@ -443,14 +408,7 @@ impl Plan {
     /// `GET /a?b HTTP/1.1` into method, path, query, protocol; anything else kept raw in
     /// `path` with [`flags::RAW_REQUEST`].
     #[inline(always)]
-    fn request<'a>(
-        &self,
-        src: Src<'a>,
-        pos: usize,
-        end: usize,
-        escaped: Option<bool>,
-        rec: &mut AccessRecord<'a>,
-    ) {
+    fn request<'a>(&self, src: Src<'a>, pos: usize, end: usize, escaped: Option<bool>, rec: &mut AccessRecord<'a>) {
         let v = &src.bytes[pos..end];
         let Some(p) = split_request(v) else {
             // Kept as logged, escapes included: binary garbage (a TLS handshake sent to a
@@ -460,17 +418,9 @@ impl Plan {
             return;
         };
         // Parts are decoded one by one (an escape never holds a space or `?`).
-        let escaped =
-            escaped.or_else(|| Some(self.decode != Decode::None && src.has_backslash(pos, end)));
-        let mut part = |r: (usize, usize)| {
-            src.raw_text(pos + r.0, pos + r.1, escaped.filter(|e| !e), &mut rec.flags)
-        };
-        let (method, path, query, protocol) = (
-            part(p.method),
-            part(p.path),
-            part(p.query),
-            part(p.protocol),
-        );
+        let escaped = escaped.or_else(|| Some(self.decode != Decode::None && src.has_backslash(pos, end)));
+        let mut part = |r: (usize, usize)| src.raw_text(pos + r.0, pos + r.1, escaped.filter(|e| !e), &mut rec.flags);
+        let (method, path, query, protocol) = (part(p.method), part(p.path), part(p.query), part(p.protocol));
         rec.method = method;
         rec.path = path;
         rec.query = query;
@@ -495,16 +445,10 @@ impl Plan {
                     rec.flags |= flags::NO_CLIENT_IP;
                     // A hostname (apache `HostnameLookups On`) is still worth keeping.
                     if let Some(ex) = extras.filter(|_| raw != b"-") {
-                        let name = self
-                            .fields
-                            .iter()
-                            .find(|f| f.store && matches!(f.kind, Kind::ClientAddr { .. }));
+                        let name = self.fields.iter().find(|f| f.store && matches!(f.kind, Kind::ClientAddr { .. }));
                         if let Some(f) = name {
                             let mut ignored = 0;
-                            ex.push(
-                                &f.name,
-                                &text(&line[pos..pos + raw.len()], self.decode, None, &mut ignored),
-                            );
+                            ex.push(&f.name, &text(&line[pos..pos + raw.len()], self.decode, None, &mut ignored));
                         }
                     }
                 }

@@ -76,17 +76,12 @@ pub enum FormatError {
     UnknownBuiltin(String),
     #[error("the format has no fields")]
     NoFields,
-    #[error(
-        "fields {first} and {second} are not separated by any text, so where one ends is ambiguous"
-    )]
+    #[error("fields {first} and {second} are not separated by any text, so where one ends is ambiguous")]
     Adjacent { first: String, second: String },
     #[error("{what} at byte {at} of the format")]
     Syntax { at: usize, what: String },
     #[error("no `log_format {name}` in the nginx configuration{}", if available.is_empty() { String::new() } else { format!(" (found: {})", available.join(", ")) })]
-    NotFound {
-        name: String,
-        available: Vec<String>,
-    },
+    NotFound { name: String, available: Vec<String> },
     #[error("nginx configuration, line {line}: {msg}")]
     Config { line: usize, msg: String },
     #[error("unknown escape mode `{0}` (expected default, json or none)")]
@@ -117,27 +112,15 @@ pub struct LineError {
 
 impl LineError {
     fn empty() -> Self {
-        LineError {
-            kind: LineErrorKind::Empty,
-            column: 1,
-            field: None,
-        }
+        LineError { kind: LineErrorKind::Empty, column: 1, field: None }
     }
 
     fn expected(lit: &Arc<str>, at: usize, field: Option<&Arc<str>>) -> Self {
-        LineError {
-            kind: LineErrorKind::Expected(lit.clone()),
-            column: at + 1,
-            field: field.cloned(),
-        }
+        LineError { kind: LineErrorKind::Expected(lit.clone()), column: at + 1, field: field.cloned() }
     }
 
     fn invalid(what: &'static str, at: usize, field: &Arc<str>) -> Self {
-        LineError {
-            kind: LineErrorKind::Invalid(what),
-            column: at + 1,
-            field: Some(field.clone()),
-        }
+        LineError { kind: LineErrorKind::Invalid(what), column: at + 1, field: Some(field.clone()) }
     }
 
     pub fn kind(&self) -> &LineErrorKind {
@@ -225,9 +208,7 @@ impl Extras {
 
     /// `(name, value)` pairs in format order; `-` values are empty.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        self.items
-            .iter()
-            .map(|(name, s, e)| (&**name, self.arena.get(*s..*e).unwrap_or("")))
+        self.items.iter().map(|(name, s, e)| (&**name, self.arena.get(*s..*e).unwrap_or("")))
     }
 
     /// The value of the named field (`$upstream_addr`, `%{X-Request-Id}i`).
@@ -257,8 +238,7 @@ pub struct LogFormat {
 
 impl LogFormat {
     /// Names accepted by [`LogFormat::builtin`].
-    pub const BUILTIN_NAMES: &'static [&'static str] =
-        &["combined", "common", "vhost_combined", "main", "json"];
+    pub const BUILTIN_NAMES: &'static [&'static str] = &["combined", "common", "vhost_combined", "main", "json"];
 
     /// apache's `combined`; also parses nginx's `combined` (same layout, and nginx's `\xHH`
     /// escapes decode the same way).
@@ -266,8 +246,7 @@ impl LogFormat {
     /// apache's `common`.
     pub const COMMON: &'static str = r#"%h %l %u %t "%r" %>s %b"#;
     /// apache's `vhost_combined` (Debian's default for virtual hosts).
-    pub const VHOST_COMBINED: &'static str =
-        r#"%v:%p %h %l %u %t "%r" %>s %O "%{Referer}i" "%{User-Agent}i""#;
+    pub const VHOST_COMBINED: &'static str = r#"%v:%p %h %l %u %t "%r" %>s %O "%{Referer}i" "%{User-Agent}i""#;
     /// nginx's `main` from the stock `nginx.conf`.
     pub const MAIN: &'static str = r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" "$http_x_forwarded_for""#;
     /// The JSON-lines format, for nginx as:
@@ -311,13 +290,7 @@ impl LogFormat {
             Escape::None => Decode::None,
         };
         let plan = Plan::build(nginx::tokenize(format)?, decode)?;
-        Ok(LogFormat {
-            family: Family::Nginx,
-            escape,
-            source: format.to_owned(),
-            plan,
-            trusted: Vec::new(),
-        })
+        Ok(LogFormat { family: Family::Nginx, escape, source: format.to_owned(), plan, trusted: Vec::new() })
     }
 
     /// Compiles an apache `LogFormat` string; `\"` as written inside httpd.conf quotes is
@@ -349,10 +322,7 @@ impl LogFormat {
 
     /// The names of the `log_format` directives in an nginx configuration, in order.
     pub fn nginx_config_names(config: &str) -> Result<Vec<String>, FormatError> {
-        Ok(config::log_formats(config)?
-            .into_iter()
-            .map(|d| d.name)
-            .collect())
+        Ok(config::log_formats(config)?.into_iter().map(|d| d.name).collect())
     }
 
     /// What ops type: a built-in name, a pasted nginx format (has `$`), a pasted apache format
@@ -363,11 +333,7 @@ impl LogFormat {
             return Ok(f);
         }
         if s.starts_with("log_format") && s.len() > 10 && s.as_bytes()[10].is_ascii_whitespace() {
-            let text = if s.ends_with(';') {
-                s.to_owned()
-            } else {
-                format!("{s};")
-            };
+            let text = if s.ends_with(';') { s.to_owned() } else { format!("{s};") };
             let first = config::log_formats(&text)?.into_iter().next();
             return match first {
                 Some(d) => LogFormat::nginx(&d.format, d.escape),
@@ -439,11 +405,7 @@ impl LogFormat {
 
     /// The fields carried as extras rather than record fields.
     pub fn extra_fields(&self) -> impl Iterator<Item = &str> + '_ {
-        self.plan
-            .fields
-            .iter()
-            .filter(|f| !f.store)
-            .map(|f| &*f.name)
+        self.plan.fields.iter().filter(|f| !f.store).map(|f| &*f.name)
     }
 
     pub fn family(&self) -> Family {

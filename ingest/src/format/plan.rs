@@ -98,9 +98,7 @@ impl Class {
     #[inline(always)]
     pub(crate) fn run(self, hay: &[u8]) -> usize {
         let bit = self.bit();
-        hay.iter()
-            .position(|&b| CLASSES[b as usize] & bit == 0)
-            .unwrap_or(hay.len())
+        hay.iter().position(|&b| CLASSES[b as usize] & bit == 0).unwrap_or(hay.len())
     }
 }
 
@@ -166,10 +164,9 @@ impl Kind {
         Some(match *self {
             Kind::ClientAddr { rank } => (Slot::Client, rank),
             Kind::RemoteUser => (Slot::User, 0),
-            Kind::TimeLocal { .. }
-            | Kind::TimeIso
-            | Kind::TimeEpoch { .. }
-            | Kind::TimeStrftime { .. } => (Slot::Time, 0),
+            Kind::TimeLocal { .. } | Kind::TimeIso | Kind::TimeEpoch { .. } | Kind::TimeStrftime { .. } => {
+                (Slot::Time, 0)
+            }
             Kind::TimeFrac { .. } => (Slot::TimeFrac, 0),
             Kind::Request => (Slot::Request, 0),
             Kind::Method => (Slot::Method, 0),
@@ -199,19 +196,14 @@ impl Kind {
     }
 
     fn is_list(&self) -> bool {
-        matches!(
-            self,
-            Kind::Upstream | Kind::Xff | Kind::Other { list: true, .. }
-        )
+        matches!(self, Kind::Upstream | Kind::Xff | Kind::Other { list: true, .. })
     }
 
     /// Characters the value nearly always holds, for [`Extent::Scan`].
     fn scan_class(&self) -> Option<Class> {
         match self {
             Kind::ClientAddr { .. } => Some(Class::Address),
-            Kind::Status { .. } | Kind::Bytes { .. } | Kind::Duration { .. } => {
-                Some(Class::Decimal)
-            }
+            Kind::Status { .. } | Kind::Bytes { .. } | Kind::Duration { .. } => Some(Class::Decimal),
             _ => None,
         }
     }
@@ -223,9 +215,7 @@ impl Kind {
             Kind::Host { .. } => Some(Class::Hostname),
             Kind::Target { with_query: false } => Some(Class::Path),
             Kind::Status { .. } | Kind::Bytes { .. } => Some(Class::Digits),
-            Kind::Duration { .. } | Kind::TimeEpoch { .. } | Kind::TimeFrac { .. } => {
-                Some(Class::Decimal)
-            }
+            Kind::Duration { .. } | Kind::TimeEpoch { .. } | Kind::TimeFrac { .. } => Some(Class::Decimal),
             Kind::Other { class, .. } => *class,
             _ => None,
         }
@@ -324,8 +314,8 @@ impl Plan {
         }
         let winner = |slot: Slot| best.iter().find(|(s, _, _)| *s == slot).map(|b| b.2);
         let has_request = winner(Slot::Request).is_some();
-        let target_has_query = winner(Slot::Target)
-            .is_some_and(|i| matches!(fields[i].1, Kind::Target { with_query: true }));
+        let target_has_query =
+            winner(Slot::Target).is_some_and(|i| matches!(fields[i].1, Kind::Target { with_query: true }));
         let separate_query = !has_request && !target_has_query && winner(Slot::Query).is_some();
 
         let n = fields.len();
@@ -333,10 +323,7 @@ impl Plan {
         let mut prev_lit: &str = &prefix;
         for (i, (name, kind, after)) in fields.iter().enumerate() {
             let mut store = kind.slot().is_some_and(|(slot, _)| winner(slot) == Some(i));
-            let request_part = matches!(
-                kind,
-                Kind::Method | Kind::Target { .. } | Kind::Query { .. } | Kind::Protocol
-            );
+            let request_part = matches!(kind, Kind::Method | Kind::Target { .. } | Kind::Query { .. } | Kind::Protocol);
             if store && request_part && has_request {
                 store = false;
             }
@@ -356,10 +343,7 @@ impl Plan {
                 } else if let Some(c) = kind.class() {
                     Extent::Class(c)
                 } else {
-                    return Err(FormatError::Adjacent {
-                        first: name.clone(),
-                        second: fields[i + 1].0.clone(),
-                    });
+                    return Err(FormatError::Adjacent { first: name.clone(), second: fields[i + 1].0.clone() });
                 }
             } else if last {
                 Extent::Anchored
@@ -371,10 +355,7 @@ impl Plan {
                 Extent::UntilAfterSpaces(*spaces)
             } else if kind.is_list() && after.starts_with(' ') {
                 Extent::UntilList
-            } else if let Some(c) = kind
-                .scan_class()
-                .filter(|c| !c.contains(after.as_bytes()[0]))
-            {
+            } else if let Some(c) = kind.scan_class().filter(|c| !c.contains(after.as_bytes()[0])) {
                 Extent::Scan(c)
             } else {
                 Extent::Until
@@ -390,9 +371,7 @@ impl Plan {
             });
             prev_lit = after;
         }
-        let host = out
-            .iter()
-            .position(|f| f.store && matches!(f.kind, Kind::Host { .. }));
+        let host = out.iter().position(|f| f.store && matches!(f.kind, Kind::Host { .. }));
         let xff = out.iter().position(|f| f.kind == Kind::Xff);
         Ok(Plan {
             prefix: prefix.as_bytes().into(),

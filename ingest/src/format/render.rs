@@ -73,12 +73,9 @@ impl LogFormat {
             Kind::TimeEpoch { unit } => {
                 let us = r.ts_micros;
                 let _ = match unit {
-                    EpochUnit::Seconds if nginx => write!(
-                        out,
-                        "{}.{:03}",
-                        us.div_euclid(1_000_000),
-                        us.rem_euclid(1_000_000) / 1000
-                    ),
+                    EpochUnit::Seconds if nginx => {
+                        write!(out, "{}.{:03}", us.div_euclid(1_000_000), us.rem_euclid(1_000_000) / 1000)
+                    }
                     EpochUnit::Seconds => write!(out, "{}", us.div_euclid(1_000_000)),
                     EpochUnit::Millis => write!(out, "{}", us.div_euclid(1000)),
                     EpochUnit::Micros => write!(out, "{us}"),
@@ -86,25 +83,16 @@ impl LogFormat {
             }
             Kind::TimeFrac { scale } => {
                 let frac = r.ts_micros.rem_euclid(1_000_000);
-                let _ = if *scale == 1 {
-                    write!(out, "{frac:06}")
-                } else {
-                    write!(out, "{:03}", frac / 1000)
-                };
+                let _ = if *scale == 1 { write!(out, "{frac:06}") } else { write!(out, "{:03}", frac / 1000) };
             }
             Kind::TimeStrftime { fmt, .. } => {
                 let off = chrono::FixedOffset::east_opt(r.tz_offset_secs);
-                if let (Some(off), Some(dt)) =
-                    (off, chrono::DateTime::from_timestamp_micros(r.ts_micros))
-                {
+                if let (Some(off), Some(dt)) = (off, chrono::DateTime::from_timestamp_micros(r.ts_micros)) {
                     // Through a String: chrono reports a bad specifier as a formatting error,
                     // which `io::Write` would turn into a panic.
                     let mut s = String::new();
-                    if std::fmt::Write::write_fmt(
-                        &mut s,
-                        format_args!("{}", dt.with_timezone(&off).format(fmt)),
-                    )
-                    .is_ok()
+                    if std::fmt::Write::write_fmt(&mut s, format_args!("{}", dt.with_timezone(&off).format(fmt)))
+                        .is_ok()
                     {
                         out.extend_from_slice(s.as_bytes());
                     }

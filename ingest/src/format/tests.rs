@@ -24,35 +24,16 @@ fn combined_all_fields() {
     assert_eq!(r.tz_offset_secs, 10_800);
     assert_eq!(
         (&*r.method, &*r.path, &*r.query, &*r.protocol),
-        (
-            "GET",
-            "/wp-content/uploads/2026/10/a.jpg",
-            "ver=6.6",
-            "HTTP/2.0"
-        )
+        ("GET", "/wp-content/uploads/2026/10/a.jpg", "ver=6.6", "HTTP/2.0")
     );
     assert_eq!((r.status, r.bytes_sent), (200, 48213));
     assert_eq!(r.referer, "https://example.fi/blog/");
-    assert_eq!(
-        r.user_agent,
-        "Mozilla/5.0 (X11; Linux x86_64) Firefox/131.0"
-    );
+    assert_eq!(r.user_agent, "Mozilla/5.0 (X11; Linux x86_64) Firefox/131.0");
     assert_eq!(r.flags, 0);
     assert_eq!(r.host, "");
     assert_eq!(r.request_time_us, None);
-    for c in [
-        &r.remote_user,
-        &r.method,
-        &r.path,
-        &r.query,
-        &r.protocol,
-        &r.referer,
-        &r.user_agent,
-    ] {
-        assert!(
-            matches!(c, Cow::Borrowed(_)),
-            "{c:?} should borrow from the line"
-        );
+    for c in [&r.remote_user, &r.method, &r.path, &r.query, &r.protocol, &r.referer, &r.user_agent] {
+        assert!(matches!(c, Cow::Borrowed(_)), "{c:?} should borrow from the line");
     }
 }
 
@@ -61,24 +42,14 @@ fn combined_errors_name_field_and_column() {
     let fmt = LogFormat::builtin("combined").unwrap();
     let truncated = &COMBINED_LINE[..COMBINED_LINE.len() - 20];
     let e = fmt.parse_line(truncated).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        format!(
-            "expected '\"' at column {} (field %{{User-Agent}}i)",
-            truncated.len() + 1
-        )
-    );
+    assert_eq!(e.to_string(), format!("expected '\"' at column {} (field %{{User-Agent}}i)", truncated.len() + 1));
     assert_eq!(e.reason_key(), "expected '\"' (field %{User-Agent}i)");
     assert_eq!(e.field(), Some("%{User-Agent}i"));
 
-    let e = fmt
-        .parse_line(br#"1.2.3.4 - - [10/Oct/2026:13:55:36 +0300] "GET / HTTP/1.1" 2x0 1 "-" "-""#)
-        .unwrap_err();
+    let e = fmt.parse_line(br#"1.2.3.4 - - [10/Oct/2026:13:55:36 +0300] "GET / HTTP/1.1" 2x0 1 "-" "-""#).unwrap_err();
     assert_eq!(e.to_string(), "invalid status at column 59 (field %>s)");
 
-    let e = fmt
-        .parse_line(br#"1.2.3.4 - - [10/Oct/2026:13:55:36 +0300] "GET / HTTP/1.1"#)
-        .unwrap_err();
+    let e = fmt.parse_line(br#"1.2.3.4 - - [10/Oct/2026:13:55:36 +0300] "GET / HTTP/1.1"#).unwrap_err();
     assert_eq!(e.to_string(), "expected '\" ' at column 57 (field %r)");
 
     let e = fmt.parse_line(b"").unwrap_err();
@@ -86,14 +57,8 @@ fn combined_errors_name_field_and_column() {
     let e = fmt.parse_line(b"garbage").unwrap_err();
     assert_eq!(e.to_string(), "expected ' ' at column 8 (field %h)");
 
-    let e = LogFormat::builtin("json")
-        .unwrap()
-        .parse_line(b"[]")
-        .unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "expected '{\"time\":\"' at column 1 (start of line)"
-    );
+    let e = LogFormat::builtin("json").unwrap().parse_line(b"[]").unwrap_err();
+    assert_eq!(e.to_string(), "expected '{\"time\":\"' at column 1 (start of line)");
 }
 
 #[test]
@@ -129,9 +94,7 @@ fn garbage_request_is_kept_raw() {
 #[test]
 fn non_utf8_is_replaced_and_flagged() {
     let fmt = LogFormat::nginx(r#"$remote_addr "$http_user_agent""#, Escape::None).unwrap();
-    let r = fmt
-        .parse_line(b"192.0.2.1 \"caf\xe9 \"quoted\" agent\"")
-        .unwrap();
+    let r = fmt.parse_line(b"192.0.2.1 \"caf\xe9 \"quoted\" agent\"").unwrap();
     assert_eq!(r.user_agent, "caf\u{FFFD} \"quoted\" agent");
     assert_eq!(r.flags, flags::NON_UTF8);
 }
@@ -157,11 +120,7 @@ fn vhost_combined_host_and_extras() {
     assert_eq!(r.host, "www.example.fi");
     assert_eq!(r.bytes_sent, 2413);
     assert_eq!(ex.iter().collect::<Vec<_>>(), [("%p", "443"), ("%l", "")]);
-    assert_eq!(
-        fmt.parse_line(line).unwrap(),
-        r,
-        "records do not depend on extras"
-    );
+    assert_eq!(fmt.parse_line(line).unwrap(), r, "records do not depend on extras");
 }
 
 #[test]
@@ -174,10 +133,7 @@ fn main_with_trusted_proxies() {
     let mut ex = Extras::new();
     let r = fmt.parse_line_with_extras(line, &mut ex).unwrap();
     assert_eq!(r.client_ip, ip("203.0.113.9"));
-    assert_eq!(
-        ex.get("$http_x_forwarded_for"),
-        Some("198.51.100.1, 203.0.113.9, 10.0.0.7")
-    );
+    assert_eq!(ex.get("$http_x_forwarded_for"), Some("198.51.100.1, 203.0.113.9, 10.0.0.7"));
 }
 
 const CUSTOM_NGINX: &str = concat!(
@@ -199,10 +155,7 @@ fn custom_nginx_with_unquoted_lists() {
     assert_eq!(r.request_time_us, Some(1_204_000));
     assert_eq!((r.upstream_time_us, r.upstream_count), (Some(1_203_000), 3));
     assert_eq!(r.cache_status, "MISS");
-    assert_eq!(
-        ex.get("$upstream_addr"),
-        Some("10.1.0.1:9000, 10.1.0.2:9000")
-    );
+    assert_eq!(ex.get("$upstream_addr"), Some("10.1.0.1:9000, 10.1.0.2:9000"));
     assert_eq!(ex.get("$upstream_connect_time"), Some("0.000, 0.001"));
     assert_eq!(ex.get("$upstream_status"), Some("502, 200"));
     assert_eq!(ex.get("$pipe"), Some("p"));
@@ -225,12 +178,8 @@ fn json_builtin() {
 
 #[test]
 fn apache_time_and_duration_directives() {
-    let fmt =
-        LogFormat::apache(r#"%a %{%Y-%m-%d %H:%M:%S}t.%{msec_frac}t %D %{ms}T "%r" %>s %s %B"#)
-            .unwrap();
-    let r = fmt
-        .parse_line(br#"192.0.2.1 2026-10-10 10:55:36.250 1534 1 "GET / HTTP/1.1" 200 302 10"#)
-        .unwrap();
+    let fmt = LogFormat::apache(r#"%a %{%Y-%m-%d %H:%M:%S}t.%{msec_frac}t %D %{ms}T "%r" %>s %s %B"#).unwrap();
+    let r = fmt.parse_line(br#"192.0.2.1 2026-10-10 10:55:36.250 1534 1 "GET / HTTP/1.1" 200 302 10"#).unwrap();
     assert_eq!(r.ts_micros, 1_791_629_736_250_000);
     assert_eq!(r.request_time_us, Some(1534), "%D (µs) beats %{{ms}}T");
     assert_eq!(r.status, 200, "%>s beats %s");
@@ -239,21 +188,10 @@ fn apache_time_and_duration_directives() {
 
 #[test]
 fn separate_request_parts() {
-    let fmt = LogFormat::nginx(
-        "$request_method $uri $args $server_protocol $status",
-        Escape::Default,
-    )
-    .unwrap();
+    let fmt = LogFormat::nginx("$request_method $uri $args $server_protocol $status", Escape::Default).unwrap();
     let r = fmt.parse_line(b"PUT /a/b x=1 HTTP/1.1 201").unwrap();
-    assert_eq!(
-        (&*r.method, &*r.path, &*r.query, &*r.protocol, r.status),
-        ("PUT", "/a/b", "x=1", "HTTP/1.1", 201)
-    );
-    let fmt = LogFormat::nginx(
-        "$request_method $scheme://$host$request_uri $status",
-        Escape::Default,
-    )
-    .unwrap();
+    assert_eq!((&*r.method, &*r.path, &*r.query, &*r.protocol, r.status), ("PUT", "/a/b", "x=1", "HTTP/1.1", 201));
+    let fmt = LogFormat::nginx("$request_method $scheme://$host$request_uri $status", Escape::Default).unwrap();
     let r = fmt.parse_line(b"GET https://example.fi/p?q=1 200").unwrap();
     assert_eq!((&*r.host, &*r.path, &*r.query), ("example.fi", "/p", "q=1"));
     let fmt = LogFormat::nginx("$uri$is_args$args $status", Escape::Default).unwrap();
@@ -268,82 +206,37 @@ fn separate_request_parts() {
 
 #[test]
 fn compile_errors() {
-    assert_eq!(
-        LogFormat::nginx("just text", Escape::Default).unwrap_err(),
-        FormatError::NoFields
-    );
+    assert_eq!(LogFormat::nginx("just text", Escape::Default).unwrap_err(), FormatError::NoFields);
     assert!(matches!(
         LogFormat::nginx("$remote_user$http_referer", Escape::Default),
         Err(FormatError::Adjacent { .. })
     ));
-    assert!(matches!(
-        LogFormat::apache("%h %{Referer"),
-        Err(FormatError::Syntax { .. })
-    ));
-    assert!(matches!(
-        LogFormat::resolve("combinde"),
-        Err(FormatError::UnknownBuiltin(_))
-    ));
-    assert!(matches!(
-        LogFormat::resolve("no fields here"),
-        Err(FormatError::Unrecognized(_))
-    ));
-    assert_eq!(
-        "yaml".parse::<Escape>().unwrap_err(),
-        FormatError::Escape("yaml".into())
-    );
+    assert!(matches!(LogFormat::apache("%h %{Referer"), Err(FormatError::Syntax { .. })));
+    assert!(matches!(LogFormat::resolve("combinde"), Err(FormatError::UnknownBuiltin(_))));
+    assert!(matches!(LogFormat::resolve("no fields here"), Err(FormatError::Unrecognized(_))));
+    assert_eq!("yaml".parse::<Escape>().unwrap_err(), FormatError::Escape("yaml".into()));
 }
 
 #[test]
 fn resolve_accepts_names_strings_and_directives() {
-    assert_eq!(
-        LogFormat::resolve("main").unwrap().source(),
-        LogFormat::MAIN
-    );
-    assert_eq!(
-        LogFormat::resolve("$remote_addr $status").unwrap().family(),
-        Family::Nginx
-    );
-    assert_eq!(
-        LogFormat::resolve("%h %>s").unwrap().family(),
-        Family::Apache
-    );
+    assert_eq!(LogFormat::resolve("main").unwrap().source(), LogFormat::MAIN);
+    assert_eq!(LogFormat::resolve("$remote_addr $status").unwrap().family(), Family::Nginx);
+    assert_eq!(LogFormat::resolve("%h %>s").unwrap().family(), Family::Apache);
     let d = LogFormat::resolve(r#"log_format j escape=json '{"s":$status}'"#).unwrap();
-    assert_eq!(
-        (d.family(), d.escape(), d.source()),
-        (Family::Nginx, Escape::Json, r#"{"s":$status}"#)
-    );
+    assert_eq!((d.family(), d.escape(), d.source()), (Family::Nginx, Escape::Json, r#"{"s":$status}"#));
     let a = LogFormat::resolve(r#"LogFormat "%h %l %u %t \"%r\" %>s %b" common"#).unwrap();
-    assert_eq!(
-        a.fields().collect::<Vec<_>>(),
-        LogFormat::builtin("common")
-            .unwrap()
-            .fields()
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(a.fields().collect::<Vec<_>>(), LogFormat::builtin("common").unwrap().fields().collect::<Vec<_>>());
     let line = br#"192.0.2.1 - - [10/Oct/2026:13:55:36 +0300] "GET / HTTP/1.1" 200 512"#;
-    assert_eq!(
-        a.parse_line(line).unwrap(),
-        LogFormat::builtin("common")
-            .unwrap()
-            .parse_line(line)
-            .unwrap()
-    );
+    assert_eq!(a.parse_line(line).unwrap(), LogFormat::builtin("common").unwrap().parse_line(line).unwrap());
 }
 
 #[test]
 fn nginx_config_lookup() {
     let conf = "log_format a '$remote_addr $status';\nlog_format b escape=none '$status';";
     assert_eq!(LogFormat::nginx_config_names(conf).unwrap(), ["a", "b"]);
-    assert_eq!(
-        LogFormat::from_nginx_config(conf, "b").unwrap().escape(),
-        Escape::None
-    );
+    assert_eq!(LogFormat::from_nginx_config(conf, "b").unwrap().escape(), Escape::None);
     let e = LogFormat::from_nginx_config(conf, "main").unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "no `log_format main` in the nginx configuration (found: a, b)"
-    );
+    assert_eq!(e.to_string(), "no `log_format main` in the nginx configuration (found: a, b)");
     let combined = LogFormat::from_nginx_config(conf, "combined").unwrap();
     assert_eq!(combined.family(), Family::Nginx);
 }

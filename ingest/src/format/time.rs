@@ -85,13 +85,7 @@ fn month_abbr(b: &[u8]) -> Option<u32> {
 #[inline(always)]
 fn civil_secs(year: u32, month: u32, day: u32, h: u32, m: u32, s: u32) -> Option<i64> {
     let year = year as i64;
-    if !(1..=12).contains(&month)
-        || day == 0
-        || day > days_in_month(year, month)
-        || h > 23
-        || m > 59
-        || s > 60
-    {
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) || h > 23 || m > 59 || s > 60 {
         return None;
     }
     Some(days_from_civil(year, month, day) * 86_400 + (h * 3600 + m * 60 + s) as i64)
@@ -124,13 +118,7 @@ fn offset(b: &[u8], colon: bool) -> Option<i32> {
 #[inline]
 pub(crate) fn parse_time_local(b: &[u8]) -> Option<Stamp> {
     let b: &[u8; 26] = b.try_into().ok()?;
-    if b[2] != b'/'
-        || b[6] != b'/'
-        || b[11] != b':'
-        || b[14] != b':'
-        || b[17] != b':'
-        || b[20] != b' '
-    {
+    if b[2] != b'/' || b[6] != b'/' || b[11] != b':' || b[14] != b':' || b[17] != b':' || b[20] != b' ' {
         return None;
     }
     const DIGITS: [usize; 16] = [0, 1, 7, 8, 9, 10, 12, 13, 15, 16, 18, 19, 22, 23, 24, 25];
@@ -155,10 +143,7 @@ pub(crate) fn parse_time_local(b: &[u8]) -> Option<Stamp> {
     }
     let off = sign * (oh * 3600 + om * 60) as i32;
     let local = civil_secs(year, month, day, h, m, s)?;
-    Some(Stamp {
-        micros: (local - off as i64) * US,
-        offset_secs: off,
-    })
+    Some(Stamp { micros: (local - off as i64) * US, offset_secs: off })
 }
 
 /// nginx `$time_iso8601`: `2026-10-10T13:55:36+03:00`; also accepts a fraction of a second
@@ -192,10 +177,7 @@ pub(crate) fn parse_iso8601(b: &[u8]) -> Option<Stamp> {
         _ => offset(rest, false)?,
     };
     let local = civil_secs(year, month, day, h, m, s)?;
-    Some(Stamp {
-        micros: (local - off as i64) * US + frac_us,
-        offset_secs: off,
-    })
+    Some(Stamp { micros: (local - off as i64) * US + frac_us, offset_secs: off })
 }
 
 /// Up to six fraction digits (more are truncated) as microseconds.
@@ -235,10 +217,7 @@ pub(crate) fn parse_epoch(b: &[u8], unit: EpochUnit) -> Option<Stamp> {
         EpochUnit::Micros if frac.is_empty() => v,
         _ => return None,
     };
-    Some(Stamp {
-        micros,
-        offset_secs: 0,
-    })
+    Some(Stamp { micros, offset_secs: 0 })
 }
 
 /// Apache `%{…}t` with a strftime format: chrono's slow path. Without `%z` in the format the
@@ -247,16 +226,10 @@ pub(crate) fn parse_strftime(b: &[u8], fmt: &str) -> Option<Stamp> {
     let s = std::str::from_utf8(b).ok()?;
     if fmt.contains("%z") || fmt.contains("%:z") {
         let dt = chrono::DateTime::parse_from_str(s, fmt).ok()?;
-        return Some(Stamp {
-            micros: dt.timestamp_micros(),
-            offset_secs: dt.offset().local_minus_utc(),
-        });
+        return Some(Stamp { micros: dt.timestamp_micros(), offset_secs: dt.offset().local_minus_utc() });
     }
     let dt = chrono::NaiveDateTime::parse_from_str(s, fmt).ok()?;
-    Some(Stamp {
-        micros: dt.and_utc().timestamp_micros(),
-        offset_secs: 0,
-    })
+    Some(Stamp { micros: dt.and_utc().timestamp_micros(), offset_secs: 0 })
 }
 
 /// Renders `10/Oct/2026:13:55:36 +0300` (the inverse of [`parse_time_local`]).
@@ -293,8 +266,7 @@ mod tests {
     #[test]
     fn time_local_example() {
         let s = parse_time_local(b"10/Oct/2026:13:55:36 +0300").unwrap();
-        let want =
-            DateTime::parse_from_str("10/Oct/2026:13:55:36 +0300", "%d/%b/%Y:%H:%M:%S %z").unwrap();
+        let want = DateTime::parse_from_str("10/Oct/2026:13:55:36 +0300", "%d/%b/%Y:%H:%M:%S %z").unwrap();
         assert_eq!(s.micros, want.timestamp_micros());
         assert_eq!(s.offset_secs, 3 * 3600);
     }
@@ -313,12 +285,7 @@ mod tests {
             b"1x/Oct/2026:13:55:36 +0300",
             b"",
         ] {
-            assert_eq!(
-                parse_time_local(bad),
-                None,
-                "{}",
-                String::from_utf8_lossy(bad)
-            );
+            assert_eq!(parse_time_local(bad), None, "{}", String::from_utf8_lossy(bad));
         }
         assert!(parse_time_local(b"29/Feb/2024:00:00:00 -1200").is_some());
     }
@@ -337,36 +304,13 @@ mod tests {
 
     #[test]
     fn epoch_units() {
-        assert_eq!(
-            parse_epoch(b"1760090136.123", EpochUnit::Seconds)
-                .unwrap()
-                .micros,
-            1_760_090_136_123_000
-        );
-        assert_eq!(
-            parse_epoch(b"1760090136", EpochUnit::Seconds)
-                .unwrap()
-                .micros,
-            1_760_090_136_000_000
-        );
-        assert_eq!(
-            parse_epoch(b"1760090136123", EpochUnit::Millis)
-                .unwrap()
-                .micros,
-            1_760_090_136_123_000
-        );
-        assert_eq!(
-            parse_epoch(b"1760090136123456", EpochUnit::Micros)
-                .unwrap()
-                .micros,
-            1_760_090_136_123_456
-        );
+        assert_eq!(parse_epoch(b"1760090136.123", EpochUnit::Seconds).unwrap().micros, 1_760_090_136_123_000);
+        assert_eq!(parse_epoch(b"1760090136", EpochUnit::Seconds).unwrap().micros, 1_760_090_136_000_000);
+        assert_eq!(parse_epoch(b"1760090136123", EpochUnit::Millis).unwrap().micros, 1_760_090_136_123_000);
+        assert_eq!(parse_epoch(b"1760090136123456", EpochUnit::Micros).unwrap().micros, 1_760_090_136_123_456);
         assert_eq!(parse_epoch(b"-", EpochUnit::Seconds), None);
         assert_eq!(parse_epoch(b"1.2.3", EpochUnit::Seconds), None);
-        assert_eq!(
-            parse_epoch(b"99999999999999999999", EpochUnit::Micros),
-            None
-        );
+        assert_eq!(parse_epoch(b"99999999999999999999", EpochUnit::Micros), None);
     }
 
     #[test]

@@ -48,10 +48,7 @@ pub(crate) fn parse_duration(b: &[u8], unit: DurUnit) -> Result<Option<u64>, ()>
     }
     match unit {
         DurUnit::Seconds => decimal_seconds_us(b).map(Some).ok_or(()),
-        DurUnit::Millis => parse_u64(b)
-            .and_then(|v| v.checked_mul(1000))
-            .map(Some)
-            .ok_or(()),
+        DurUnit::Millis => parse_u64(b).and_then(|v| v.checked_mul(1000)).map(Some).ok_or(()),
         DurUnit::Micros => parse_u64(b).map(Some).ok_or(()),
     }
 }
@@ -120,20 +117,7 @@ static TCHAR: [bool; 256] = {
         t[c] = b.is_ascii_alphanumeric()
             || matches!(
                 b,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
+                b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
             );
         c += 1;
     }
@@ -153,12 +137,7 @@ pub(crate) fn split_request(b: &[u8]) -> Option<RequestParts> {
     let rest_at = sp + 1;
     // Protocol: the last word, when it is `HTTP/…` (a few bytes from the end).
     let tail = &b[rest_at..];
-    let last_sp = tail
-        .iter()
-        .rev()
-        .take(12)
-        .position(|&c| c == b' ')
-        .map(|p| tail.len() - 1 - p);
+    let last_sp = tail.iter().rev().take(12).position(|&c| c == b' ').map(|p| tail.len() - 1 - p);
     let (target_end, protocol) = match last_sp {
         Some(l) if is_protocol(&tail[l + 1..]) => (rest_at + l, (rest_at + l + 1, b.len())),
         _ => {
@@ -176,20 +155,13 @@ pub(crate) fn split_request(b: &[u8]) -> Option<RequestParts> {
         Some(q) => ((rest_at, rest_at + q), (rest_at + q + 1, target_end)),
         None => ((rest_at, target_end), (target_end, target_end)),
     };
-    Some(RequestParts {
-        method: (0, sp),
-        path,
-        query,
-        protocol,
-    })
+    Some(RequestParts { method: (0, sp), path, query, protocol })
 }
 
 /// `HTTP/1.1`, `HTTP/2.0`, `HTTP/3`.
 #[inline(always)]
 fn is_protocol(p: &[u8]) -> bool {
-    p.len() > 5
-        && p.starts_with(b"HTTP/")
-        && p[5..].iter().all(|c| c.is_ascii_digit() || *c == b'.')
+    p.len() > 5 && p.starts_with(b"HTTP/") && p[5..].iter().all(|c| c.is_ascii_digit() || *c == b'.')
 }
 
 #[cfg(test)]
@@ -204,24 +176,12 @@ mod tests {
 
     #[test]
     fn request_lines() {
-        assert_eq!(
-            parts("GET /a/b?x=1&y=2 HTTP/1.1"),
-            Some(["GET", "/a/b", "x=1&y=2", "HTTP/1.1"])
-        );
-        assert_eq!(
-            parts("POST /wp-login.php HTTP/2.0"),
-            Some(["POST", "/wp-login.php", "", "HTTP/2.0"])
-        );
+        assert_eq!(parts("GET /a/b?x=1&y=2 HTTP/1.1"), Some(["GET", "/a/b", "x=1&y=2", "HTTP/1.1"]));
+        assert_eq!(parts("POST /wp-login.php HTTP/2.0"), Some(["POST", "/wp-login.php", "", "HTTP/2.0"]));
         assert_eq!(parts("GET / HTTP/3"), Some(["GET", "/", "", "HTTP/3"]));
         assert_eq!(parts("GET /"), Some(["GET", "/", "", ""]));
-        assert_eq!(
-            parts("GET /a b HTTP/1.1"),
-            Some(["GET", "/a b", "", "HTTP/1.1"])
-        );
-        assert_eq!(
-            parts("CONNECT example.com:443 HTTP/1.1"),
-            Some(["CONNECT", "example.com:443", "", "HTTP/1.1"])
-        );
+        assert_eq!(parts("GET /a b HTTP/1.1"), Some(["GET", "/a b", "", "HTTP/1.1"]));
+        assert_eq!(parts("CONNECT example.com:443 HTTP/1.1"), Some(["CONNECT", "example.com:443", "", "HTTP/1.1"]));
         assert_eq!(parts("GET /?"), Some(["GET", "/", "", ""]));
         assert_eq!(parts("-"), None);
         assert_eq!(parts(""), None);
@@ -240,18 +200,9 @@ mod tests {
         assert_eq!(parse_bytes(b"18446744073709551615"), Some(u64::MAX));
         assert_eq!(parse_bytes(b"18446744073709551616"), None);
         assert_eq!(parse_bytes(b"12a"), None);
-        assert_eq!(
-            parse_duration(b"0.123", DurUnit::Seconds),
-            Ok(Some(123_000))
-        );
-        assert_eq!(
-            parse_duration(b"12", DurUnit::Seconds),
-            Ok(Some(12_000_000))
-        );
-        assert_eq!(
-            parse_duration(b"1.0000019", DurUnit::Seconds),
-            Ok(Some(1_000_001))
-        );
+        assert_eq!(parse_duration(b"0.123", DurUnit::Seconds), Ok(Some(123_000)));
+        assert_eq!(parse_duration(b"12", DurUnit::Seconds), Ok(Some(12_000_000)));
+        assert_eq!(parse_duration(b"1.0000019", DurUnit::Seconds), Ok(Some(1_000_001)));
         assert_eq!(parse_duration(b"-", DurUnit::Seconds), Ok(None));
         assert_eq!(parse_duration(b"x", DurUnit::Seconds), Err(()));
         assert_eq!(parse_duration(b"1.2.3", DurUnit::Seconds), Err(()));
@@ -264,10 +215,7 @@ mod tests {
         assert_eq!(parse_upstream(b"0.004"), Ok((Some(4_000), 1)));
         assert_eq!(parse_upstream(b"0.004, 0.010"), Ok((Some(14_000), 2)));
         assert_eq!(parse_upstream(b"0.001 : 0.002"), Ok((Some(3_000), 2)));
-        assert_eq!(
-            parse_upstream(b"0.001, 0.002 : 0.003"),
-            Ok((Some(6_000), 3))
-        );
+        assert_eq!(parse_upstream(b"0.001, 0.002 : 0.003"), Ok((Some(6_000), 3)));
         assert_eq!(parse_upstream(b"-, 0.010"), Ok((Some(10_000), 2)));
         assert_eq!(parse_upstream(b"-"), Ok((None, 0)));
         assert_eq!(parse_upstream(b"fast"), Err(()));

@@ -55,20 +55,11 @@ pub async fn check(
     cfg: &BillingConfig,
     now: DateTime<Utc>,
 ) -> Result<Completeness, BillingError> {
-    let rows: Vec<WatermarkRow> = client
-        .query(sql::WATERMARKS.sql)
-        .fetch_all()
-        .await
-        .map_err(ch("reading source_progress"))?;
+    let rows: Vec<WatermarkRow> =
+        client.query(sql::WATERMARKS.sql).fetch_all().await.map_err(ch("reading source_progress"))?;
     let marks: Vec<(String, u64, DateTime<Utc>)> = rows
         .into_iter()
-        .map(|r| {
-            (
-                r.site_host,
-                r.fingerprint,
-                DateTime::from_timestamp_micros(r.watermark_us).unwrap_or_default(),
-            )
-        })
+        .map(|r| (r.site_host, r.fingerprint, DateTime::from_timestamp_micros(r.watermark_us).unwrap_or_default()))
         .collect();
     Ok(evaluate(month, cfg, now, &marks))
 }
@@ -83,10 +74,7 @@ pub fn evaluate(
     let (start, end) = month.utc_bounds();
     let needed = end + Duration::hours(cfg.grace_hours as i64);
     let retired_before = start - Duration::days(cfg.source_idle_days as i64);
-    let active: Vec<_> = marks
-        .iter()
-        .filter(|(_, _, w)| *w >= retired_before)
-        .collect();
+    let active: Vec<_> = marks.iter().filter(|(_, _, w)| *w >= retired_before).collect();
     let lagging: Vec<Lagging> = active
         .iter()
         .filter(|(_, _, w)| *w < needed)
@@ -155,9 +143,6 @@ mod tests {
         assert_eq!(c.lagging[0].fingerprint, "0000000000000001");
         // Not over yet: incomplete even if every source is ahead of the clock.
         let c = evaluate(m, &cfg, t("2026-10-31T23:00:00Z"), &marks);
-        assert!(
-            !c.complete && c.reasons[0].contains("grace period ends at 2026-11-01T00:00:00Z"),
-            "{c:?}"
-        );
+        assert!(!c.complete && c.reasons[0].contains("grace period ends at 2026-11-01T00:00:00Z"), "{c:?}");
     }
 }

@@ -77,10 +77,7 @@ impl Register {
             .get(site_id)
             .ok_or_else(|| format!("site {site_id} is not in register version {}", self.version))?;
         let (metering, included) = self.plans.get(&site.plan).ok_or_else(|| {
-            format!(
-                "site {site_id}: plan '{}' is not in register version {}",
-                site.plan, self.version
-            )
+            format!("site {site_id}: plan '{}' is not in register version {}", site.plan, self.version)
         })?;
         match metering {
             Ok(m) => Ok((site.plan.clone(), *m, *included)),
@@ -100,48 +97,23 @@ impl Register {
 }
 
 pub async fn load_register(client: &Client) -> Result<Register, BillingError> {
-    let version: u64 = client
-        .query(sql::REGISTER_VERSION.sql)
-        .fetch_one()
-        .await
-        .map_err(ch("reading register_imports"))?;
+    let version: u64 =
+        client.query(sql::REGISTER_VERSION.sql).fetch_one().await.map_err(ch("reading register_imports"))?;
     if version == 0 {
         return Err(BillingError::NoRegister);
     }
-    let plans: Vec<PlanRow> = client
-        .query(sql::PLANS.sql)
-        .bind(version)
-        .fetch_all()
-        .await
-        .map_err(ch("reading plans"))?;
-    let sites: Vec<SiteRow> = client
-        .query(sql::SITES.sql)
-        .bind(version)
-        .fetch_all()
-        .await
-        .map_err(ch("reading sites"))?;
-    let customers: Vec<CustomerRow> = client
-        .query(sql::CUSTOMERS.sql)
-        .bind(version)
-        .fetch_all()
-        .await
-        .map_err(ch("reading customers"))?;
+    let plans: Vec<PlanRow> =
+        client.query(sql::PLANS.sql).bind(version).fetch_all().await.map_err(ch("reading plans"))?;
+    let sites: Vec<SiteRow> =
+        client.query(sql::SITES.sql).bind(version).fetch_all().await.map_err(ch("reading sites"))?;
+    let customers: Vec<CustomerRow> =
+        client.query(sql::CUSTOMERS.sql).bind(version).fetch_all().await.map_err(ch("reading customers"))?;
     let date = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok();
     Ok(Register {
         version,
         plans: plans
             .into_iter()
-            .map(|p| {
-                (
-                    p.plan,
-                    (
-                        p.metering
-                            .parse::<Metering>()
-                            .map_err(|_| p.metering.clone()),
-                        p.included,
-                    ),
-                )
-            })
+            .map(|p| (p.plan, (p.metering.parse::<Metering>().map_err(|_| p.metering.clone()), p.included)))
             .collect(),
         sites: sites
             .into_iter()
@@ -156,10 +128,7 @@ pub async fn load_register(client: &Client) -> Result<Register, BillingError> {
                 (s.site_id, site)
             })
             .collect(),
-        customers: customers
-            .into_iter()
-            .map(|c| (c.customer_id, (c.company_name, c.business_id)))
-            .collect(),
+        customers: customers.into_iter().map(|c| (c.customer_id, (c.company_name, c.business_id))).collect(),
     })
 }
 
@@ -172,11 +141,7 @@ pub struct MonthUsage {
     pub unattributed: Measures,
 }
 
-pub async fn load_usage(
-    client: &Client,
-    month: Month,
-    customer: Option<&str>,
-) -> Result<MonthUsage, BillingError> {
+pub async fn load_usage(client: &Client, month: Month, customer: Option<&str>) -> Result<MonthUsage, BillingError> {
     let c = customer.unwrap_or("");
     let rows: Vec<UsageRow> = client
         .query(sql::USAGE_MONTH.sql)
@@ -189,13 +154,7 @@ pub async fn load_usage(
         .map_err(ch("reading usage_daily"))?;
     let mut out = MonthUsage::default();
     for r in rows {
-        let m = Measures::new(
-            r.requests,
-            r.bytes_sent,
-            r.bot_requests,
-            r.visits_ip,
-            r.visits_ip_ua,
-        );
+        let m = Measures::new(r.requests, r.bytes_sent, r.bot_requests, r.visits_ip, r.visits_ip_ua);
         if r.customer_id.is_empty() {
             out.unattributed.add(&m);
         } else {
@@ -225,15 +184,9 @@ pub fn site_lines(
     let lines = keys
         .into_iter()
         .map(|(c, s)| {
-            let measures = usage
-                .sites
-                .get(&(c.clone(), s.clone()))
-                .copied()
-                .unwrap_or_default();
+            let measures = usage.sites.get(&(c.clone(), s.clone())).copied().unwrap_or_default();
             match register.terms(&s) {
-                Ok((plan, metering, included)) => {
-                    SiteLine::new(&c, &s, &plan, Some(metering), included, measures)
-                }
+                Ok((plan, metering, included)) => SiteLine::new(&c, &s, &plan, Some(metering), included, measures),
                 Err(p) => {
                     problems.push(p);
                     SiteLine::new(&c, &s, "", None, 0, measures)

@@ -30,37 +30,18 @@ pub struct BillingConfig {
 
 impl Default for BillingConfig {
     fn default() -> Self {
-        BillingConfig {
-            user: "sitelog_billing_user".into(),
-            password_file: None,
-            grace_hours: 2,
-            source_idle_days: 7,
-        }
+        BillingConfig { user: "sitelog_billing_user".into(), password_file: None, grace_hours: 2, source_idle_days: 7 }
     }
 }
 
 impl BillingConfig {
     /// Checks every key; the error names it.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.user.is_empty()
-            || !self
-                .user
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            return Err((
-                "billing.user",
-                format!(
-                    "'{}' must be a ClickHouse user name [A-Za-z0-9_]+",
-                    self.user
-                ),
-            ));
+        if self.user.is_empty() || !self.user.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(("billing.user", format!("'{}' must be a ClickHouse user name [A-Za-z0-9_]+", self.user)));
         }
         if self.grace_hours > 24 * 31 {
-            return Err((
-                "billing.grace_hours",
-                format!("{} is more than a month (744 hours)", self.grace_hours),
-            ));
+            return Err(("billing.grace_hours", format!("{} is more than a month (744 hours)", self.grace_hours)));
         }
         if self.source_idle_days == 0 {
             return Err(("billing.source_idle_days", "must be at least 1".into()));
@@ -76,10 +57,7 @@ impl BillingConfig {
         match &self.password_file {
             Some(path) => std::fs::read_to_string(path)
                 .map(|p| Some(p.trim_end_matches(['\n', '\r']).to_owned()))
-                .map_err(|source| BillingError::PasswordFile {
-                    path: path.display().to_string(),
-                    source,
-                }),
+                .map_err(|source| BillingError::PasswordFile { path: path.display().to_string(), source }),
             None => Ok(None),
         }
     }
@@ -88,8 +66,7 @@ impl BillingConfig {
     /// `[clickhouse]` password (the processor's) is never sent for it.
     pub fn client(&self, ch: &ClickHouseConfig) -> Result<clickhouse::Client, BillingError> {
         ch.validate()?;
-        self.validate()
-            .map_err(|(key, msg)| BillingError::Config(format!("{key}: {msg}")))?;
+        self.validate().map_err(|(key, msg)| BillingError::Config(format!("{key}: {msg}")))?;
         let mut c = clickhouse::Client::default()
             .with_url(&ch.url)
             .with_database(&ch.database)
@@ -116,20 +93,11 @@ mod tests {
         let cfg = ProcessorConfig::from_toml("", "x.toml").unwrap();
         assert_eq!(cfg.billing, BillingConfig::default());
         assert_eq!(cfg.billing.grace_hours, 2);
-        let e = ProcessorConfig::from_toml("[billing]\nuser = \"a b\"\n", "x.toml")
-            .unwrap_err()
-            .to_string();
+        let e = ProcessorConfig::from_toml("[billing]\nuser = \"a b\"\n", "x.toml").unwrap_err().to_string();
         assert!(e.contains("billing.user"), "{e}");
-        let e = ProcessorConfig::from_toml("[billing]\nsource_idle_days = 0\n", "x.toml")
-            .unwrap_err()
-            .to_string();
+        let e = ProcessorConfig::from_toml("[billing]\nsource_idle_days = 0\n", "x.toml").unwrap_err().to_string();
         assert!(e.contains("billing.source_idle_days"), "{e}");
-        let e = ProcessorConfig::from_toml("[billing]\npassword = \"x\"\n", "x.toml")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("line 2") && e.contains("password"),
-            "a password in the file is refused: {e}"
-        );
+        let e = ProcessorConfig::from_toml("[billing]\npassword = \"x\"\n", "x.toml").unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("password"), "a password in the file is refused: {e}");
     }
 }

@@ -61,13 +61,7 @@ pub struct Measures {
 }
 
 impl Measures {
-    pub fn new(
-        requests: u64,
-        bytes_sent: u64,
-        bot_requests: u64,
-        visits_ip: u64,
-        visits_ip_ua: u64,
-    ) -> Measures {
+    pub fn new(requests: u64, bytes_sent: u64, bot_requests: u64, visits_ip: u64, visits_ip_ua: u64) -> Measures {
         Measures {
             requests,
             bytes_sent,
@@ -178,11 +172,7 @@ pub fn customer_total(sites: &[SiteLine]) -> CustomerTotal {
             measures,
         },
         None => CustomerTotal {
-            metering: if sites.is_empty() {
-                String::new()
-            } else {
-                "mixed".into()
-            },
+            metering: if sites.is_empty() { String::new() } else { "mixed".into() },
             included: None,
             billed_usage: None,
             overage: None,
@@ -201,13 +191,7 @@ pub fn group(lines: &[SiteLine], names: &BTreeMap<String, (String, String)>) -> 
         .map(|(c, mut sites)| {
             sites.sort_by(|a, b| a.site_id.cmp(&b.site_id));
             let (company_name, business_id) = names.get(c).cloned().unwrap_or_default();
-            CustomerBlock {
-                customer_id: c.into(),
-                company_name,
-                business_id,
-                total: customer_total(&sites),
-                sites,
-            }
+            CustomerBlock { customer_id: c.into(), company_name, business_id, total: customer_total(&sites), sites }
         })
         .collect()
 }
@@ -316,33 +300,10 @@ mod tests {
 
     #[test]
     fn adjustments_are_signed_differences() {
-        let before = SiteLine::new(
-            "C1",
-            "S1",
-            "start",
-            Some(Metering::Requests),
-            100,
-            Measures::new(90, 900, 0, 1, 1),
-        );
-        let now = SiteLine::new(
-            "C1",
-            "S1",
-            "start",
-            Some(Metering::Requests),
-            100,
-            Measures::new(130, 1300, 5, 2, 1),
-        );
+        let before = SiteLine::new("C1", "S1", "start", Some(Metering::Requests), 100, Measures::new(90, 900, 0, 1, 1));
+        let now = SiteLine::new("C1", "S1", "start", Some(Metering::Requests), 100, Measures::new(130, 1300, 5, 2, 1));
         let a = Adjustment::between("2026-10", &before, &now).unwrap();
-        assert_eq!(
-            (
-                a.requests,
-                a.billed_usage,
-                a.overage,
-                a.bot_requests,
-                a.visits_ip_ua
-            ),
-            (40, 40, 30, 5, 0)
-        );
+        assert_eq!((a.requests, a.billed_usage, a.overage, a.bot_requests, a.visits_ip_ua), (40, 40, 30, 5, 0));
         let mut b = before.clone();
         a.apply(&mut b);
         assert_eq!(b, now);

@@ -41,30 +41,22 @@ pub enum BillingError {
     #[error("'{0}' is not a month: use YYYY-MM (a Europe/Helsinki calendar month)")]
     BadMonth(String),
     #[error("{what}: {source}")]
-    ClickHouse {
-        what: &'static str,
-        source: clickhouse::error::Error,
-    },
+    ClickHouse { what: &'static str, source: clickhouse::error::Error },
     #[error("clickhouse config: {0}")]
     ClickHouseConfig(#[from] crate::store::ConfigError),
     #[error("{0}")]
     Config(String),
     #[error("billing.password_file {path}: {source}")]
-    PasswordFile {
-        path: String,
-        source: std::io::Error,
-    },
+    PasswordFile { path: String, source: std::io::Error },
     #[error("no customer register has been imported yet (`sitelog customers import`)")]
     NoRegister,
     #[error("the closed run of {month} does not match its content hash (stored {stored}, lines hash to {computed}): refusing to use tampered figures")]
-    CorruptRun {
-        month: String,
-        stored: String,
-        computed: String,
-    },
+    CorruptRun { month: String, stored: String, computed: String },
     #[error("closing {month}: the run was written but its header cannot be read back")]
     CloseLost { month: String },
-    #[error("{month} was closed concurrently by another run (content hash {hash}); run the report again to see its figures")]
+    #[error(
+        "{month} was closed concurrently by another run (content hash {hash}); run the report again to see its figures"
+    )]
     ClosedConcurrently { month: String, hash: String },
     #[error("--final closes the whole month; it cannot be combined with --customer")]
     FinalForOneCustomer,
@@ -153,11 +145,7 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 
 /// Runs the billing of one month. Reads (and with `finalize` writes) through `client`, which
 /// should be the billing user's ([`BillingConfig::client`]).
-pub async fn run(
-    client: &Client,
-    cfg: &BillingConfig,
-    o: &RunOptions,
-) -> Result<RunResult, BillingError> {
+pub async fn run(client: &Client, cfg: &BillingConfig, o: &RunOptions) -> Result<RunResult, BillingError> {
     if o.finalize && o.customer.is_some() {
         return Err(BillingError::FinalForOneCustomer);
     }
@@ -181,11 +169,7 @@ pub async fn run(
         completeness,
         closed: None,
         customers: Vec::new(),
-        unattributed: if customer.is_none() {
-            usage.unattributed
-        } else {
-            Measures::default()
-        },
+        unattributed: if customer.is_none() { usage.unattributed } else { Measures::default() },
         problems,
         adjustments: Vec::new(),
         verification: o.verify.then(Verification::default),
@@ -194,11 +178,7 @@ pub async fn run(
     let mut refused = None;
     let lines: Vec<SiteLine> = match snapshot {
         Some(snap) => {
-            let stored: Vec<SiteLine> = snap
-                .sites
-                .into_iter()
-                .filter(|l| mine(&l.customer_id))
-                .collect();
+            let stored: Vec<SiteLine> = snap.sites.into_iter().filter(|l| mine(&l.customer_id)).collect();
             if let Some(v) = report.verification.as_mut() {
                 verify::closed(o.month, &stored, &fresh, v);
             }
@@ -206,11 +186,7 @@ pub async fn run(
             report.register_version = snap.run.register_version;
             report.closed = Some(snap.run);
             report.problems.clear();
-            report.adjustments = snap
-                .adjustments
-                .into_iter()
-                .filter(|a| mine(&a.customer_id))
-                .collect();
+            report.adjustments = snap.adjustments.into_iter().filter(|a| mine(&a.customer_id)).collect();
             stored
         }
         None => {
@@ -222,37 +198,18 @@ pub async fn run(
                 let recorded = runs::recorded_adjustments(client, closed).await?;
                 let usage_then = compute::load_usage(client, closed, None).await?;
                 let (fresh_then, _) = compute::site_lines(&usage_then, &register, closed, None);
-                pending.extend(runs::pending_adjustments(
-                    closed,
-                    &snap.sites,
-                    &recorded,
-                    &fresh_then,
-                ));
+                pending.extend(runs::pending_adjustments(closed, &snap.sites, &recorded, &fresh_then));
             }
-            report.adjustments = pending
-                .into_iter()
-                .filter(|a| mine(&a.customer_id))
-                .collect();
+            report.adjustments = pending.into_iter().filter(|a| mine(&a.customer_id)).collect();
             let complete = report.completeness.complete && report.problems.is_empty();
-            report.status = if complete {
-                Status::Complete
-            } else {
-                Status::Provisional
-            };
+            report.status = if complete { Status::Complete } else { Status::Provisional };
             if (o.strict || o.finalize) && !complete {
                 let mut why = report.completeness.reasons.clone();
                 why.extend(report.problems.iter().cloned());
                 refused = Some(why.join("; "));
             } else if o.finalize {
-                let run = runs::close(
-                    client,
-                    o.month,
-                    register.version,
-                    &fresh,
-                    &report.adjustments,
-                    &o.closed_by,
-                )
-                .await?;
+                let run =
+                    runs::close(client, o.month, register.version, &fresh, &report.adjustments, &o.closed_by).await?;
                 report.status = Status::Closed;
                 report.closed = Some(run);
             }

@@ -22,16 +22,12 @@ pub struct Month {
 
 impl Month {
     pub fn new(year: i32, month: u32) -> Option<Month> {
-        ((1970..=9998).contains(&year) && (1..=12).contains(&month))
-            .then_some(Month { year, month })
+        ((1970..=9998).contains(&year) && (1..=12).contains(&month)).then_some(Month { year, month })
     }
 
     /// The month a Helsinki calendar day belongs to.
     pub fn of_day(d: NaiveDate) -> Month {
-        Month {
-            year: d.year(),
-            month: d.month(),
-        }
+        Month { year: d.year(), month: d.month() }
     }
 
     /// The Helsinki month containing the instant `t`.
@@ -45,29 +41,17 @@ impl Month {
 
     pub fn next(self) -> Month {
         if self.month == 12 {
-            Month {
-                year: self.year + 1,
-                month: 1,
-            }
+            Month { year: self.year + 1, month: 1 }
         } else {
-            Month {
-                year: self.year,
-                month: self.month + 1,
-            }
+            Month { year: self.year, month: self.month + 1 }
         }
     }
 
     pub fn prev(self) -> Month {
         if self.month == 1 {
-            Month {
-                year: self.year - 1,
-                month: 12,
-            }
+            Month { year: self.year - 1, month: 12 }
         } else {
-            Month {
-                year: self.year,
-                month: self.month - 1,
-            }
+            Month { year: self.year, month: self.month - 1 }
         }
     }
 
@@ -80,10 +64,7 @@ impl Month {
     /// `[start, end)` in UTC: local midnight of the first day to local midnight of the next
     /// month's first day.
     pub fn utc_bounds(self) -> (DateTime<Utc>, DateTime<Utc>) {
-        (
-            helsinki_midnight(self.first_day()),
-            helsinki_midnight(self.next().first_day()),
-        )
+        (helsinki_midnight(self.first_day()), helsinki_midnight(self.next().first_day()))
     }
 
     /// Length in hours (744 ± 1 in DST months).
@@ -129,9 +110,7 @@ fn helsinki_midnight(d: NaiveDate) -> DateTime<Utc> {
     let local = d.and_hms_opt(0, 0, 0).unwrap_or_default();
     match Helsinki.from_local_datetime(&local).earliest() {
         Some(t) => t.with_timezone(&Utc),
-        None => Helsinki
-            .from_utc_datetime(&(local - chrono::Duration::hours(2)))
-            .with_timezone(&Utc),
+        None => Helsinki.from_utc_datetime(&(local - chrono::Duration::hours(2))).with_timezone(&Utc),
     }
 }
 
@@ -146,26 +125,17 @@ mod tests {
     #[test]
     fn october_2026_has_745_hours_and_eest_to_eet_bounds() {
         let m: Month = "2026-10".parse().unwrap();
-        assert_eq!(
-            m.utc_bounds(),
-            (utc("2026-09-30T21:00:00Z"), utc("2026-10-31T22:00:00Z"))
-        );
+        assert_eq!(m.utc_bounds(), (utc("2026-09-30T21:00:00Z"), utc("2026-10-31T22:00:00Z")));
         assert_eq!(m.hours(), 745);
         assert_eq!(m.days().count(), 31);
         let dst = NaiveDate::from_ymd_opt(2026, 10, 25).unwrap();
-        assert_eq!(
-            day_utc_bounds(dst),
-            (utc("2026-10-24T21:00:00Z"), utc("2026-10-25T22:00:00Z"))
-        );
+        assert_eq!(day_utc_bounds(dst), (utc("2026-10-24T21:00:00Z"), utc("2026-10-25T22:00:00Z")));
     }
 
     #[test]
     fn march_2026_has_743_hours_and_eet_to_eest_bounds() {
         let m: Month = "2026-03".parse().unwrap();
-        assert_eq!(
-            m.utc_bounds(),
-            (utc("2026-02-28T22:00:00Z"), utc("2026-03-31T21:00:00Z"))
-        );
+        assert_eq!(m.utc_bounds(), (utc("2026-02-28T22:00:00Z"), utc("2026-03-31T21:00:00Z")));
         assert_eq!(m.hours(), 743);
         let dst = NaiveDate::from_ymd_opt(2026, 3, 29).unwrap();
         let (a, b) = day_utc_bounds(dst);
@@ -181,36 +151,15 @@ mod tests {
         assert_eq!(dec.next().prev(), dec);
         assert_eq!(dec.utc_bounds().1, utc("2026-12-31T22:00:00Z"));
         // The instants at the bounds: the first belongs to the month, the second does not.
-        assert_eq!(
-            Month::of_instant(utc("2026-09-30T21:00:00Z")).to_string(),
-            "2026-10"
-        );
-        assert_eq!(
-            Month::of_instant(utc("2026-09-30T20:59:59.999999Z")).to_string(),
-            "2026-09"
-        );
-        assert_eq!(
-            Month::of_instant(utc("2026-10-31T21:59:59.999999Z")).to_string(),
-            "2026-10"
-        );
-        assert_eq!(
-            Month::of_instant(utc("2026-10-31T22:00:00Z")).to_string(),
-            "2026-11"
-        );
+        assert_eq!(Month::of_instant(utc("2026-09-30T21:00:00Z")).to_string(), "2026-10");
+        assert_eq!(Month::of_instant(utc("2026-09-30T20:59:59.999999Z")).to_string(), "2026-09");
+        assert_eq!(Month::of_instant(utc("2026-10-31T21:59:59.999999Z")).to_string(), "2026-10");
+        assert_eq!(Month::of_instant(utc("2026-10-31T22:00:00Z")).to_string(), "2026-11");
     }
 
     #[test]
     fn parsing_is_strict() {
-        for bad in [
-            "2026-1",
-            "2026-13",
-            "26-10",
-            "2026/10",
-            "2026-10-01",
-            "",
-            "abcd-ef",
-            "2026-00",
-        ] {
+        for bad in ["2026-1", "2026-13", "26-10", "2026/10", "2026-10-01", "", "abcd-ef", "2026-00"] {
             assert!(bad.parse::<Month>().is_err(), "{bad}");
         }
         assert_eq!("2026-10".parse::<Month>().unwrap().to_string(), "2026-10");

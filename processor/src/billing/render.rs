@@ -7,8 +7,7 @@ use super::figures::{Measures, Metering};
 use super::BillingReport;
 
 /// The CSV header. Stable: columns are only ever appended (README, "Billing").
-pub const CSV_HEADER: &str =
-    "month,status,line,customer_id,site_id,plan,metering,included,billed_usage,overage,\
+pub const CSV_HEADER: &str = "month,status,line,customer_id,site_id,plan,metering,included,billed_usage,overage,\
 requests,bytes_sent,human_requests,bot_requests,visits_ip,visits_ip_ua";
 
 fn opt(v: Option<u64>) -> String {
@@ -71,11 +70,7 @@ pub fn csv(r: &BillingReport) -> String {
         );
     }
     if r.customer_filter.is_none() {
-        let _ = writeln!(
-            out,
-            "{month},{status},unattributed,,,,,,,,{}",
-            measures_csv(&r.unattributed)
-        );
+        let _ = writeln!(out, "{month},{status},unattributed,,,,,,,,{}", measures_csv(&r.unattributed));
     }
     for a in &r.adjustments {
         let _ = writeln!(
@@ -101,8 +96,7 @@ pub fn csv(r: &BillingReport) -> String {
 }
 
 pub fn json(r: &BillingReport) -> String {
-    let mut s =
-        serde_json::to_string_pretty(r).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    let mut s = serde_json::to_string_pretty(r).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     s.push('\n');
     s
 }
@@ -110,11 +104,7 @@ pub fn json(r: &BillingReport) -> String {
 /// Plain right-aligned digits, so columns line up and copied numbers stay numbers.
 pub fn table(r: &BillingReport) -> String {
     let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "Billing {} ({}): {} .. {} UTC, {} h",
-        r.month, r.timezone, r.from_utc, r.to_utc, r.hours
-    );
+    let _ = writeln!(o, "Billing {} ({}): {} .. {} UTC, {} h", r.month, r.timezone, r.from_utc, r.to_utc, r.hours);
     match (&r.closed, r.status) {
         (Some(c), _) => {
             let _ = writeln!(
@@ -137,11 +127,7 @@ pub fn table(r: &BillingReport) -> String {
             }
         }
     }
-    let _ = writeln!(
-        o,
-        "Register version {}; generated {}",
-        r.register_version, r.generated_at
-    );
+    let _ = writeln!(o, "Register version {}; generated {}", r.register_version, r.generated_at);
     let _ = writeln!(o);
     let _ = writeln!(
         o,
@@ -158,11 +144,8 @@ pub fn table(r: &BillingReport) -> String {
         "bots"
     );
     for c in &r.customers {
-        let name = if c.company_name.is_empty() {
-            String::new()
-        } else {
-            format!("  {} ({})", c.company_name, c.business_id)
-        };
+        let name =
+            if c.company_name.is_empty() { String::new() } else { format!("  {} ({})", c.company_name, c.business_id) };
         let _ = writeln!(o, "{}{name}", c.customer_id);
         for s in &c.sites {
             let m = &s.measures;
@@ -203,24 +186,11 @@ pub fn table(r: &BillingReport) -> String {
         let _ = writeln!(
             o,
             "{:<24} {:<12} {:<13} {:>10} {:>10} {:>10} {:>11} {:>15} {:>11} {:>10}",
-            "unattributed (not billed)",
-            "",
-            "",
-            "",
-            "",
-            "",
-            m.requests,
-            m.bytes_sent,
-            m.human_requests,
-            m.bot_requests
+            "unattributed (not billed)", "", "", "", "", "", m.requests, m.bytes_sent, m.human_requests, m.bot_requests
         );
     }
     if !r.completeness.lagging.is_empty() {
-        let _ = writeln!(
-            o,
-            "\nLagging sources (watermark before {}):",
-            r.completeness.needed
-        );
+        let _ = writeln!(o, "\nLagging sources (watermark before {}):", r.completeness.needed);
         for l in &r.completeness.lagging {
             let _ = writeln!(
                 o,
@@ -230,15 +200,8 @@ pub fn table(r: &BillingReport) -> String {
         }
     }
     if !r.adjustments.is_empty() {
-        let title = if r.closed.is_some() {
-            "recorded by this run"
-        } else {
-            "to bill with this month"
-        };
-        let _ = writeln!(
-            o,
-            "\nAdjustments to earlier closed months, late records ({title}):"
-        );
+        let title = if r.closed.is_some() { "recorded by this run" } else { "to bill with this month" };
+        let _ = writeln!(o, "\nAdjustments to earlier closed months, late records ({title}):");
         for a in &r.adjustments {
             let _ = writeln!(
                 o,
@@ -266,20 +229,14 @@ pub fn table(r: &BillingReport) -> String {
                 );
             }
             None => {
-                let _ = writeln!(o, "Verified against raw records: no day of this month is fully inside the raw retention");
+                let _ =
+                    writeln!(o, "Verified against raw records: no day of this month is fully inside the raw retention");
             }
         }
-        let _ = writeln!(
-            o,
-            "Verified against source progress: {} hosts",
-            v.hosts_compared
-        );
+        let _ = writeln!(o, "Verified against source progress: {} hosts", v.hosts_compared);
         if r.closed.is_some() {
-            let _ = writeln!(
-                o,
-                "Verified closed run against a fresh computation: {} site lines",
-                v.closed_lines_compared
-            );
+            let _ =
+                writeln!(o, "Verified closed run against a fresh computation: {} site lines", v.closed_lines_compared);
         }
         if v.mismatches.is_empty() {
             let _ = writeln!(o, "Verification: no differences");

@@ -98,10 +98,7 @@ fn site_row(month: &str, l: &SiteLine, kind: &str) -> LineRow {
         customer_id: l.customer_id.clone(),
         site_id: l.site_id.clone(),
         plan: l.plan.clone(),
-        metering: l
-            .metering
-            .map(|m| m.as_str().to_owned())
-            .unwrap_or_default(),
+        metering: l.metering.map(|m| m.as_str().to_owned()).unwrap_or_default(),
         included: l.included,
         billed_usage: l.billed_usage as i64,
         overage: l.overage as i64,
@@ -154,10 +151,7 @@ fn adjustment_row(month: &str, a: &Adjustment) -> LineRow {
         customer_id: a.customer_id.clone(),
         site_id: a.site_id.clone(),
         plan: a.plan.clone(),
-        metering: a
-            .metering
-            .map(|m| m.as_str().to_owned())
-            .unwrap_or_default(),
+        metering: a.metering.map(|m| m.as_str().to_owned()).unwrap_or_default(),
         included: a.included,
         billed_usage: a.billed_usage,
         overage: a.overage,
@@ -214,17 +208,10 @@ fn adjustment_of(r: &LineRow) -> Adjustment {
 fn content_hash(month: &str, register_version: u64, rows: &[LineRow]) -> String {
     let mut sorted: Vec<&LineRow> = rows.iter().collect();
     sorted.sort_by(|a, b| {
-        (&a.kind, &a.applies_to, &a.customer_id, &a.site_id).cmp(&(
-            &b.kind,
-            &b.applies_to,
-            &b.customer_id,
-            &b.site_id,
-        ))
+        (&a.kind, &a.applies_to, &a.customer_id, &a.site_id).cmp(&(&b.kind, &b.applies_to, &b.customer_id, &b.site_id))
     });
     let mut h = Sha256::new();
-    h.update(format!(
-        "sitelog billing run v1\nmonth={month}\nregister_version={register_version}\n"
-    ));
+    h.update(format!("sitelog billing run v1\nmonth={month}\nregister_version={register_version}\n"));
     for r in sorted {
         h.update(format!(
             "{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
@@ -261,11 +248,8 @@ fn closed_run(h: &HeaderRead) -> ClosedRun {
 
 /// The committed run of every closed month (the first header per month).
 async fn headers(client: &Client) -> Result<BTreeMap<String, HeaderRead>, BillingError> {
-    let rows: Vec<HeaderRead> = client
-        .query(sql::RUN_HEADERS.sql)
-        .fetch_all()
-        .await
-        .map_err(ch("reading billing_runs"))?;
+    let rows: Vec<HeaderRead> =
+        client.query(sql::RUN_HEADERS.sql).fetch_all().await.map_err(ch("reading billing_runs"))?;
     let mut out = BTreeMap::new();
     for r in rows {
         out.entry(r.month.clone()).or_insert(r);
@@ -286,52 +270,27 @@ pub async fn load(client: &Client, month: Month) -> Result<Option<Snapshot>, Bil
         .fetch_all()
         .await
         .map_err(ch("reading billing_run_lines"))?;
-    let unhashed: Vec<LineRow> = rows
-        .iter()
-        .map(|r| LineRow {
-            content_hash: String::new(),
-            closed_at_ms: 0,
-            ..r.clone()
-        })
-        .collect();
+    let unhashed: Vec<LineRow> =
+        rows.iter().map(|r| LineRow { content_hash: String::new(), closed_at_ms: 0, ..r.clone() }).collect();
     let computed = content_hash(&h.month, h.register_version, &unhashed);
     if computed != h.content_hash {
-        return Err(BillingError::CorruptRun {
-            month: h.month.clone(),
-            stored: h.content_hash.clone(),
-            computed,
-        });
+        return Err(BillingError::CorruptRun { month: h.month.clone(), stored: h.content_hash.clone(), computed });
     }
     Ok(Some(Snapshot {
         run: closed_run(h),
-        sites: rows
-            .iter()
-            .filter(|r| r.kind == "site")
-            .map(line_of)
-            .collect(),
-        adjustments: rows
-            .iter()
-            .filter(|r| r.kind == "adjustment")
-            .map(adjustment_of)
-            .collect(),
+        sites: rows.iter().filter(|r| r.kind == "site").map(line_of).collect(),
+        adjustments: rows.iter().filter(|r| r.kind == "adjustment").map(adjustment_of).collect(),
     }))
 }
 
 /// Closed months before `month`, oldest first.
 pub async fn closed_before(client: &Client, month: Month) -> Result<Vec<Month>, BillingError> {
     let hs = headers(client).await?;
-    Ok(hs
-        .keys()
-        .filter_map(|m| m.parse::<Month>().ok())
-        .filter(|m| *m < month)
-        .collect())
+    Ok(hs.keys().filter_map(|m| m.parse::<Month>().ok()).filter(|m| *m < month).collect())
 }
 
 /// Adjustments to `applies_to` recorded by committed runs.
-pub async fn recorded_adjustments(
-    client: &Client,
-    applies_to: Month,
-) -> Result<Vec<Adjustment>, BillingError> {
+pub async fn recorded_adjustments(client: &Client, applies_to: Month) -> Result<Vec<Adjustment>, BillingError> {
     let hs = headers(client).await?;
     let rows: Vec<LineRow> = client
         .query(sql::ADJUSTMENT_LINES.sql)
@@ -341,10 +300,7 @@ pub async fn recorded_adjustments(
         .map_err(ch("reading billing_run_lines"))?;
     Ok(rows
         .iter()
-        .filter(|r| {
-            hs.get(&r.month)
-                .is_some_and(|h| h.content_hash == r.content_hash)
-        })
+        .filter(|r| hs.get(&r.month).is_some_and(|h| h.content_hash == r.content_hash))
         .map(adjustment_of)
         .collect())
 }
@@ -359,47 +315,22 @@ pub fn pending_adjustments(
     fresh: &[SiteLine],
 ) -> Vec<Adjustment> {
     let key = |c: &str, s: &str| (c.to_owned(), s.to_owned());
-    let mut billed: BTreeMap<(String, String), SiteLine> = closed
-        .iter()
-        .map(|l| (key(&l.customer_id, &l.site_id), l.clone()))
-        .collect();
+    let mut billed: BTreeMap<(String, String), SiteLine> =
+        closed.iter().map(|l| (key(&l.customer_id, &l.site_id), l.clone())).collect();
     for a in recorded {
-        let line = billed
-            .entry(key(&a.customer_id, &a.site_id))
-            .or_insert_with(|| {
-                SiteLine::new(
-                    &a.customer_id,
-                    &a.site_id,
-                    &a.plan,
-                    a.metering,
-                    a.included,
-                    Default::default(),
-                )
-            });
+        let line = billed.entry(key(&a.customer_id, &a.site_id)).or_insert_with(|| {
+            SiteLine::new(&a.customer_id, &a.site_id, &a.plan, a.metering, a.included, Default::default())
+        });
         a.apply(line);
     }
     let mut out = Vec::new();
     for f in fresh {
         let before = billed.remove(&key(&f.customer_id, &f.site_id));
         let before = before.unwrap_or_else(|| {
-            SiteLine::new(
-                &f.customer_id,
-                &f.site_id,
-                &f.plan,
-                f.metering,
-                f.included,
-                Default::default(),
-            )
+            SiteLine::new(&f.customer_id, &f.site_id, &f.plan, f.metering, f.included, Default::default())
         });
         // Late usage is billed on the terms of the closed month.
-        let now = SiteLine::new(
-            &f.customer_id,
-            &f.site_id,
-            &before.plan,
-            before.metering,
-            before.included,
-            f.measures,
-        );
+        let now = SiteLine::new(&f.customer_id, &f.site_id, &before.plan, before.metering, before.included, f.measures);
         out.extend(Adjustment::between(&applies_to.to_string(), &before, &now));
     }
     for (_, before) in billed {
@@ -438,18 +369,11 @@ pub async fn close(
         .clone()
         .with_setting("insert_deduplicate", "1")
         .with_setting("insert_deduplication_token", token.as_str());
-    let mut ins = dedup
-        .insert::<LineRow>("billing_run_lines")
-        .await
-        .map_err(ch("writing billing_run_lines"))?;
+    let mut ins = dedup.insert::<LineRow>("billing_run_lines").await.map_err(ch("writing billing_run_lines"))?;
     for r in &rows {
-        ins.write(&LineRow {
-            content_hash: hash.clone(),
-            closed_at_ms: closed_at,
-            ..r.clone()
-        })
-        .await
-        .map_err(ch("writing billing_run_lines"))?;
+        ins.write(&LineRow { content_hash: hash.clone(), closed_at_ms: closed_at, ..r.clone() })
+            .await
+            .map_err(ch("writing billing_run_lines"))?;
     }
     ins.end().await.map_err(ch("writing billing_run_lines"))?;
 
@@ -467,25 +391,14 @@ pub async fn close(
         requests: sites.iter().map(|s| s.measures.requests).sum(),
         bytes_sent: sites.iter().map(|s| s.measures.bytes_sent).sum(),
     };
-    let mut ins = dedup
-        .insert::<HeaderRow>("billing_runs")
-        .await
-        .map_err(ch("writing billing_runs"))?;
-    ins.write(&header)
-        .await
-        .map_err(ch("writing billing_runs"))?;
+    let mut ins = dedup.insert::<HeaderRow>("billing_runs").await.map_err(ch("writing billing_runs"))?;
+    ins.write(&header).await.map_err(ch("writing billing_runs"))?;
     ins.end().await.map_err(ch("writing billing_runs"))?;
     let hs = headers(client).await?;
-    let committed = hs
-        .get(&m)
-        .map(closed_run)
-        .ok_or_else(|| BillingError::CloseLost { month: m.clone() })?;
+    let committed = hs.get(&m).map(closed_run).ok_or_else(|| BillingError::CloseLost { month: m.clone() })?;
     if committed.content_hash != hash {
         // Another run closed the month first, with other figures: it wins, ours is ignored.
-        return Err(BillingError::ClosedConcurrently {
-            month: m,
-            hash: committed.content_hash,
-        });
+        return Err(BillingError::ClosedConcurrently { month: m, hash: committed.content_hash });
     }
     Ok(committed)
 }
@@ -496,14 +409,7 @@ mod tests {
     use crate::billing::figures::Measures;
 
     fn line(c: &str, s: &str, requests: u64) -> SiteLine {
-        SiteLine::new(
-            c,
-            s,
-            "start",
-            Some(Metering::Requests),
-            100,
-            Measures::new(requests, requests * 10, 0, 1, 1),
-        )
+        SiteLine::new(c, s, "start", Some(Metering::Requests), 100, Measures::new(requests, requests * 10, 0, 1, 1))
     }
 
     #[test]
@@ -523,30 +429,15 @@ mod tests {
     fn pending_adjustments_subtract_what_was_already_billed() {
         let closed = vec![line("C1", "S1", 90), line("C2", "S2", 10)];
         // 40 late records for S1, a site with no usage at closing gets 3.
-        let fresh = vec![
-            line("C1", "S1", 130),
-            line("C2", "S2", 10),
-            line("C3", "S3", 3),
-        ];
+        let fresh = vec![line("C1", "S1", 130), line("C2", "S2", 10), line("C3", "S3", 3)];
         let m: Month = "2026-10".parse().unwrap();
         let first = pending_adjustments(m, &closed, &[], &fresh);
         assert_eq!(first.len(), 2);
-        assert_eq!(
-            (
-                first[0].site_id.as_str(),
-                first[0].requests,
-                first[0].overage
-            ),
-            ("S1", 40, 30)
-        );
+        assert_eq!((first[0].site_id.as_str(), first[0].requests, first[0].overage), ("S1", 40, 30));
         assert_eq!((first[1].site_id.as_str(), first[1].requests), ("S3", 3));
         // Once recorded, nothing is pending until more records arrive.
         assert!(pending_adjustments(m, &closed, &first, &fresh).is_empty());
-        let later = vec![
-            line("C1", "S1", 131),
-            line("C2", "S2", 10),
-            line("C3", "S3", 3),
-        ];
+        let later = vec![line("C1", "S1", 131), line("C2", "S2", 10), line("C3", "S3", 3)];
         let again = pending_adjustments(m, &closed, &first, &later);
         assert_eq!(again.len(), 1);
         assert_eq!((again[0].requests, again[0].overage), (1, 1));

@@ -30,11 +30,8 @@ impl Statement {
     }
 }
 
-pub const REGISTER_VERSION: Statement = Statement {
-    name: "register_version",
-    sql: "SELECT max(version) FROM register_imports",
-    example_binds: &[],
-};
+pub const REGISTER_VERSION: Statement =
+    Statement { name: "register_version", sql: "SELECT max(version) FROM register_imports", example_binds: &[] };
 
 pub const PLANS: Statement = Statement {
     name: "plans",
@@ -94,8 +91,7 @@ pub const PROGRESS_RECORDS: Statement = Statement {
 /// All-time requests per site host in the rollup, with the owners it was attributed to.
 pub const USAGE_BY_HOST: Statement = Statement {
     name: "usage_by_host",
-    sql:
-        "SELECT site_host, arraySort(groupUniqArray(concat(customer_id, '/', site_id))) AS owners, \
+    sql: "SELECT site_host, arraySort(groupUniqArray(concat(customer_id, '/', site_id))) AS owners, \
           sum(requests) AS requests FROM usage_daily GROUP BY site_host ORDER BY site_host",
     example_binds: &[],
 };
@@ -124,8 +120,7 @@ pub const USAGE_DAILY: Statement = Statement {
 /// Committed runs (the header is the commit marker), oldest first.
 pub const RUN_HEADERS: Statement = Statement {
     name: "run_headers",
-    sql:
-        "SELECT month, content_hash, toUnixTimestamp64Milli(closed_at) AS closed_at_ms, closed_by, \
+    sql: "SELECT month, content_hash, toUnixTimestamp64Milli(closed_at) AS closed_at_ms, closed_by, \
           register_version FROM billing_runs ORDER BY month, closed_at",
     example_binds: &[],
 };
@@ -176,12 +171,7 @@ mod tests {
     #[test]
     fn every_placeholder_has_an_example() {
         for s in ALL {
-            assert_eq!(
-                s.sql.matches('?').count(),
-                s.example_binds.len(),
-                "{}",
-                s.name
-            );
+            assert_eq!(s.sql.matches('?').count(), s.example_binds.len(), "{}", s.name);
             assert!(!s.example().contains('?'), "{}", s.name);
         }
     }

@@ -40,13 +40,7 @@ impl fmt::Display for Mismatch {
         write!(
             f,
             "MISMATCH {} {} {}: expected {} ({}), found {} ({})",
-            self.check,
-            self.place,
-            self.field,
-            self.expected,
-            self.expected_from,
-            self.found,
-            self.found_from
+            self.check, self.place, self.field, self.expected, self.expected_from, self.found, self.found_from
         )
     }
 }
@@ -107,12 +101,7 @@ async fn daily(
     let rows: Vec<DailyRow> = query.fetch_all().await.map_err(ch(what))?;
     Ok(rows
         .into_iter()
-        .map(|r| {
-            (
-                (r.customer_id, r.site_id, r.d),
-                [r.requests, r.bytes_sent, r.bot_requests],
-            )
-        })
+        .map(|r| ((r.customer_id, r.site_id, r.d), [r.requests, r.bytes_sent, r.bot_requests]))
         .collect())
 }
 
@@ -129,20 +118,11 @@ pub async fn raw(
     let (from, _) = day_utc_bounds(*first);
     let (_, to) = day_utc_bounds(*last);
     let c = customer.unwrap_or("");
-    let raw_q = client
-        .query(sql::RAW_DAILY.sql)
-        .bind(from.timestamp_micros())
-        .bind(to.timestamp_micros())
-        .bind(c)
-        .bind(c);
+    let raw_q =
+        client.query(sql::RAW_DAILY.sql).bind(from.timestamp_micros()).bind(to.timestamp_micros()).bind(c).bind(c);
     let raw = daily(raw_q, "recounting access_log").await?;
     let next = *last + Days::new(1);
-    let rollup_q = client
-        .query(sql::USAGE_DAILY.sql)
-        .bind(first.to_string())
-        .bind(next.to_string())
-        .bind(c)
-        .bind(c);
+    let rollup_q = client.query(sql::USAGE_DAILY.sql).bind(first.to_string()).bind(next.to_string()).bind(c).bind(c);
     let rollup = daily(rollup_q, "reading usage_daily per day").await?;
     out.raw_days = Some((first.to_string(), last.to_string()));
     let keys: BTreeSet<&DayKey> = raw.keys().chain(rollup.keys()).collect();
@@ -150,16 +130,9 @@ pub async fn raw(
     for k in keys {
         let e = raw.get(k).copied().unwrap_or_default();
         let f = rollup.get(k).copied().unwrap_or_default();
-        for (i, field) in ["requests", "bytes_sent", "bot_requests"]
-            .into_iter()
-            .enumerate()
-        {
+        for (i, field) in ["requests", "bytes_sent", "bot_requests"].into_iter().enumerate() {
             if e[i] != f[i] {
-                let customer = if k.0.is_empty() {
-                    "(unattributed)"
-                } else {
-                    &k.0
-                };
+                let customer = if k.0.is_empty() { "(unattributed)" } else { &k.0 };
                 let site = if k.1.is_empty() { "-" } else { &k.1 };
                 out.mismatches.push(Mismatch {
                     check: "raw",
@@ -178,39 +151,20 @@ pub async fn raw(
 
 /// Check 2: all-time rollup requests per host against the processor's per-source record
 /// counts. Hosts are compared in the processor's normalised form.
-pub async fn progress(
-    client: &Client,
-    customer: Option<&str>,
-    out: &mut Verification,
-) -> Result<(), BillingError> {
-    let delivered: Vec<ProgressRow> = client
-        .query(sql::PROGRESS_RECORDS.sql)
-        .fetch_all()
-        .await
-        .map_err(ch("reading source_progress"))?;
-    let stored: Vec<HostRow> = client
-        .query(sql::USAGE_BY_HOST.sql)
-        .fetch_all()
-        .await
-        .map_err(ch("reading usage_daily per host"))?;
+pub async fn progress(client: &Client, customer: Option<&str>, out: &mut Verification) -> Result<(), BillingError> {
+    let delivered: Vec<ProgressRow> =
+        client.query(sql::PROGRESS_RECORDS.sql).fetch_all().await.map_err(ch("reading source_progress"))?;
+    let stored: Vec<HostRow> =
+        client.query(sql::USAGE_BY_HOST.sql).fetch_all().await.map_err(ch("reading usage_daily per host"))?;
     let mut expected: BTreeMap<String, u64> = BTreeMap::new();
     for p in delivered {
         let host = normalize_host(&p.site_host).unwrap_or_else(|| p.site_host.to_ascii_lowercase());
         *expected.entry(host).or_default() += p.records;
     }
-    let owners: BTreeMap<&str, &[String]> = stored
-        .iter()
-        .map(|h| (h.site_host.as_str(), h.owners.as_slice()))
-        .collect();
-    let found: BTreeMap<&str, u64> = stored
-        .iter()
-        .map(|h| (h.site_host.as_str(), h.requests))
-        .collect();
-    let hosts: BTreeSet<&str> = expected
-        .keys()
-        .map(String::as_str)
-        .chain(found.keys().copied())
-        .collect();
+    let owners: BTreeMap<&str, &[String]> =
+        stored.iter().map(|h| (h.site_host.as_str(), h.owners.as_slice())).collect();
+    let found: BTreeMap<&str, u64> = stored.iter().map(|h| (h.site_host.as_str(), h.requests)).collect();
+    let hosts: BTreeSet<&str> = expected.keys().map(String::as_str).chain(found.keys().copied()).collect();
     for host in hosts {
         let own = owners.get(host).copied().unwrap_or_default();
         if let Some(c) = customer {
@@ -222,11 +176,7 @@ pub async fn progress(
         let e = expected.get(host).copied().unwrap_or(0);
         let f = found.get(host).copied().unwrap_or(0);
         if e != f {
-            let who = if own.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", own.join(", "))
-            };
+            let who = if own.is_empty() { String::new() } else { format!(" ({})", own.join(", ")) };
             out.mismatches.push(Mismatch {
                 check: "progress",
                 place: format!("host {host}{who}"),
@@ -255,17 +205,9 @@ pub fn closed(month: Month, stored: &[SiteLine], fresh: &[SiteLine], out: &mut V
         let fields: [(&'static str, u64, u64); 5] = [
             ("requests", a.measures.requests, b.measures.requests),
             ("bytes_sent", a.measures.bytes_sent, b.measures.bytes_sent),
-            (
-                "bot_requests",
-                a.measures.bot_requests,
-                b.measures.bot_requests,
-            ),
+            ("bot_requests", a.measures.bot_requests, b.measures.bot_requests),
             ("visits_ip", a.measures.visits_ip, b.measures.visits_ip),
-            (
-                "visits_ip_ua",
-                a.measures.visits_ip_ua,
-                b.measures.visits_ip_ua,
-            ),
+            ("visits_ip_ua", a.measures.visits_ip_ua, b.measures.visits_ip_ua),
         ];
         for (field, x, y) in fields {
             if x != y {
@@ -289,9 +231,7 @@ mod tests {
 
     #[test]
     fn raw_days_are_the_fully_retained_past_days() {
-        let now = DateTime::parse_from_rfc3339("2026-11-25T09:30:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let now = DateTime::parse_from_rfc3339("2026-11-25T09:30:00Z").unwrap().with_timezone(&Utc);
         let oct: Month = "2026-10".parse().unwrap();
         let days = raw_days(oct, 30, now);
         // 29 days back is 2026-10-27T09:30Z; Helsinki 27 October starts 2026-10-26T22:00Z.
@@ -300,10 +240,7 @@ mod tests {
         let nov: Month = "2026-11".parse().unwrap();
         let days = raw_days(nov, 30, now);
         assert_eq!(
-            (
-                days.first().unwrap().to_string(),
-                days.last().unwrap().to_string()
-            ),
+            (days.first().unwrap().to_string(), days.last().unwrap().to_string()),
             ("2026-11-01".into(), "2026-11-24".into())
         );
         let m = Mismatch {
@@ -315,6 +252,9 @@ mod tests {
             found: 3,
             found_from: "usage_daily",
         };
-        assert_eq!(m.to_string(), "MISMATCH raw C1 S1 2026-11-02 requests: expected 5 (access_log), found 3 (usage_daily)");
+        assert_eq!(
+            m.to_string(),
+            "MISMATCH raw C1 S1 2026-11-02 requests: expected 5 (access_log), found 3 (usage_daily)"
+        );
     }
 }

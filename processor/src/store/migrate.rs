@@ -50,7 +50,11 @@ pub(crate) async fn migrate_with(
 ) -> Result<MigrateReport, MigrateError> {
     retention.validate()?;
     let ch = |what| move |source| MigrateError::ClickHouse { what, source };
-    server.query(&format!("CREATE DATABASE IF NOT EXISTS {db}")).execute().await.map_err(ch("creating the database"))?;
+    server
+        .query(&format!("CREATE DATABASE IF NOT EXISTS {db}"))
+        .execute()
+        .await
+        .map_err(ch("creating the database"))?;
     server
         .query(&format!(
             "CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, name String, checksum String, \
@@ -83,25 +87,28 @@ pub(crate) async fn migrate_with(
         }
     }
 
-    let mut report = MigrateReport { applied: Vec::new(), current_version: applied.iter().map(|a| a.version).max().unwrap_or(0) };
+    let mut report =
+        MigrateReport { applied: Vec::new(), current_version: applied.iter().map(|a| a.version).max().unwrap_or(0) };
     let mut sql_access: Option<bool> = None;
     for m in migrations.iter().filter(|m| !applied.iter().any(|a| a.version == m.version)) {
         let mut skipped = 0;
         for (index, stmt) in m.statements(db, retention).iter().enumerate() {
             if is_access_statement(stmt) {
                 if sql_access.is_none() {
-                    sql_access = Some(has_sql_access_storage(server).await.map_err(ch("reading system.user_directories"))?);
+                    sql_access =
+                        Some(has_sql_access_storage(server).await.map_err(ch("reading system.user_directories"))?);
                 }
                 if sql_access == Some(false) {
                     skipped += 1;
                     continue;
                 }
             }
-            server
-                .query(stmt)
-                .execute()
-                .await
-                .map_err(|source| MigrateError::Statement { version: m.version, name: m.name, index: index + 1, source })?;
+            server.query(stmt).execute().await.map_err(|source| MigrateError::Statement {
+                version: m.version,
+                name: m.name,
+                index: index + 1,
+                source,
+            })?;
         }
         if skipped > 0 {
             tracing::warn!(
@@ -131,7 +138,9 @@ pub(crate) async fn migrate_with(
 /// Roles, users and grants: statements that need SQL-managed access control on the server.
 pub fn is_access_statement(stmt: &str) -> bool {
     let head: String = stmt.split_whitespace().take(2).collect::<Vec<_>>().join(" ").to_ascii_uppercase();
-    head.starts_with("GRANT ") || head.starts_with("REVOKE ") || matches!(head.as_str(), "CREATE ROLE" | "CREATE USER" | "ALTER ROLE" | "ALTER USER")
+    head.starts_with("GRANT ")
+        || head.starts_with("REVOKE ")
+        || matches!(head.as_str(), "CREATE ROLE" | "CREATE USER" | "ALTER ROLE" | "ALTER USER")
 }
 
 /// Whether the server can store SQL-defined roles and grants (a `local_directory` or

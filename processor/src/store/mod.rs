@@ -48,10 +48,16 @@ pub enum ConfigError {
 impl ClickHouseConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
-            return Err(ConfigError::Invalid { key: "url", msg: format!("'{}' must start with http:// or https://", self.url) });
+            return Err(ConfigError::Invalid {
+                key: "url",
+                msg: format!("'{}' must start with http:// or https://", self.url),
+            });
         }
         if self.database.is_empty() || !self.database.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(ConfigError::Invalid { key: "database", msg: format!("'{}' must be [A-Za-z0-9_]+", self.database) });
+            return Err(ConfigError::Invalid {
+                key: "database",
+                msg: format!("'{}' must be [A-Za-z0-9_]+", self.database),
+            });
         }
         Ok(())
     }
@@ -76,7 +82,11 @@ impl ClickHouseConfig {
             .with_url(&self.url)
             .with_database(&self.database)
             .with_user(&self.user)
-            .with_compression(if self.compression { clickhouse::Compression::Lz4 } else { clickhouse::Compression::None });
+            .with_compression(if self.compression {
+                clickhouse::Compression::Lz4
+            } else {
+                clickhouse::Compression::None
+            });
         if let Some(p) = self.password()? {
             c = c.with_password(p);
         }

@@ -62,9 +62,15 @@ pub fn batch_token(topic: &str, partition: i32, start: i64, end: i64) -> String 
 
 pub async fn write_intent(client: &Client, topic: &str, partition: i32, start: i64, end: i64) -> Result<(), SinkError> {
     let mut ins = client.insert::<IntentRow>("sink_intents").await.map_err(err("writing a batch intent"))?;
-    ins.write(&IntentRow { topic: topic.into(), partition, start_offset: start, end_offset: end, written_at: chrono::Utc::now().timestamp_millis() })
-        .await
-        .map_err(err("writing a batch intent"))?;
+    ins.write(&IntentRow {
+        topic: topic.into(),
+        partition,
+        start_offset: start,
+        end_offset: end,
+        written_at: chrono::Utc::now().timestamp_millis(),
+    })
+    .await
+    .map_err(err("writing a batch intent"))?;
     ins.end().await.map_err(err("writing a batch intent"))
 }
 
@@ -100,11 +106,19 @@ pub async fn insert_rows(client: &Client, token: &str, rows: &[AccessLogRow]) ->
 
 /// Loads the progress of every stream (small: one row per file and host).
 pub async fn load_progress(client: &Client) -> Result<HashMap<(u64, String), StreamProgress>, SinkError> {
-    let rows: Vec<ProgressRow> =
-        client.query("SELECT ?fields FROM source_progress FINAL").fetch_all().await.map_err(err("reading source_progress"))?;
+    let rows: Vec<ProgressRow> = client
+        .query("SELECT ?fields FROM source_progress FINAL")
+        .fetch_all()
+        .await
+        .map_err(err("reading source_progress"))?;
     Ok(rows
         .into_iter()
-        .map(|r| ((r.fingerprint, r.site_host), StreamProgress { max_offset: r.max_offset, max_ts: r.max_ts, records: r.records }))
+        .map(|r| {
+            (
+                (r.fingerprint, r.site_host),
+                StreamProgress { max_offset: r.max_offset, max_ts: r.max_ts, records: r.records },
+            )
+        })
         .collect())
 }
 
@@ -115,9 +129,16 @@ pub async fn write_progress(client: &Client, changed: &[((u64, String), StreamPr
     let now = chrono::Utc::now().timestamp_millis();
     let mut ins = client.insert::<ProgressRow>("source_progress").await.map_err(err("writing source progress"))?;
     for ((fp, host), p) in changed {
-        ins.write(&ProgressRow { fingerprint: *fp, site_host: host.clone(), max_offset: p.max_offset, max_ts: p.max_ts, records: p.records, updated_at: now })
-            .await
-            .map_err(err("writing source progress"))?;
+        ins.write(&ProgressRow {
+            fingerprint: *fp,
+            site_host: host.clone(),
+            max_offset: p.max_offset,
+            max_ts: p.max_ts,
+            records: p.records,
+            updated_at: now,
+        })
+        .await
+        .map_err(err("writing source progress"))?;
     }
     ins.end().await.map_err(err("writing source progress"))
 }
