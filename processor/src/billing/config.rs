@@ -65,21 +65,8 @@ impl BillingConfig {
     /// A client for `ch`'s server and database that authenticates as the billing user. The
     /// `[clickhouse]` password (the processor's) is never sent for it.
     pub fn client(&self, ch: &ClickHouseConfig) -> Result<clickhouse::Client, BillingError> {
-        ch.validate()?;
         self.validate().map_err(|(key, msg)| BillingError::Config(format!("{key}: {msg}")))?;
-        let mut c = clickhouse::Client::default()
-            .with_url(&ch.url)
-            .with_database(&ch.database)
-            .with_user(&self.user)
-            .with_compression(if ch.compression {
-                clickhouse::Compression::Lz4
-            } else {
-                clickhouse::Compression::None
-            });
-        if let Some(p) = self.password()? {
-            c = c.with_password(p);
-        }
-        Ok(c)
+        Ok(ch.client_as(&self.user, self.password()?)?)
     }
 }
 

@@ -75,22 +75,25 @@ impl ClickHouseConfig {
         Ok(self.password.clone())
     }
 
-    /// A client bound to the configured database.
+    /// A client bound to the configured database, as the configured user.
     pub fn client(&self) -> Result<clickhouse::Client, ConfigError> {
+        self.client_as(&self.user, self.password()?)
+    }
+
+    /// A client for the configured server and database that authenticates as `user` (e.g.
+    /// the billing user); this config's own password is never sent for it.
+    pub fn client_as(&self, user: &str, password: Option<String>) -> Result<clickhouse::Client, ConfigError> {
         self.validate()?;
-        let mut c = clickhouse::Client::default()
+        let compression = if self.compression { clickhouse::Compression::Lz4 } else { clickhouse::Compression::None };
+        let c = clickhouse::Client::default()
             .with_url(&self.url)
             .with_database(&self.database)
-            .with_user(&self.user)
-            .with_compression(if self.compression {
-                clickhouse::Compression::Lz4
-            } else {
-                clickhouse::Compression::None
-            });
-        if let Some(p) = self.password()? {
-            c = c.with_password(p);
-        }
-        Ok(c)
+            .with_user(user)
+            .with_compression(compression);
+        Ok(match password {
+            Some(p) => c.with_password(p),
+            None => c,
+        })
     }
 
     /// A client without a database, for statements that create it.
