@@ -1,6 +1,6 @@
 //! The billing run on the generated data set, end to end through the real stack: the
 //! generator's log files are parsed with the collector's log formats, sent to tansu as wire
-//! batches and stored by `sitelog process` (killed with SIGKILL mid-stream, restarted, and the
+//! batches and stored by `sitelog process` (killed with SIGKILL mid-stream, restarted, ClickHouse stopped and restarted under it, and the
 //! whole topic replayed by a second consumer group). Then `sitelog report billing` must equal
 //! the generator's independently counted ground truth for every customer, site and month —
 //! October 2026 with its DST change and a domain that moved between customers on 26 October,
@@ -246,7 +246,8 @@ fn unattributed_by_month(messages: &[(String, Vec<u8>)], host: &str) -> BTreeMap
 
 #[test]
 fn billing_equals_ground_truth_through_faults_and_verify_finds_a_deleted_rollup() {
-    let stack = support::stack();
+    // A stack of its own: this test stops and restarts ClickHouse.
+    let mut stack = support::own_stack("billsample-stack");
     let dir = support::temp_dir("billsample");
     let opts = GenerateOptions { out: dir.clone(), customers: 6, rate: 20, ..GenerateOptions::default() };
     let summary = sample::generate(&opts).unwrap();
@@ -274,7 +275,7 @@ fn billing_equals_ground_truth_through_faults_and_verify_finds_a_deleted_rollup(
         billed.sort();
         p.included = billed.get(billed.len() / 2).copied().unwrap_or(0);
     }
-    let db = db(stack, "billsample");
+    let db = db(&stack, "billsample");
     support::block_on(sitelog_processor::register::import(&db.client, &export, "test", "register.json", "-")).unwrap();
 
     let (messages, malformed) = wire_batches(&dir);
@@ -290,6 +291,11 @@ fn billing_equals_ground_truth_through_faults_and_verify_finds_a_deleted_rollup(
     p.kill().unwrap(); // SIGKILL
     p.wait().unwrap();
     let mut p = processor(&config, None);
+    wait_for_usage(&db, summary.records * 2 / 3);
+    // ClickHouse stopped mid-stream and restarted while the processor keeps running.
+    stack.stop_clickhouse();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    stack.start_clickhouse().unwrap();
     wait_for_usage(&db, summary.records);
     // SAFETY: kill(2) on our own child's pid; SIGTERM drains and exits 0.
     unsafe { libc::kill(p.id() as i32, libc::SIGTERM) };
