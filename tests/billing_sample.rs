@@ -17,8 +17,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use billing_common::*;
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use sitelog::sample::{self, truth, GenerateOptions};
 use sitelog_ingest::format::LogFormat;
 use sitelog_schema::register::RegisterExport;
@@ -99,24 +97,6 @@ fn wire_batches(sample: &Path) -> (Vec<(String, Vec<u8>)>, u64) {
         }
     }
     (messages, malformed)
-}
-
-fn send(bootstrap: &str, topic: &str, messages: &[(String, Vec<u8>)]) {
-    support::block_on(async {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set("enable.idempotence", "true")
-            .set("compression.type", "lz4")
-            .create()
-            .unwrap();
-        for (key, payload) in messages {
-            producer
-                .send(FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(30))
-                .await
-                .map_err(|(e, _)| e)
-                .unwrap();
-        }
-    });
 }
 
 fn process_config(db: &Db, bootstrap: &str, topic: &str, group: &str) -> PathBuf {
@@ -282,7 +262,7 @@ fn billing_equals_ground_truth_through_faults_and_verify_finds_a_deleted_rollup(
     assert_eq!(malformed, summary.malformed, "every line is a record or one of the generator's malformed lines");
     let topic = support::unique_name("billsample");
     stack.create_topic(&topic, 4).unwrap();
-    send(&stack.kafka_bootstrap, &topic, &messages);
+    support::block_on(support::produce(&stack.kafka_bootstrap, &topic, &messages));
 
     // Store everything, with a SIGKILL of the processor mid-stream.
     let config = process_config(&db, &stack.kafka_bootstrap, &topic, "billing-g1");

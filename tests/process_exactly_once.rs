@@ -10,8 +10,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::TimeZone;
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use sitelog::stack::LocalStack;
 use sitelog_processor::store::migrate::migrate;
 use sitelog_schema::migrations::Retention;
@@ -106,22 +104,6 @@ fn produce_plan(n_per_stream: usize) -> Produced {
     Produced { messages, expected, total }
 }
 
-async fn send_all(stack: &LocalStack, topic: &str, messages: &[(String, Vec<u8>)]) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &stack.kafka_bootstrap)
-        .set("enable.idempotence", "true")
-        .set("compression.type", "lz4")
-        .create()
-        .unwrap();
-    for (key, payload) in messages {
-        producer
-            .send(FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
-    }
-}
-
 struct Env {
     config: std::path::PathBuf,
 }
@@ -198,7 +180,7 @@ fn exactly_once_through_crashes_outage_resends_replicas_and_replay() {
     rt.block_on(sitelog_processor::register::import(&client, &register(), "test", "inline", "-")).unwrap();
 
     let plan = produce_plan(6_000);
-    rt.block_on(send_all(&stack, &topic, &plan.messages));
+    rt.block_on(support::produce(&stack.kafka_bootstrap, &topic, &plan.messages));
     let env = write_config(&stack, &topic, "g1", &db, 1_000);
 
     // 1. kill -9 three times mid-stream, restart each time.
@@ -222,7 +204,7 @@ fn exactly_once_through_crashes_outage_resends_replicas_and_replay() {
 
     // 3. A restarted collector re-sends a stretch of already delivered records.
     let resend: Vec<_> = plan.messages.iter().skip(10).take(30).cloned().collect();
-    rt.block_on(send_all(&stack, &topic, &resend));
+    rt.block_on(support::produce(&stack.kafka_bootstrap, &topic, &resend));
     let t = Instant::now();
     loop {
         let n = rt.block_on(count(&client, "SELECT count() FROM access_log"));

@@ -60,3 +60,21 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .expect("tokio runtime")
         .block_on(f)
 }
+
+/// Produces keyed messages (idempotent, lz4, as the collector does) and waits for every ack.
+pub async fn produce(bootstrap: &str, topic: &str, messages: &[(String, Vec<u8>)]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("compression.type", "lz4")
+        .create()
+        .expect("kafka producer");
+    for (key, payload) in messages {
+        producer
+            .send(FutureRecord::to(topic).key(key).payload(payload), std::time::Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("message acknowledged");
+    }
+}
