@@ -13,7 +13,7 @@ use chrono::TimeZone;
 use sitelog::stack::LocalStack;
 use sitelog_processor::store::migrate::migrate;
 use sitelog_schema::migrations::Retention;
-use sitelog_schema::register::{Address, Customer, Plan, RegisterExport, Site};
+use sitelog_schema::register::RegisterExport;
 use sitelog_schema::wire::BatchWriter;
 use sitelog_schema::{AccessRecord, SourceId};
 
@@ -21,34 +21,12 @@ const HOSTS: [&str; 4] = ["kahvila.fi", "www.kahvila.fi", "puutarha.fi", "tuntem
 const RECORDS_PER_MESSAGE: usize = 250;
 
 fn register() -> RegisterExport {
-    let site = |id: &str, domain: &str| Site {
-        site_id: id.into(),
-        primary_domain: domain.into(),
-        aliases: vec![],
-        plan: "start".into(),
-        valid_from: "2024-01-01".into(),
-        valid_to: None,
-    };
-    let customer = |id: &str, bid: &str, sites| Customer {
-        customer_id: id.into(),
-        company_name: format!("{id} Oy"),
-        business_id: bid.into(),
-        billing_address: Address {
-            street: "Katu 1".into(),
-            postal_code: "00100".into(),
-            city: "Helsinki".into(),
-            country: "FI".into(),
-        },
-        billing_email: "laskut@example.fi".into(),
-        contacts: vec![],
-        sites,
-    };
     RegisterExport {
         exported_at: "2026-11-01T00:00:00Z".into(),
-        plans: vec![Plan { plan: "start".into(), metering: "requests".into(), included: 1000 }],
+        plans: vec![support::plan("start", "requests", 1000)],
         customers: vec![
-            customer("C1", "0112038-9", vec![site("S1", "kahvila.fi")]),
-            customer("C2", "1572860-0", vec![site("S2", "puutarha.fi")]),
+            support::customer(0, "C1", vec![support::site("S1", "kahvila.fi", "start")]),
+            support::customer(1, "C2", vec![support::site("S2", "puutarha.fi", "start")]),
         ],
     }
 }

@@ -13,7 +13,7 @@ use sitelog::stack::LocalStack;
 use sitelog_processor::store::migrate::migrate;
 use sitelog_processor::store::rows::AccessLogRow;
 use sitelog_schema::migrations::Retention;
-use sitelog_schema::register::{Address, Customer, Plan, RegisterExport, Site};
+use sitelog_schema::register::{Customer, Plan, RegisterExport};
 
 use crate::support;
 
@@ -80,40 +80,9 @@ pub fn csv_rows(text: &str) -> Vec<std::collections::BTreeMap<String, String>> {
         .collect()
 }
 
-pub fn plan(name: &str, metering: &str, included: u64) -> Plan {
-    Plan { plan: name.into(), metering: metering.into(), included }
-}
-
-pub fn site(id: &str, domain: &str, plan: &str) -> Site {
-    Site {
-        site_id: id.into(),
-        primary_domain: domain.into(),
-        aliases: vec![],
-        plan: plan.into(),
-        valid_from: "2020-01-01".into(),
-        valid_to: None,
-    }
-}
-
-/// Valid Finnish business IDs for test customers.
-const BUSINESS_IDS: [&str; 4] = ["0112038-9", "1572860-0", "2331972-7", "0737546-2"];
-
-pub fn customer(i: usize, id: &str, sites: Vec<Site>) -> Customer {
-    Customer {
-        customer_id: id.into(),
-        company_name: format!("{id} Oy"),
-        business_id: BUSINESS_IDS[i % BUSINESS_IDS.len()].into(),
-        billing_address: Address {
-            street: "Katu 1".into(),
-            postal_code: "00100".into(),
-            city: "Helsinki".into(),
-            country: "FI".into(),
-        },
-        billing_email: "laskut@example.fi".into(),
-        contacts: vec![],
-        sites,
-    }
-}
+// Re-exported for the billing tests; not every test binary uses them.
+#[allow(unused_imports)]
+pub use crate::support::{customer, plan, site};
 
 pub fn import(db: &Db, plans: Vec<Plan>, customers: Vec<Customer>) {
     let export = RegisterExport { exported_at: "2026-11-01T00:00:00Z".into(), plans, customers };

@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 use sitelog::stack::LocalStack;
 use sitelog_processor::store::ClickHouseConfig;
+use sitelog_schema::register::{Address, Customer, Plan, Site};
 
 /// A fresh directory under the cargo target dir, unique per process and call.
 pub fn temp_dir(prefix: &str) -> PathBuf {
@@ -76,5 +77,42 @@ pub async fn produce(bootstrap: &str, topic: &str, messages: &[(String, Vec<u8>)
             .await
             .map_err(|(e, _)| e)
             .expect("message acknowledged");
+    }
+}
+
+// Register builders for tests: a plan, a site owned since 2020, a customer with a valid business ID.
+
+pub fn plan(name: &str, metering: &str, included: u64) -> Plan {
+    Plan { plan: name.into(), metering: metering.into(), included }
+}
+
+pub fn site(id: &str, domain: &str, plan: &str) -> Site {
+    Site {
+        site_id: id.into(),
+        primary_domain: domain.into(),
+        aliases: vec![],
+        plan: plan.into(),
+        valid_from: "2020-01-01".into(),
+        valid_to: None,
+    }
+}
+
+/// Valid Finnish business IDs for test customers.
+const BUSINESS_IDS: [&str; 4] = ["0112038-9", "1572860-0", "2331972-7", "0737546-2"];
+
+pub fn customer(i: usize, id: &str, sites: Vec<Site>) -> Customer {
+    Customer {
+        customer_id: id.into(),
+        company_name: format!("{id} Oy"),
+        business_id: BUSINESS_IDS[i % BUSINESS_IDS.len()].into(),
+        billing_address: Address {
+            street: "Katu 1".into(),
+            postal_code: "00100".into(),
+            city: "Helsinki".into(),
+            country: "FI".into(),
+        },
+        billing_email: "laskut@example.fi".into(),
+        contacts: vec![],
+        sites,
     }
 }
