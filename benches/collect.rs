@@ -68,6 +68,8 @@ checkpoint_dir = "{root}/state"
 brokers = "{brokers}"
 topic = "{topic}"
 rejects_topic = "{topic}-rejects"
+# As in the sample config for the local stack: tansu decodes compressed batches slowly.
+compression = "none"
 [limits]
 max_open_files = 256
 [tail]
@@ -76,12 +78,27 @@ inotify = false
 name = "bench"
 paths = ["{root}/logs/{{site}}/access.log"]
 format = "combined"
-"#,
-        root = root.display()
+{props}"#,
+        root = root.display(),
+        props = extra_properties(),
     );
     let p = root.join("collector.toml");
     fs::write(&p, text).expect("config");
     p
+}
+
+/// `SITELOG_BENCH_KAFKA_PROPS="compression.type=lz4,linger.ms=5"`: librdkafka settings to
+/// compare (they override the collector's through `[kafka.properties]`).
+fn extra_properties() -> String {
+    let Ok(list) = std::env::var("SITELOG_BENCH_KAFKA_PROPS") else {
+        return String::new();
+    };
+    let mut out = String::from("[kafka.properties]\n");
+    for kv in list.split(',').filter(|s| !s.is_empty()) {
+        let (k, v) = kv.split_once('=').expect("SITELOG_BENCH_KAFKA_PROPS: key=value,...");
+        out.push_str(&format!("{k:?} = {v:?}\n"));
+    }
+    out
 }
 
 /// Acknowledges every message at once: the collector alone.
@@ -164,8 +181,11 @@ fn main() {
     }
     println!("## Collector alone (sink acknowledges at once), --once");
     println!("{:<28} {:>10} {:>10} {:>10} {:>12}", "case", "lines", "lines/s", "MB/s", "ns/line");
-    in_process("1 file x 1,000,000", 1, 1_000_000);
-    in_process("1,000 files x 1,000", 1000, 1000);
+    // `SITELOG_BENCH_TANSU_ONLY=1` skips the in-process figures (when comparing broker settings).
+    if std::env::var_os("SITELOG_BENCH_TANSU_ONLY").is_none() {
+        in_process("1 file x 1,000,000", 1, 1_000_000);
+        in_process("1,000 files x 1,000", 1000, 1000);
+    }
 
     let dir = std::env::temp_dir().join(format!("sitelog-bench-stack-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);

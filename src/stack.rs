@@ -258,6 +258,12 @@ fn wait_tcp(service: &'static str, port: u16, child: &mut Child, log: &Path) -> 
     }
 }
 
+/// tansu's storage engine: durable sqlite in the stack directory unless
+/// `SITELOG_TANSU_STORAGE` names another (e.g. `memory://tansu/` for a broker-ceiling bench).
+fn tansu_storage() -> String {
+    std::env::var("SITELOG_TANSU_STORAGE").unwrap_or_else(|_| "sqlite://tansu.db".into())
+}
+
 fn start_kafka(dir: &Path, port: u16, how: Ownership) -> Result<Proc, StackError> {
     ensure_port_free("tansu (Kafka)", port)?;
     let data = dir.join("kafka");
@@ -269,7 +275,7 @@ fn start_kafka(dir: &Path, port: u16, how: Ownership) -> Result<Proc, StackError
     let mut cmd = Command::new(tansu_bin());
     cmd.current_dir(&data)
         .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-        .args(["--storage-engine", "sqlite://tansu.db"])
+        .args(["--storage-engine", &tansu_storage()])
         .env("RUST_LOG", std::env::var("SITELOG_TANSU_LOG").unwrap_or_else(|_| "warn".into()))
         .stdin(Stdio::null())
         .stdout(out)

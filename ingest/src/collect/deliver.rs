@@ -69,7 +69,7 @@ pub fn client_config(k: &KafkaConfig) -> Result<ClientConfig, SinkError> {
         .set("client.id", &k.client_id)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("compression.type", "lz4")
+        .set("compression.type", &k.compression)
         .set("linger.ms", "5")
         .set("message.timeout.ms", k.message_timeout_ms.to_string())
         .set("security.protocol", &k.security_protocol);
