@@ -32,11 +32,14 @@ pub struct SinkConfig {
     /// Kafka consumer `max.poll.interval.ms`: how long an insert may block before the group
     /// rebalances (which is safe: batches are reproducible).
     pub max_poll_interval_ms: u32,
+    /// Batches being inserted at once (at most one per partition, so a partition's batches
+    /// stay in offset order). Each holds its rows in memory until ClickHouse acknowledges.
+    pub max_inflight_batches: usize,
 }
 
 impl Default for SinkConfig {
     fn default() -> Self {
-        SinkConfig { batch_max_records: 100_000, linger_ms: 1_000, max_poll_interval_ms: 60_000 }
+        SinkConfig { batch_max_records: 100_000, linger_ms: 1_000, max_poll_interval_ms: 60_000, max_inflight_batches: 2 }
     }
 }
 
@@ -153,6 +156,9 @@ impl ProcessorConfig {
                 "sink.batch_max_records",
                 "must be between 1 and 1000000 (one ClickHouse insert block)".into(),
             ));
+        }
+        if self.sink.max_inflight_batches == 0 || self.sink.max_inflight_batches > 64 {
+            return Err(("sink.max_inflight_batches", "must be between 1 and 64".into()));
         }
         self.billing.validate()?;
         if self.attribution.register_poll_secs == 0 {

@@ -8,8 +8,14 @@
 //!
 //! Batches are per partition, so their boundaries and dedup tokens depend only on Kafka
 //! offsets and the recorded intents, never on timing, replica count or rebalances.
+//!
+//! Inserts run concurrently on the tokio runtime (up to `sink.max_inflight_batches`, at most
+//! one per partition) while this loop keeps polling and preparing the next batches: a
+//! partition's batches are stored and committed in offset order, and its next batch is
+//! built only after the previous one is stored, so the re-send filter sees its progress.
+//! A partition with a sealed batch waiting is paused (bounded memory during slow inserts).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -97,8 +103,27 @@ pub struct Processor {
     last_lag_report: Instant,
     ever_assigned: bool,
     /// Messages fetched while partitions were paused during a ClickHouse outage.
-    stash: std::collections::VecDeque<(i32, i64, Vec<u8>)>,
+    stash: VecDeque<(i32, i64, Vec<u8>)>,
+    /// Complete batches per partition, waiting for that partition's insert in flight.
+    sealed: BTreeMap<i32, VecDeque<PartBuf>>,
+    /// The insert in flight per partition.
+    inflight: BTreeMap<i32, InFlight>,
+    /// Partitions paused because a sealed batch waits (backpressure).
+    held: BTreeSet<i32>,
+    /// Set on shutdown: an insert that fails from then on gives up instead of retrying.
+    give_up: Arc<AtomicBool>,
     pub stats: Stats,
+}
+
+/// One batch being stored by a task on the runtime.
+struct InFlight {
+    /// Taken when the task is joined.
+    task: Option<tokio::task::JoinHandle<Result<(), sink::SinkError>>>,
+    end: i64,
+    rows: u64,
+    unattributed: u64,
+    advanced: HashMap<(u64, String), StreamProgress>,
+    started: Instant,
 }
 
 impl Processor {
@@ -134,6 +159,10 @@ impl Processor {
             last_lag_report: Instant::now(),
             ever_assigned: false,
             stash: Default::default(),
+            sealed: BTreeMap::new(),
+            inflight: BTreeMap::new(),
+            held: BTreeSet::new(),
+            give_up: Arc::new(AtomicBool::new(false)),
             stats: Stats::default(),
             cfg,
         };
@@ -180,7 +209,9 @@ impl Processor {
                 }
                 continue;
             }
-            match self.consumer.poll(Duration::from_millis(100)) {
+            // Short waits while inserts are in flight, so a finished one is committed promptly.
+            let wait = if self.inflight.is_empty() { 100 } else { 5 };
+            match self.consumer.poll(Duration::from_millis(wait)) {
                 Some(Ok(m)) => {
                     idle_since = Instant::now();
                     let p = m.partition();
@@ -200,10 +231,13 @@ impl Processor {
             if self.last_lag_report.elapsed() >= Duration::from_secs(15) {
                 self.report_lag();
             }
-            // One batch per turn, so the consumer is polled between inserts and stays in the
-            // group (max.poll.interval.ms) even when several partitions are due at once.
+            if self.reap(false)? {
+                idle_since = Instant::now();
+            }
+            // Batches whose linger ran out: one per turn, so the consumer is polled between
+            // the (CPU-bound) preparations and stays in the group (max.poll.interval.ms).
             if let Some(p) = self.parts.iter().find(|(_, b)| self.is_due(b)).map(|(p, _)| *p) {
-                self.flush(p, stop)?;
+                self.seal(p)?;
                 idle_since = Instant::now();
             }
             if let Some(idle) = exit_when_idle {
@@ -218,17 +252,23 @@ impl Processor {
                     // rebalance timeout when a previous member left uncleanly.
                     (true, false) => idle.max(Duration::from_secs(60)),
                 };
-                if (caught_up || self.assigned.is_empty()) && self.parts.is_empty() && idle_since.elapsed() >= wait {
+                let settled = self.parts.is_empty() && self.sealed.is_empty() && self.inflight.is_empty();
+                if (caught_up || self.assigned.is_empty()) && settled && idle_since.elapsed() >= wait {
                     break;
                 }
             }
         }
-        // SIGTERM or done: drain what is buffered, commit, and leave the group.
+        // SIGTERM or done: store what is buffered, commit, and leave the group. An insert
+        // that fails from now on gives up (nothing of it is committed; it is re-read later).
+        self.give_up.store(stop.load(Ordering::Relaxed), Ordering::Relaxed);
         let pending: Vec<i32> = self.parts.keys().copied().collect();
         for p in pending {
             if self.parts.get(&p).is_some_and(|b| b.planned_end.is_none_or(|e| b.end >= e)) {
-                self.flush(p, &AtomicBool::new(false))?;
+                self.seal(p)?;
             }
+        }
+        while !self.inflight.is_empty() {
+            self.reap(true)?;
         }
         self.consumer.unsubscribe();
         Ok(self.stats.clone())
@@ -285,6 +325,7 @@ impl Processor {
         };
         if let Some(tpl) = paused {
             let _ = self.consumer.resume(&tpl);
+            self.pause_held();
         }
         result
     }
@@ -307,7 +348,11 @@ impl Processor {
         if now == self.assigned {
             return Ok(false);
         }
+        // Batches in flight for a revoked partition finish (their token makes a repeat by the
+        // new owner harmless); buffered and sealed ones are dropped and re-read by the owner.
         self.parts.retain(|p, _| now.contains(p));
+        self.sealed.retain(|p, _| now.contains(p));
+        self.held.retain(|p| now.contains(p));
         self.eof.retain(|p| now.contains(p));
         tracing::info!(partitions = ?now, "assignment changed");
         self.ever_assigned |= !now.is_empty();
@@ -342,19 +387,111 @@ impl Processor {
         b.records += n;
         b.payloads.push((offset, payload));
         if self.is_due(self.parts.get(&p).expect("present")) {
-            self.flush(p, stop)?;
+            self.seal(p)?;
         }
         Ok(())
     }
 
-    /// Inserts one partition's batch exactly once, then commits its offsets.
-    fn flush(&mut self, p: i32, stop: &AtomicBool) -> Result<(), ProcessError> {
-        let Some(b) = self.parts.remove(&p) else { return Ok(()) };
+    /// Closes partition `p`'s open batch and starts its insert if the partition and the
+    /// in-flight limit allow; otherwise it waits and the partition is paused.
+    fn seal(&mut self, p: i32) -> Result<(), ProcessError> {
+        if let Some(b) = self.parts.remove(&p) {
+            self.sealed.entry(p).or_default().push_back(b);
+        }
+        self.dispatch(p);
+        if self.sealed.contains_key(&p) && self.held.insert(p) {
+            self.pause_held();
+        }
+        Ok(())
+    }
+
+    /// Starts the next sealed batch of `p` when nothing of `p` is in flight and the limit allows.
+    fn dispatch(&mut self, p: i32) {
+        if self.inflight.contains_key(&p) || self.inflight.len() >= self.cfg.sink.max_inflight_batches {
+            return;
+        }
+        let Some(queue) = self.sealed.get_mut(&p) else { return };
+        let b = queue.pop_front().expect("sealed queues are never empty");
+        if queue.is_empty() {
+            self.sealed.remove(&p);
+        }
+        self.start_insert(p, b);
+    }
+
+    fn pause_held(&self) {
+        let mut tpl = TopicPartitionList::new();
+        for &p in &self.held {
+            tpl.add_partition(&self.cfg.kafka.topic, p);
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = self.consumer.pause(&tpl) {
+                tracing::warn!(error = %e, "pausing partitions failed");
+            }
+        }
+    }
+
+    /// Collects finished inserts (waiting for one when `wait`): commits their offsets and
+    /// starts what they held back. Returns whether anything finished.
+    fn reap(&mut self, wait: bool) -> Result<bool, ProcessError> {
+        let done: Vec<i32> = self.inflight.iter().filter(|(_, f)| f.task.as_ref().is_none_or(|t| t.is_finished())).map(|(p, _)| *p).collect();
+        let done = match (done.is_empty(), wait) {
+            (true, true) => self.inflight.keys().next().copied().into_iter().collect(),
+            (true, false) => return Ok(false),
+            _ => done,
+        };
+        for p in done {
+            let mut f = self.inflight.remove(&p).expect("listed");
+            let task = f.task.take().expect("joined once");
+            self.rt.block_on(task).expect("insert task panicked")?;
+            self.finish(p, f);
+        }
+        // Freed slots: start waiting batches (lowest partition first), resume drained partitions.
+        let waiting: Vec<i32> = self.sealed.keys().copied().collect();
+        for p in waiting {
+            self.dispatch(p);
+        }
+        let drained: Vec<i32> = self.held.iter().copied().filter(|p| !self.sealed.contains_key(p)).collect();
+        if !drained.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for p in drained {
+                self.held.remove(&p);
+                tpl.add_partition(&self.cfg.kafka.topic, p);
+            }
+            if let Err(e) = self.consumer.resume(&tpl) {
+                tracing::warn!(error = %e, "resuming partitions failed");
+            }
+        }
+        Ok(true)
+    }
+
+    /// A stored batch: remember its progress, commit its offsets, count it.
+    fn finish(&mut self, p: i32, f: InFlight) {
+        self.progress.extend(f.advanced);
+        let mut tpl = TopicPartitionList::new();
+        let committed = tpl
+            .add_partition_offset(&self.cfg.kafka.topic, p, Offset::Offset(f.end + 1))
+            .and_then(|()| self.consumer.commit(&tpl, CommitMode::Sync));
+        if let Err(e) = committed {
+            // Safe: the batch is stored; a re-read repeats it with the same token.
+            tracing::warn!(partition = p, error = %e, "offset commit failed; the batch will be re-read and deduplicated");
+        }
+        self.stats.inserted += f.rows;
+        self.stats.batches += 1;
+        metrics::counter!("sitelog_process_records_total", "outcome" => "inserted").increment(f.rows);
+        metrics::counter!("sitelog_process_records_total", "outcome" => "unattributed").increment(f.unattributed);
+        metrics::histogram!("sitelog_process_insert_seconds").record(f.started.elapsed().as_secs_f64());
+        metrics::gauge!("sitelog_process_inserts_in_flight").set(self.inflight.len() as f64);
+        self.committed.insert(p, f.end + 1);
+        tracing::debug!(partition = p, end = f.end, rows = f.rows, ms = f.started.elapsed().as_millis() as u64, "batch stored");
+    }
+
+    /// Prepares one partition's batch (decode, drop re-sent records, attribute, classify) and
+    /// hands it to a task that stores it exactly once; `reap` commits it.
+    fn start_insert(&mut self, p: i32, b: PartBuf) {
         let topic = self.cfg.kafka.topic.clone();
         let token = batch_token(&topic, p, b.start, b.end);
         let started = Instant::now();
 
-        // Rows: decode, drop re-sent records by source identity, attribute, classify.
         let mut rows: Vec<AccessLogRow> = Vec::with_capacity(b.records);
         let mut advanced: HashMap<(u64, String), StreamProgress> = HashMap::new();
         for (offset, payload) in &b.payloads {
@@ -398,39 +535,42 @@ impl Processor {
                 rows.push(row);
             }
         }
+        drop(b.payloads);
 
-        let client = self.client.clone();
-        let changed: Vec<((u64, String), StreamProgress)> = advanced.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        let planned = b.planned_end.is_some();
-        let (start, end) = (b.start, b.end);
-        if !planned {
-            self.storage("writing a batch intent", stop, || sink::write_intent(&client, &topic, p, start, end))?;
-        }
-        self.storage("inserting access_log rows", stop, || sink::insert_rows(&client, &token, &rows))?;
-        self.storage("writing source progress", stop, || sink::write_progress(&client, &changed))?;
-        self.progress.extend(advanced);
-
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&topic, p, Offset::Offset(end + 1))?;
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
-            // Safe: the batch is stored; a re-read repeats it with the same token.
-            tracing::warn!(partition = p, error = %e, "offset commit failed; the batch will be re-read and deduplicated");
-        }
         let unattributed = rows.iter().filter(|r| r.customer_id.is_empty()).count() as u64;
-        self.stats.inserted += rows.len() as u64;
-        self.stats.batches += 1;
-        metrics::counter!("sitelog_process_records_total", "outcome" => "inserted").increment(rows.len() as u64);
-        metrics::counter!("sitelog_process_records_total", "outcome" => "unattributed").increment(unattributed);
-        metrics::histogram!("sitelog_process_insert_seconds").record(started.elapsed().as_secs_f64());
-        self.committed.insert(p, end + 1);
-        tracing::debug!(
-            partition = p,
-            start,
-            end,
-            rows = rows.len(),
-            ms = started.elapsed().as_millis() as u64,
-            "batch stored"
-        );
-        Ok(())
+        let changed: Vec<((u64, String), StreamProgress)> = advanced.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let (client, give_up) = (self.client.clone(), self.give_up.clone());
+        let (planned, start, end, n) = (b.planned_end.is_some(), b.start, b.end, rows.len() as u64);
+        let task = self.rt.spawn(async move {
+            if !planned {
+                retrying(&give_up, "writing a batch intent", || sink::write_intent(&client, &topic, p, start, end)).await?;
+            }
+            retrying(&give_up, "inserting access_log rows", || sink::insert_rows(&client, &token, &rows)).await?;
+            retrying(&give_up, "writing source progress", || sink::write_progress(&client, &changed)).await
+        });
+        self.inflight.insert(p, InFlight { task: Some(task), end, rows: n, unattributed, advanced, started });
+        metrics::gauge!("sitelog_process_inserts_in_flight").set(self.inflight.len() as f64);
+    }
+}
+
+/// Runs one ClickHouse step until it succeeds, with backoff; gives up on an error once
+/// `give_up` is set (shutdown). Nothing is committed for a batch that gave up.
+async fn retrying<F, Fut>(give_up: &AtomicBool, what: &str, mut step: F) -> Result<(), sink::SinkError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), sink::SinkError>>,
+{
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match step().await {
+            Ok(()) => return Ok(()),
+            Err(e) if give_up.load(Ordering::Relaxed) => return Err(e),
+            Err(e) => {
+                metrics::counter!("sitelog_process_clickhouse_errors_total").increment(1);
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what} failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
     }
 }
