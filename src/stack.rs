@@ -430,6 +430,10 @@ impl LocalStack {
     pub fn kafka_pid(&self) -> u32 {
         self.kafka.pid
     }
+
+    pub fn clickhouse_pid(&self) -> u32 {
+        self.clickhouse.pid
+    }
 }
 
 impl Drop for LocalStack {
