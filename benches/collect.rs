@@ -13,9 +13,14 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Instant;
 
+mod support {
+    pub mod usage;
+}
+
 use sitelog::stack::LocalStack;
 use sitelog_ingest::collect::sink::{Ack, Event, EventSender, Sink, SinkError, Token, Topic};
 use sitelog_ingest::collect::{Collector, CollectorConfig, Mode};
+use support::usage::{cpu_seconds, wait_rusage};
 
 const PATHS: &[&str] = &[
     "/",
@@ -143,9 +148,8 @@ fn to_tansu(stack: &LocalStack, label: &str, files: usize, lines: usize) {
     stack.create_topic(&topic, 4).expect("topic");
     stack.create_topic(&format!("{topic}-rejects"), 1).expect("topic");
     let cfg = config(&root, &stack.kafka_bootstrap, &topic);
+    let tansu_cpu = cpu_seconds(stack.kafka_pid());
     let t = Instant::now();
-    // Reaped by `wait4` below, which also reports the peak RSS that `Child::wait` cannot.
-    #[allow(clippy::zombie_processes)]
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_sitelog"))
         .args(["collect", "--once", "--config"])
         .arg(&cfg)
@@ -153,26 +157,20 @@ fn to_tansu(stack: &LocalStack, label: &str, files: usize, lines: usize) {
         .env_remove("SITELOG_KAFKA_BROKERS")
         .spawn()
         .expect("sitelog collect");
-    let (status, max_rss_kib) = wait_rusage(child.id() as i32);
+    let u = wait_rusage(child);
     let secs = t.elapsed().as_secs_f64();
-    assert!(status == 0, "collector exit status {status}");
+    let tansu_cpu = cpu_seconds(stack.kafka_pid()) - tansu_cpu;
+    assert!(u.status == 0, "collector exit status {}", u.status);
     let n = (files * lines) as f64;
     println!(
-        "{label:<28} {:>10} {:>10.0} {:>10.1} {:>12.1}",
+        "{label:<28} {:>10} {:>10.0} {:>10.1} {:>12.1} {:>10.1} {:>10.1} {secs:>8.1}",
         files * lines,
         n / secs,
         bytes as f64 / secs / 1e6,
-        max_rss_kib as f64 / 1024.0
+        u.rss_mb,
+        u.cpu_s,
+        tansu_cpu
     );
-}
-
-/// Waits for a child and returns (exit status, peak RSS in KiB) from `wait4`.
-fn wait_rusage(pid: i32) -> (i32, i64) {
-    let mut status = 0;
-    // SAFETY: plain syscall on our own child; both out-pointers are valid locals.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    (libc::WEXITSTATUS(status), usage.ru_maxrss)
 }
 
 fn main() {
@@ -190,8 +188,11 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("sitelog-bench-stack-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     let stack = LocalStack::start(&dir).expect("local stack");
-    println!("\n## sitelog collect --once -> tansu (sqlite storage, lz4), own process");
-    println!("{:<28} {:>10} {:>10} {:>10} {:>12}", "case", "lines", "lines/s", "MB/s", "peak RSS MB");
+    println!("\n## sitelog collect --once -> tansu (sqlite storage, no Kafka compression), own process");
+    println!(
+        "{:<28} {:>10} {:>10} {:>10} {:>12} {:>10} {:>10} {:>8}",
+        "case", "lines", "lines/s", "MB/s", "peak RSS MB", "CPU s", "tansu CPU", "wall s"
+    );
     to_tansu(&stack, "1 file x 1,000,000", 1, 1_000_000);
     to_tansu(&stack, "1,000 files x 1,000", 1000, 1000);
     drop(stack);

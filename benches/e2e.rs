@@ -24,6 +24,11 @@ use std::time::{Duration, Instant};
 
 use sitelog::sample::truth;
 use sitelog::stack::LocalStack;
+use support::usage::{cpu_seconds, terminate, wait_rusage};
+
+mod support {
+    pub mod usage;
+}
 
 const BLOCK: u64 = 1000;
 
@@ -42,45 +47,6 @@ fn run(args: &[&str]) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "sitelog {args:?}: {}\n{stdout}{}", out.status, String::from_utf8_lossy(&out.stderr));
     stdout
-}
-
-/// How a finished child ran: exit status, peak RSS (MB), CPU seconds (user + system).
-struct Usage {
-    status: i32,
-    rss_mb: f64,
-    cpu_s: f64,
-}
-
-/// Waits for a child and reads its resource usage from `wait4`.
-fn wait_rusage(child: Child) -> Usage {
-    let mut status = 0;
-    // SAFETY: plain syscall on our own child; both out-pointers are valid locals.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    std::mem::forget(child); // reaped above
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Usage {
-        status: libc::WEXITSTATUS(status),
-        rss_mb: usage.ru_maxrss as f64 / 1024.0,
-        cpu_s: secs(usage.ru_utime) + secs(usage.ru_stime),
-    }
-}
-
-/// CPU seconds (user + system) a running process has used so far, from `/proc/PID/stat`.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<f64> = rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse().ok()).collect();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    f.iter().sum::<f64>() / hz
-}
-
-fn terminate(child: Child) -> Usage {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    wait_rusage(child)
 }
 
 struct Bench {
