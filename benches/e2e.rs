@@ -292,6 +292,12 @@ fn freshness(b: &Bench) {
         q(0.99),
         lag[lag.len() - 1]
     );
+    let last = complete.values().copied().fold(0.0, f64::max);
+    println!(
+        "all {total} lines queryable {last:.1} s after the first was written: {:.0} rows/s sustained end to end{}",
+        total as f64 / last,
+        if lag[lag.len() - 1] > 5.0 { " (falling behind the writer)" } else { "" }
+    );
     println!("peak RSS: collector {:.1} MB, processor {:.1} MB", c.rss_mb, p.rss_mb);
 }
 
