@@ -201,6 +201,7 @@ fn freshness(b: &Bench) {
     let topic = "e2e-fresh";
     b.stack.create_topic(topic, 4).expect("topic");
     b.stack.create_topic(&format!("{topic}-rejects"), 1).expect("topic");
+    let (kafka_cpu, ch_cpu) = (cpu_seconds(b.stack.kafka_pid()), cpu_seconds(b.stack.clickhouse_pid()));
     let processor = b.process(&b.processor_config(topic, "e2e-fresh"), false);
     let collector = b.collect(&cfg, topic, false);
     std::thread::sleep(Duration::from_secs(5)); // group join, first scan
@@ -275,6 +276,8 @@ fn freshness(b: &Bench) {
     let written = writer.join().expect("writer");
     let c = terminate(collector);
     let p = terminate(processor);
+    let (kafka_cpu, ch_cpu) =
+        (cpu_seconds(b.stack.kafka_pid()) - kafka_cpu, cpu_seconds(b.stack.clickhouse_pid()) - ch_cpu);
     assert_eq!(
         complete.len() as u64,
         blocks,
@@ -299,6 +302,10 @@ fn freshness(b: &Bench) {
         if lag[lag.len() - 1] > 5.0 { " (falling behind the writer)" } else { "" }
     );
     println!("peak RSS: collector {:.1} MB, processor {:.1} MB", c.rss_mb, p.rss_mb);
+    println!(
+        "CPU seconds: collector {:.1}, tansu {kafka_cpu:.1}, processor {:.1}, chDB endpoint {ch_cpu:.1}",
+        c.cpu_s, p.cpu_s
+    );
 }
 
 fn main() {
