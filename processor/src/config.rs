@@ -39,7 +39,12 @@ pub struct SinkConfig {
 
 impl Default for SinkConfig {
     fn default() -> Self {
-        SinkConfig { batch_max_records: 100_000, linger_ms: 1_000, max_poll_interval_ms: 60_000, max_inflight_batches: 2 }
+        SinkConfig {
+            batch_max_records: 100_000,
+            linger_ms: 1_000,
+            max_poll_interval_ms: 60_000,
+            max_inflight_batches: 2,
+        }
     }
 }
 

@@ -433,7 +433,12 @@ impl Processor {
     /// Collects finished inserts (waiting for one when `wait`): commits their offsets and
     /// starts what they held back. Returns whether anything finished.
     fn reap(&mut self, wait: bool) -> Result<bool, ProcessError> {
-        let done: Vec<i32> = self.inflight.iter().filter(|(_, f)| f.task.as_ref().is_none_or(|t| t.is_finished())).map(|(p, _)| *p).collect();
+        let done: Vec<i32> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| f.task.as_ref().is_none_or(|t| t.is_finished()))
+            .map(|(p, _)| *p)
+            .collect();
         let done = match (done.is_empty(), wait) {
             (true, true) => self.inflight.keys().next().copied().into_iter().collect(),
             (true, false) => return Ok(false),
@@ -482,7 +487,13 @@ impl Processor {
         metrics::histogram!("sitelog_process_insert_seconds").record(f.started.elapsed().as_secs_f64());
         metrics::gauge!("sitelog_process_inserts_in_flight").set(self.inflight.len() as f64);
         self.committed.insert(p, f.end + 1);
-        tracing::debug!(partition = p, end = f.end, rows = f.rows, ms = f.started.elapsed().as_millis() as u64, "batch stored");
+        tracing::debug!(
+            partition = p,
+            end = f.end,
+            rows = f.rows,
+            ms = f.started.elapsed().as_millis() as u64,
+            "batch stored"
+        );
     }
 
     /// Prepares one partition's batch (decode, drop re-sent records, attribute, classify) and
@@ -543,7 +554,8 @@ impl Processor {
         let (planned, start, end, n) = (b.planned_end.is_some(), b.start, b.end, rows.len() as u64);
         let task = self.rt.spawn(async move {
             if !planned {
-                retrying(&give_up, "writing a batch intent", || sink::write_intent(&client, &topic, p, start, end)).await?;
+                retrying(&give_up, "writing a batch intent", || sink::write_intent(&client, &topic, p, start, end))
+                    .await?;
             }
             retrying(&give_up, "inserting access_log rows", || sink::insert_rows(&client, &token, &rows)).await?;
             retrying(&give_up, "writing source progress", || sink::write_progress(&client, &changed)).await

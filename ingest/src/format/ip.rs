@@ -15,11 +15,14 @@ pub(crate) fn parse_ip(b: &[u8]) -> Option<IpAddr> {
     if b.len() < 2 || b.len() > 45 || memchr::memchr(b':', b).is_none() {
         return None;
     }
-    let v6: Ipv6Addr = std::str::from_utf8(b).ok()?.parse().ok()?;
+    let v6 = match parse_v6_groups(b) {
+        Some(v6) => v6,
+        None => std::str::from_utf8(b).ok()?.parse().ok()?,
+    };
     Some(canonical(IpAddr::V6(v6)))
 }
 
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
@@ -63,6 +66,94 @@ fn parse_v4(b: &[u8]) -> Option<Ipv4Addr> {
     octets[3] = v as u8;
     Some(Ipv4Addr::from(octets))
 }
+
+/// IPv6 as servers log it: hex groups and at most one `::`, nothing else (no embedded IPv4,
+/// no zone). A subset of std's grammar read in one pass; `None` leaves the rest to std.
+#[inline]
+fn parse_v6_groups(b: &[u8]) -> Option<Ipv6Addr> {
+    v6_groups_prefix(b).filter(|&(_, end)| end == b.len()).map(|(v6, _)| v6)
+}
+
+/// Like `parse_v6_groups` for the address at the start of `b`, ending before the first byte
+/// that cannot continue it; returns the address and its length.
+#[inline]
+pub(crate) fn v6_groups_prefix(b: &[u8]) -> Option<(Ipv6Addr, usize)> {
+    let mut groups = [0u16; 8];
+    let mut n = 0;
+    // Where `::` stands, as a group index, and whether it was just read.
+    let mut gap = None;
+    let mut after_gap = false;
+    let mut i = 0;
+    if b.starts_with(b"::") {
+        gap = Some(0);
+        after_gap = true;
+        i = 2;
+    }
+    loop {
+        let start = i;
+        let mut v: u32 = 0;
+        while i < b.len() && i - start < 5 {
+            let h = HEX[b[i] as usize];
+            if h > 15 {
+                break;
+            }
+            v = v << 4 | h as u32;
+            i += 1;
+        }
+        if i == start {
+            if after_gap {
+                break; // `::` ends the address
+            }
+            return None;
+        }
+        if i - start > 4 || n == 8 {
+            return None;
+        }
+        groups[n] = v as u16;
+        n += 1;
+        after_gap = false;
+        if b.get(i) != Some(&b':') {
+            break;
+        }
+        i += 1;
+        if b.get(i) == Some(&b':') {
+            if gap.is_some() {
+                return None;
+            }
+            gap = Some(n);
+            after_gap = true;
+            i += 1;
+        }
+    }
+    match gap {
+        None if n == 8 => {}
+        // `::` stands for at least one zero group.
+        Some(g) if n <= 7 => {
+            let tail = n - g;
+            groups.copy_within(g..n, 8 - tail);
+            groups[g..8 - tail].fill(0);
+        }
+        _ => return None,
+    }
+    Some((Ipv6Addr::from(groups), i))
+}
+
+/// Hex digit values; 0xff for other bytes.
+static HEX: [u8; 256] = {
+    let mut t = [0xff; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => 0xff,
+        };
+        i += 1;
+    }
+    t
+};
 
 /// An address range in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`, or one address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -244,6 +335,38 @@ mod tests {
         fn parse_ip_agrees_with_std(s in "[0-9a-f:.]{0,20}") {
             let std = s.parse::<IpAddr>().ok().map(canonical);
             prop_assert_eq!(parse_ip(s.as_bytes()), std);
+        }
+
+        #[test]
+        fn parse_v6_agrees_with_std(s in "[0-9a-fA-F:]{0,45}") {
+            let std = s.parse::<IpAddr>().ok().map(canonical);
+            prop_assert_eq!(parse_ip(s.as_bytes()), std);
+        }
+
+        #[test]
+        fn v6_groups_read_what_std_writes(groups: [u16; 8], zeros in 0usize..8, at in 0usize..8, upper: bool) {
+            // Runs of zero groups make std write `::`.
+            let mut g = groups;
+            g[at..(at + zeros).min(8)].fill(0);
+            let v6 = Ipv6Addr::from(g);
+            let s = if upper { v6.to_string().to_ascii_uppercase() } else { v6.to_string() };
+            prop_assert_eq!(parse_ip(s.as_bytes()), Some(canonical(IpAddr::V6(v6))));
+            if !s.contains('.') {
+                prop_assert_eq!(parse_v6_groups(s.as_bytes()), Some(v6));
+            }
+        }
+
+        /// The prefix reader takes exactly the address before a byte that ends it.
+        #[test]
+        fn v6_prefix_stops_where_the_address_ends(groups: [u16; 8], zeros in 0usize..8, at in 0usize..8, end in "[ \".%/g-]") {
+            let mut g = groups;
+            g[at..(at + zeros).min(8)].fill(0);
+            let v6 = Ipv6Addr::from(g);
+            let s = v6.to_string();
+            let line = format!("{s}{end}rest");
+            if !s.contains('.') {
+                prop_assert_eq!(v6_groups_prefix(line.as_bytes()), Some((v6, s.len())));
+            }
         }
 
         #[test]

@@ -262,3 +262,171 @@ proptest! {
         }
     }
 }
+
+/// The formats with a fused parser, as `(name, format)`; nginx's `combined` spells the same
+/// layout differently from apache's.
+fn fast_formats() -> Vec<(&'static str, LogFormat)> {
+    let mut v: Vec<_> = ["combined", "common", "vhost_combined", "main"]
+        .into_iter()
+        .map(|n| (n, LogFormat::builtin(n).unwrap()))
+        .collect();
+    v.push(("nginx combined", LogFormat::from_nginx_config("", "combined").unwrap()));
+    v.push((
+        "lower-case header names",
+        LogFormat::apache(r#"%h %l %u %t "%r" %>s %b "%{referer}i" "%{user-agent}i""#).unwrap(),
+    ));
+    v
+}
+
+/// The generic plan alone, without the fused parser.
+fn generic<'a>(fmt: &LogFormat, line: &'a [u8]) -> Result<AccessRecord<'a>, LineError> {
+    let mut rec = AccessRecord::default();
+    fmt.plan.run(line, &mut rec, &fmt.trusted, None)?;
+    Ok(rec)
+}
+
+#[test]
+fn fused_parsers_cover_the_common_layouts() {
+    let fast: Vec<_> = fast_formats().into_iter().map(|(n, f)| (n, f.fast.is_some())).collect();
+    assert!(fast.iter().all(|(_, f)| *f), "{fast:?}");
+    for (name, fmt) in [
+        ("json", LogFormat::builtin("json").unwrap()),
+        ("custom", LogFormat::nginx(CUSTOM_NGINX, Escape::Default).unwrap()),
+        ("escape=none", LogFormat::from_nginx_config("log_format c escape=none '$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent \"$http_referer\" \"$http_user_agent\"';", "c").unwrap()),
+        ("combined + %D", LogFormat::apache(r#"%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i" %D"#).unwrap()),
+    ] {
+        assert!(fmt.fast.is_none(), "{name}");
+    }
+    // Trusted proxies make the client depend on X-Forwarded-For: the plan decides.
+    let trusted = vec!["10.0.0.0/8".parse().unwrap()];
+    assert!(LogFormat::builtin("main").unwrap().with_trusted_proxies(trusted.clone()).fast.is_none());
+    assert!(LogFormat::builtin("combined").unwrap().with_trusted_proxies(trusted).fast.is_some());
+
+    // Plain lines do take the fused path.
+    let lines: [(&str, &[u8]); 4] = [
+        ("combined", COMBINED_LINE),
+        ("common", br#"192.0.2.1 - - [10/Oct/2026:13:55:36 +0300] "GET / HTTP/1.1" 200 512"#),
+        ("vhost_combined", br#"www.example.fi:443 203.0.113.5 - - [10/Oct/2026:13:55:36 +0300] "POST /xmlrpc.php HTTP/1.1" 403 2413 "-" "python-requests/2.31.0""#),
+        ("main", br#"10.0.0.5 - bob [10/Oct/2026:13:55:36 -0700] "GET /?a=1 HTTP/2" 200 - "-" "curl/8.5.0" "198.51.100.1, 10.0.0.7""#),
+    ];
+    for (name, line) in lines {
+        let fmt = LogFormat::builtin(name).unwrap();
+        let fast = fmt.fast.unwrap().parse(line);
+        assert!(fast.is_some(), "{name}");
+        assert_eq!(fast.map(Ok), Some(generic(&fmt, line)), "{name}");
+    }
+}
+
+/// Mostly one of `good`, sometimes one of `odd`: lines with one or two odd pieces are what
+/// tells the fused parsers' checks apart.
+fn piece(good: &'static [&'static str], odd: &'static [&'static str]) -> impl Strategy<Value = &'static str> {
+    prop_oneof![8 => prop::sample::select(good), 1 => prop::sample::select(odd)]
+}
+
+prop_compose! {
+    /// A line of the covered layouts' shape, built from pieces that are mostly fine and
+    /// sometimes each of the things the fused parsers must leave to the plan.
+    fn layout_line()(
+        host in piece(&["www.example.fi", "-"], &["", "[2001:db8::1]", "h\\x41", "a b"]),
+        port in piece(&["443", "80"], &["", "-", "4 43"]),
+        addr in piece(
+            &["192.0.2.1", "10.0.0.255", "255.255.255.255", "0.0.0.0", "2001:db8::1", "1.22.133.4"],
+            &["01.2.3.4", "1.2.3.256", "1.2.3", "1.2.3.4.5", "::ffff:192.0.2.1", "::1", "fe80::1%eth0",
+              "crawl.example.com", "-", "1.2.3.4-", "", "1.2.3.4:80", "1111.2.3.4", "1.2.3.04", "1.2.3.2555"],
+        ),
+        ident in piece(&["-"], &["x", "", "- -"]),
+        user in piece(&["-", "alice"], &["", "a b", "[x", "\\x41", "a[b"]),
+        time in piece(
+            &["10/Oct/2026:13:55:36 +0300", "31/Dec/1999:23:59:59 -0700", "29/Feb/2024:00:00:00 +0000"],
+            &["29/Feb/2025:00:00:00 +0000", "10/oct/2026:13:55:36 +0300", "10/Oct/2026:13:55:36 +03:00",
+              "1/Oct/2026:13:55:36 +0300", "10/Oct/2026:24:55:36 +0300", "10/Xyz/2026:13:55:36 +0300"],
+        ),
+        method in piece(
+            &["GET", "POST", "M-SEARCH"],
+            &["-", "", "G\"ET", "A2345678901234567890123456789012", "A23456789012345678901234567890123", "G?T"],
+        ),
+        sep in piece(&[" "], &["  ", ""]),
+        target in piece(
+            &["/", "/a?b=1&c", "/wp-login.php"],
+            &["?x", "/a b", "/a?b?c", "/\"x", "", "/a\\x22", "/?", "/caf\u{e9}", "HTTP/1.1", "/a\" b"],
+        ),
+        proto in piece(
+            &[" HTTP/1.1", " HTTP/2", " HTTP/2.0"],
+            &[" HTTP/1.1.1", " FOO/1.0", "", " HTTP/", " HTTP/11", "  HTTP/1.1", " HTTP/1.x", " http/1.1", " HTTP/1.10"],
+        ),
+        status in piece(&["200", "404", "000"], &["-", "2000", "20", "2x0", "200.0"]),
+        bytes in piece(
+            &["0", "-", "123", "1234567890123456789"],
+            &["18446744073709551615", "12345678901234567890", "99999999999999999999", "-5", "1.5", "", "007", "12-"],
+        ),
+        referer in piece(&["-", "https://x.example/"], &["", "a\"b", "a\" \"b", "\\\"", "caf\u{e9}", "\""]),
+        agent in piece(&["curl/8.5.0", "-", "Mozilla/5.0 (X11) \"q\""], &["", "x\" \"y", "\\x22", "\""]),
+        xff in prop::sample::select(vec![None, None, Some("-"), Some("1.2.3.4, 5.6.7.8"), Some("\""), Some("")]),
+        vhost in any::<bool>(),
+        tail in 0u8..4,
+    ) -> Vec<u8> {
+        let mut s = String::new();
+        if vhost {
+            s.push_str(&format!("{host}:{port} "));
+        }
+        s.push_str(&format!("{addr} {ident} {user} [{time}] \"{method}{sep}{target}{proto}\" {status} {bytes}"));
+        if tail > 0 {
+            s.push_str(&format!(" \"{referer}\" \"{agent}\""));
+        }
+        if let Some(x) = xff.filter(|_| tail > 1) {
+            s.push_str(&format!(" \"{x}\""));
+        }
+        s.into_bytes()
+    }
+}
+
+/// Bytes that delimit or change how a value parses.
+const SPECIAL: &[u8] = b" \"\\-[]:?./0123456789aAxHT\t\x80\xc3\xa9\xff";
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4096, ..ProptestConfig::default() })]
+
+    /// The fused parsers and the generic plan agree on every line: the same record, or the
+    /// fused parser declines and the plan gives the same error as always.
+    #[test]
+    fn fused_parsers_match_the_plan(
+        line in layout_line(),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..5, prop::sample::select(SPECIAL.to_vec()), any::<u8>()), 0..2),
+    ) {
+        let mut line = line;
+        for (at, op, special, random) in edits {
+            let i = at.index(line.len() + 1);
+            match op {
+                0 if i < line.len() => line[i] = special,
+                1 => line.insert(i, special),
+                2 if i < line.len() => line[i] = random,
+                3 => line.truncate(i),
+                4 => line.truncate(line.len().saturating_sub(random as usize % 4)),
+                _ => {}
+            }
+        }
+        for (name, fmt) in fast_formats() {
+            let want = generic(&fmt, &line);
+            if let Some(fast) = fmt.fast.unwrap().parse(&line) {
+                prop_assert_eq!(Ok(&fast), want.as_ref(), "{}: {}", name, String::from_utf8_lossy(&line));
+            }
+            prop_assert_eq!(fmt.parse_line(&line), want, "{}: {}", name, String::from_utf8_lossy(&line));
+        }
+    }
+}
+
+#[test]
+fn fused_parsers_match_the_plan_on_golden_lines() {
+    let files: [(&str, &[u8]); 4] = [
+        ("combined", include_bytes!("../../tests/golden/combined.log")),
+        ("common", include_bytes!("../../tests/golden/common.log")),
+        ("vhost_combined", include_bytes!("../../tests/golden/vhost_combined.log")),
+        ("main", include_bytes!("../../tests/golden/main.log")),
+    ];
+    for (name, log) in files {
+        let fmt = LogFormat::builtin(name).unwrap();
+        for line in log.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            assert_eq!(fmt.parse_line(line), generic(&fmt, line), "{name}: {}", String::from_utf8_lossy(line));
+        }
+    }
+}

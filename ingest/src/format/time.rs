@@ -16,6 +16,7 @@ pub(crate) struct Stamp {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+#[inline(always)]
 pub(crate) const fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
     let era = if y >= 0 { y } else { y - 399 } / 400;
@@ -91,6 +92,16 @@ fn civil_secs(year: u32, month: u32, day: u32, h: u32, m: u32, s: u32) -> Option
     Some(days_from_civil(year, month, day) * 86_400 + (h * 3600 + m * 60 + s) as i64)
 }
 
+/// Days since the epoch of a date that exists.
+#[inline(always)]
+fn date_days(year: u32, month: u32, day: u32) -> Option<i64> {
+    let year = year as i64;
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    Some(days_from_civil(year, month, day))
+}
+
 /// `+0300` / `-0700` (and `+03:00` when `colon`) to seconds east of UTC.
 #[inline(always)]
 fn offset(b: &[u8], colon: bool) -> Option<i32> {
@@ -115,34 +126,78 @@ fn offset(b: &[u8], colon: bool) -> Option<i32> {
 }
 
 /// nginx `$time_local` / the inside of apache `%t`: `10/Oct/2026:13:55:36 +0300` (26 bytes).
-#[inline]
+#[inline(always)]
 pub(crate) fn parse_time_local(b: &[u8]) -> Option<Stamp> {
-    let b: &[u8; 26] = b.try_into().ok()?;
-    if b[2] != b'/' || b[6] != b'/' || b[11] != b':' || b[14] != b':' || b[17] != b':' || b[20] != b' ' {
+    time_local(b.try_into().ok()?, |b, day, year| date_days(year, month_abbr(&b[3..6])?, day))
+}
+
+/// [`parse_time_local`] remembering the last date's day number on this thread: lines come in
+/// time order, so nearly every line repeats the date of the line before (a memo of a pure
+/// function, keyed on the date's bytes).
+#[inline(always)]
+pub(crate) fn parse_time_local_cached(b: &[u8; 26]) -> Option<Stamp> {
+    thread_local! {
+        static LAST_DATE: std::cell::Cell<(u64, u32, i64)> = const { std::cell::Cell::new((0, 0, 0)) };
+    }
+    time_local(b, |b, day, year| {
+        // `dd/Mon/yyyy`: never all zero bytes once validated, so the initial key never hits.
+        let key = (u64::from_le_bytes(b[..8].try_into().unwrap()), u32::from_le_bytes([b[8], b[9], b[10], 0]));
+        let (k0, k1, days) = LAST_DATE.get();
+        if (k0, k1) == key {
+            return Some(days);
+        }
+        let days = date_days(year, month_abbr(&b[3..6])?, day)?;
+        LAST_DATE.set((key.0, key.1, days));
+        Some(days)
+    })
+}
+
+/// `dd/Mon/yyyy:hh:mm:ss +zzzz` checked and read, with `days(bytes, day, year)` giving the
+/// date's day number (or `None` for a date that does not exist).
+///
+/// The fixed bytes are checked eight at a time: each byte XOR its template is 0..=9 at a
+/// digit and 0 at a separator, and adding 0x76 / 0x7f sets the byte's top bit otherwise.
+#[inline(always)]
+fn time_local(b: &[u8; 26], days: impl FnOnce(&[u8; 26], u32, u32) -> Option<i64>) -> Option<Stamp> {
+    // Templates over `dd/Mon/y`, `yyy:hh:m`, `m:ss +hh`, `mm` (month and sign unchecked).
+    const T: [u64; 3] = [
+        u64::from_le_bytes(*b"00/\x00\x00\x00/0"),
+        u64::from_le_bytes(*b"000:00:0"),
+        u64::from_le_bytes(*b"0:00 \x0000"),
+    ];
+    const ADD: [u64; 3] = [
+        u64::from_le_bytes([0x76, 0x76, 0x7f, 0, 0, 0, 0x7f, 0x76]),
+        u64::from_le_bytes([0x76, 0x76, 0x76, 0x7f, 0x76, 0x76, 0x7f, 0x76]),
+        u64::from_le_bytes([0x76, 0x7f, 0x76, 0x76, 0x7f, 0, 0x76, 0x76]),
+    ];
+    const CHECKED: [u64; 3] = [
+        u64::from_le_bytes([0xff, 0xff, 0xff, 0, 0, 0, 0xff, 0xff]),
+        u64::MAX,
+        u64::from_le_bytes([0xff, 0xff, 0xff, 0xff, 0xff, 0, 0xff, 0xff]),
+    ];
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let word = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
+    let x = [(word(0) ^ T[0]) & CHECKED[0], (word(1) ^ T[1]) & CHECKED[1], (word(2) ^ T[2]) & CHECKED[2]];
+    let bad = (0..3).fold(0, |bad, i| bad | ((x[i].wrapping_add(ADD[i]) | x[i]) & HIGH & CHECKED[i]));
+    let (o0, o1) = (b[24].wrapping_sub(b'0'), b[25].wrapping_sub(b'0'));
+    if bad != 0 || o0 > 9 || o1 > 9 {
         return None;
     }
-    const DIGITS: [usize; 16] = [0, 1, 7, 8, 9, 10, 12, 13, 15, 16, 18, 19, 22, 23, 24, 25];
-    let d = DIGITS.map(|i| b[i].wrapping_sub(b'0'));
-    // Branch-free check of all sixteen digits at once.
-    if d.iter().fold(0u8, |bad, &x| bad | u8::from(x > 9)) != 0 {
-        return None;
-    }
-    let n2 = |i: usize| d[i] as u32 * 10 + d[i + 1] as u32;
-    let day = n2(0);
-    let year = n2(2) * 100 + n2(4);
-    let (h, m, s) = (n2(6), n2(8), n2(10));
-    let month = month_abbr(&b[3..6])?;
-    let (oh, om) = (n2(12), n2(14));
+    let d = |w: usize, i: usize| (x[w] >> (i * 8)) as u8 as u32;
+    let day = d(0, 0) * 10 + d(0, 1);
+    let year = d(0, 7) * 1000 + d(1, 0) * 100 + d(1, 1) * 10 + d(1, 2);
+    let (h, m, s) = (d(1, 4) * 10 + d(1, 5), d(1, 7) * 10 + d(2, 0), d(2, 2) * 10 + d(2, 3));
+    let (oh, om) = (d(2, 6) * 10 + d(2, 7), o0 as u32 * 10 + o1 as u32);
     let sign = match b[21] {
         b'+' => 1,
         b'-' => -1,
         _ => return None,
     };
-    if oh > 23 || om > 59 {
+    if oh > 23 || om > 59 || h > 23 || m > 59 || s > 60 {
         return None;
     }
     let off = sign * (oh * 3600 + om * 60) as i32;
-    let local = civil_secs(year, month, day, h, m, s)?;
+    let local = days(b, day, year)? * 86_400 + (h * 3600 + m * 60 + s) as i64;
     Some(Stamp { micros: (local - off as i64) * US, offset_secs: off })
 }
 
@@ -263,6 +318,37 @@ mod tests {
     use chrono::{DateTime, NaiveDate};
     use proptest::prelude::*;
 
+    /// The previous byte-by-byte `parse_time_local`, kept to check the word-wise one against.
+    fn parse_time_local_digitwise(b: &[u8]) -> Option<Stamp> {
+        let b: &[u8; 26] = b.try_into().ok()?;
+        if b[2] != b'/' || b[6] != b'/' || b[11] != b':' || b[14] != b':' || b[17] != b':' || b[20] != b' ' {
+            return None;
+        }
+        const DIGITS: [usize; 16] = [0, 1, 7, 8, 9, 10, 12, 13, 15, 16, 18, 19, 22, 23, 24, 25];
+        let d = DIGITS.map(|i| b[i].wrapping_sub(b'0'));
+        // Branch-free check of all sixteen digits at once.
+        if d.iter().fold(0u8, |bad, &x| bad | u8::from(x > 9)) != 0 {
+            return None;
+        }
+        let n2 = |i: usize| d[i] as u32 * 10 + d[i + 1] as u32;
+        let day = n2(0);
+        let year = n2(2) * 100 + n2(4);
+        let (h, m, s) = (n2(6), n2(8), n2(10));
+        let month = month_abbr(&b[3..6])?;
+        let (oh, om) = (n2(12), n2(14));
+        let sign = match b[21] {
+            b'+' => 1,
+            b'-' => -1,
+            _ => return None,
+        };
+        if oh > 23 || om > 59 {
+            return None;
+        }
+        let off = sign * (oh * 3600 + om * 60) as i32;
+        let local = civil_secs(year, month, day, h, m, s)?;
+        Some(Stamp { micros: (local - off as i64) * US, offset_secs: off })
+    }
+
     #[test]
     fn time_local_example() {
         let s = parse_time_local(b"10/Oct/2026:13:55:36 +0300").unwrap();
@@ -351,6 +437,31 @@ mod tests {
             let _ = parse_iso8601(&b);
             let _ = parse_epoch(&b, EpochUnit::Seconds);
             let _ = parse_epoch(&b, EpochUnit::Micros);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4096, ..ProptestConfig::default() })]
+
+        /// The word-wise parser agrees with the byte-by-byte one on valid and damaged stamps
+        /// (the bytes next to separators and digits are what a wrong constant would let in).
+        #[test]
+        fn time_local_matches_digitwise(
+            secs in -62_135_596_800i64..253_402_300_799,
+            off_min in -(23*60+59)..=(23*60+59i32),
+            edits in proptest::collection::vec((0usize..26, any::<u8>(), prop::sample::select(b"0123456789/: +-!)(.;?Oo\x80\xff".to_vec()), any::<bool>()), 0..3),
+        ) {
+            let off = chrono::FixedOffset::east_opt(off_min * 60).unwrap();
+            let dt = DateTime::from_timestamp(secs, 0).unwrap().with_timezone(&off);
+            let mut text = dt.format("%d/%b/%Y:%H:%M:%S %z").to_string().into_bytes();
+            for (at, random, special, pick) in edits {
+                text[at] = if pick { special } else { random };
+            }
+            prop_assert_eq!(parse_time_local(&text), parse_time_local_digitwise(&text));
+            // The memo of the date gives the same, whatever the line before held.
+            let text: [u8; 26] = text.try_into().unwrap();
+            prop_assert_eq!(parse_time_local_cached(&text), parse_time_local(&text));
+            prop_assert_eq!(parse_time_local_cached(&text), parse_time_local(&text));
         }
     }
 }

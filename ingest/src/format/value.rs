@@ -124,6 +124,12 @@ static TCHAR: [bool; 256] = {
     t
 };
 
+/// Whether `b` is an RFC 9110 token character.
+#[inline(always)]
+pub(crate) fn is_tchar(b: u8) -> bool {
+    TCHAR[b as usize]
+}
+
 /// `GET /a?b HTTP/1.1` → method, path, query, protocol. HTTP/0.9 style `GET /` has no
 /// protocol; a target holding spaces is kept whole when a protocol ends the line. Anything
 /// else (`-`, TLS bytes on a plain port, a bare word) is `None`: the caller keeps it raw.
