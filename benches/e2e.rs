@@ -12,7 +12,8 @@
 //!
 //! Prints rows/s, MB/s, freshness percentiles and each program's peak RSS.
 //! `cargo bench --bench e2e`. Knobs: `SITELOG_BENCH_FRESH_RATE` (lines/s, default 20000),
-//! `SITELOG_BENCH_FRESH_SECS` (default 20), `SITELOG_BENCH_INFLIGHT` (processor
+//! `SITELOG_BENCH_FRESH_SECS` (default 20); the live collector uses the local stack's settings
+//! (no Kafka compression, one request in flight) as in the sample's `collector.toml`, `SITELOG_BENCH_INFLIGHT` (processor
 //! `sink.max_inflight_batches`, default 2), `SITELOG_BENCH_SAMPLE_ARGS` (extra `generate` args).
 
 use std::fs;
@@ -190,6 +191,7 @@ fn freshness(b: &Bench) {
         &cfg,
         format!(
             "[collector]\ncheckpoint_dir = \"{r}/state\"\n[kafka]\ncompression = \"none\"\n\
+             [kafka.properties]\n\"max.in.flight.requests.per.connection\" = \"1\"\n\
              [[source]]\nname = \"fresh\"\npaths = [\"{r}/{{site}}/access.log\"]\nformat = \"combined\"\nhost = \"path\"\n",
             r = root.display()
         ),

@@ -962,6 +962,11 @@ checkpoint_dir = "{d}/.checkpoints"
 # The local tansu broker decodes compressed batches slowly; on loopback nothing is gained.
 compression = "none"
 
+[kafka.properties]
+# tansu serves one connection's requests one at a time: more in flight gains nothing and makes
+# librdkafka poll in a busy loop (benches/README.md, Collector). Keep the default (5) on Kafka.
+"max.in.flight.requests.per.connection" = "1"
+
 [[source]]
 name = "web1"
 paths = ["{d}/logs/web1/*/access.log*"]
