@@ -954,6 +954,10 @@ impl<S: Sink> Collector<S> {
                 f.eof = true;
                 return;
             }
+            // It grew since the last read. Said here, not only after a read: while reading
+            // waits for the broker (backpressure), a stale `eof` would let a rotated file be
+            // finished before its last lines were read (found by the model test).
+            f.eof = false;
         }
         let quota = 4 * buf.len();
         let mut done = 0;

@@ -746,3 +746,40 @@ fn inode_reuse_is_a_new_file() {
     assert_eq!(got.len(), 15, "{got:?}");
     fs::remove_dir_all(&root).unwrap();
 }
+
+/// Found by `collector_matches_the_model`: site b's file grew and was rotated while reading
+/// waited for the broker (site a filled the in-flight budget); a stale end-of-file flag let
+/// the rotated file be finished without its last line.
+#[test]
+fn rotated_while_reading_waits_for_the_broker() {
+    use Op::*;
+    let ops = [
+        Append { site: 0, lines: 1, bad: false },
+        Append { site: 0, lines: 4, bad: true },
+        Append { site: 0, lines: 1, bad: false },
+        Append { site: 0, lines: 2, bad: false },
+        RenameRotate { site: 0 },
+        Long { site: 0 },
+        Append { site: 0, lines: 3, bad: false },
+        Append { site: 0, lines: 1, bad: true },
+        Long { site: 0 },
+        Append { site: 0, lines: 5, bad: true },
+        Long { site: 0 },
+        Append { site: 1, lines: 4, bad: false },
+        RenameRotate { site: 0 },
+        Append { site: 0, lines: 3, bad: true },
+        Append { site: 0, lines: 3, bad: true },
+        Append { site: 0, lines: 3, bad: false },
+        Append { site: 0, lines: 1, bad: false },
+        Append { site: 0, lines: 2, bad: false },
+        Step { deliver: 0 },
+        Append { site: 1, lines: 1, bad: false },
+        RenameRotate { site: 1 },
+    ];
+    let mut h = Harness::new("");
+    for op in &ops {
+        h.apply(op);
+    }
+    h.drain();
+    h.check().expect("every line once");
+}
