@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use sitelog::stack::LocalStack;
 use sitelog_processor::store::migrate::migrate;
 use sitelog_processor::store::rows::AccessLogRow;
+use sitelog_processor::store::sink::{write_progress, StreamProgress};
 use sitelog_schema::migrations::Retention;
 use sitelog_schema::register::{Customer, Plan, RegisterExport};
 
@@ -165,31 +165,10 @@ pub fn insert(db: &Db, reqs: &[Req], fingerprint: u64) {
     });
 }
 
-#[derive(Debug, clickhouse::Row, Serialize)]
-struct ProgressRow {
-    fingerprint: u64,
-    site_host: String,
-    max_offset: u64,
-    max_ts: i64,
-    records: u64,
-    updated_at: i64,
-}
-
-/// Writes a `source_progress` row as the processor does after a batch.
+/// Writes a `source_progress` row with the processor's own writer, as after a batch.
 pub fn progress(db: &Db, fingerprint: u64, host: &str, max_ts: &str, records: u64) {
-    let row = ProgressRow {
-        fingerprint,
-        site_host: host.into(),
-        max_offset: records * 100,
-        max_ts: utc(max_ts).timestamp_micros(),
-        records,
-        updated_at: Utc::now().timestamp_millis(),
-    };
-    support::block_on(async {
-        let mut ins = db.client.insert::<ProgressRow>("source_progress").await.unwrap();
-        ins.write(&row).await.unwrap();
-        ins.end().await.unwrap();
-    });
+    let p = StreamProgress { max_offset: records * 100, max_ts: utc(max_ts).timestamp_micros(), records };
+    support::block_on(write_progress(&db.client, &[((fingerprint, host.to_owned()), p)])).unwrap();
 }
 
 pub fn exec(db: &Db, sql: &str) {
