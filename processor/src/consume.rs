@@ -237,7 +237,7 @@ impl Processor {
             // Batches whose linger ran out: one per turn, so the consumer is polled between
             // the (CPU-bound) preparations and stays in the group (max.poll.interval.ms).
             if let Some(p) = self.parts.iter().find(|(_, b)| self.is_due(b)).map(|(p, _)| *p) {
-                self.seal(p)?;
+                self.seal(p);
                 idle_since = Instant::now();
             }
             if let Some(idle) = exit_when_idle {
@@ -264,7 +264,7 @@ impl Processor {
         let pending: Vec<i32> = self.parts.keys().copied().collect();
         for p in pending {
             if self.parts.get(&p).is_some_and(|b| b.planned_end.is_none_or(|e| b.end >= e)) {
-                self.seal(p)?;
+                self.seal(p);
             }
         }
         while !self.inflight.is_empty() {
@@ -387,14 +387,14 @@ impl Processor {
         b.records += n;
         b.payloads.push((offset, payload));
         if self.is_due(self.parts.get(&p).expect("present")) {
-            self.seal(p)?;
+            self.seal(p);
         }
         Ok(())
     }
 
     /// Closes partition `p`'s open batch and starts its insert if the partition and the
     /// in-flight limit allow; otherwise it waits and the partition is paused.
-    fn seal(&mut self, p: i32) -> Result<(), ProcessError> {
+    fn seal(&mut self, p: i32) {
         if let Some(b) = self.parts.remove(&p) {
             self.sealed.entry(p).or_default().push_back(b);
         }
@@ -402,7 +402,6 @@ impl Processor {
         if self.sealed.contains_key(&p) && self.held.insert(p) {
             self.pause_held();
         }
-        Ok(())
     }
 
     /// Starts the next sealed batch of `p` when nothing of `p` is in flight and the limit allows.
@@ -505,6 +504,7 @@ impl Processor {
 
         let mut rows: Vec<AccessLogRow> = Vec::with_capacity(b.records);
         let mut advanced: HashMap<(u64, String), StreamProgress> = HashMap::new();
+        let mut unattributed = 0u64;
         for (offset, payload) in &b.payloads {
             let reader = match BatchReader::new(payload) {
                 Ok(r) => r,
@@ -541,14 +541,14 @@ impl Processor {
                 advanced.insert(key, s);
                 let row = self.deriver.row(&rec, &self.map);
                 if row.customer_id.is_empty() {
-                    self.stats.unattributed += 1;
+                    unattributed += 1;
                 }
                 rows.push(row);
             }
         }
         drop(b.payloads);
+        self.stats.unattributed += unattributed;
 
-        let unattributed = rows.iter().filter(|r| r.customer_id.is_empty()).count() as u64;
         let changed: Vec<((u64, String), StreamProgress)> = advanced.iter().map(|(k, v)| (k.clone(), *v)).collect();
         let (client, give_up) = (self.client.clone(), self.give_up.clone());
         let (planned, start, end, n) = (b.planned_end.is_some(), b.start, b.end, rows.len() as u64);
