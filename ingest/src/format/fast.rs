@@ -45,6 +45,9 @@ pub(crate) struct Fast {
     /// nginx's ` - ` literal after the address rather than apache's `%l` field.
     nginx: bool,
     tail: Tail,
+    /// The CPU has AVX2 (and BMI): the same parser compiled for it, scanning 32 bytes at a
+    /// time. Checked once at compile time of the format, so lines pay no feature test.
+    wide: bool,
 }
 
 impl Fast {
@@ -53,7 +56,7 @@ impl Fast {
     pub(crate) fn detect(plan: &Plan) -> Option<Fast> {
         static LAYOUTS: OnceLock<Vec<(Plan, Fast)>> = OnceLock::new();
         let layouts = LAYOUTS.get_or_init(|| {
-            let fast = |vhost, nginx, tail| Fast { vhost, nginx, tail };
+            let fast = |vhost, nginx, tail| Fast { vhost, nginx, tail, wide: wide_available() };
             let apache = |f: &str| Plan::build(apache::tokenize(f).expect("built-in"), Decode::Backslash);
             let nginx = |f: &str| Plan::build(nginx::tokenize(f).expect("built-in"), Decode::Backslash);
             [
@@ -76,10 +79,57 @@ impl Fast {
         self.tail != Tail::RefererAgentXff || trusted.is_empty()
     }
 
-    /// Parses `line`, or `None` when the generic plan must decide (see the module docs).
+    /// Parses `line`, or hands it to `plan` when the generic plan must decide (see the module
+    /// docs). The record is built in the caller's result (no copy of the ~300-byte record).
     #[inline]
-    pub(crate) fn parse<'a>(self, line: &'a [u8]) -> Option<AccessRecord<'a>> {
-        if !plain(line) {
+    pub(crate) fn parse_or<'a, E>(
+        self,
+        line: &'a [u8],
+        plan: impl FnOnce(&'a [u8]) -> Result<AccessRecord<'a>, E>,
+    ) -> Result<AccessRecord<'a>, E> {
+        #[cfg(target_arch = "x86_64")]
+        if self.wide {
+            // SAFETY: `wide` is set only when the CPU has the features `parse_wide` enables.
+            return unsafe { self.parse_wide(line, plan) };
+        }
+        match self.parse_with::<false>(line) {
+            Some(rec) => Ok(rec),
+            None => plan(line),
+        }
+    }
+
+    /// The same parser with AVX2 and BMI enabled: 32-byte scans, and the compiler may use
+    /// them anywhere in the inlined body.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,bmi1,bmi2,lzcnt,popcnt")]
+    unsafe fn parse_wide<'a, E>(
+        self,
+        line: &'a [u8],
+        plan: impl FnOnce(&'a [u8]) -> Result<AccessRecord<'a>, E>,
+    ) -> Result<AccessRecord<'a>, E> {
+        match self.parse_with::<true>(line) {
+            Some(rec) => Ok(rec),
+            None => plan(line),
+        }
+    }
+
+    /// The fused parser alone: `None` where the plan must decide.
+    #[cfg(test)]
+    pub(crate) fn parse(self, line: &[u8]) -> Option<AccessRecord<'_>> {
+        self.parse_or(line, |_| Err(())).ok()
+    }
+
+    /// This layout's parser with the 16-byte scans only (what a CPU without AVX2 runs), for
+    /// tests that compare both builds.
+    #[cfg(test)]
+    pub(crate) fn narrow(self) -> Fast {
+        Fast { wide: false, ..self }
+    }
+
+    /// The parser; `WIDE` only where AVX2 is enabled (`parse_wide`).
+    #[inline(always)]
+    fn parse_with<'a, const WIDE: bool>(self, line: &'a [u8]) -> Option<AccessRecord<'a>> {
+        if !plain::<WIDE>(line) {
             return None;
         }
         // SAFETY: `plain` checked every byte is ASCII, which is valid UTF-8.
@@ -88,9 +138,9 @@ impl Fast {
         let mut host = Cow::Borrowed("");
         if self.vhost {
             // `%v` up to the first `:`, then `%p` up to the first space.
-            let colon = find_byte(line, 0, b':')?;
+            let colon = find_byte::<WIDE>(line, 0, b':')?;
             host = text(s, 0, colon);
-            pos = find_byte(line, colon + 1, b' ')? + 1;
+            pos = find_byte::<WIDE>(line, colon + 1, b' ')? + 1;
         }
         let (ip, end) = client(line, pos)?;
         // `end` is the space after the address.
@@ -102,10 +152,10 @@ impl Fast {
         } else if line.get(end + 1..end + 3)? == b"- " {
             end + 3
         } else {
-            find_byte(line, end + 1, b' ')? + 1
+            find_byte::<WIDE>(line, end + 1, b' ')? + 1
         };
         // The user ends at the first space; `[` must follow (nginx's literal is ` [`).
-        let user_end = find_byte(line, pos, b' ')?;
+        let user_end = find_byte::<WIDE>(line, pos, b' ')?;
         let remote_user = text(s, pos, user_end);
         let t = user_end + 1;
         let stamp = line.get(t..t + 30)?;
@@ -114,7 +164,7 @@ impl Fast {
         }
         let ts = parse_time_local_cached(stamp[1..27].try_into().ok()?)?;
 
-        let (q, method, path, query, protocol) = request(s, t + 30)?;
+        let (q, method, path, query, protocol) = request::<WIDE>(s, t + 30)?;
 
         // Status: three digits and a space.
         let st = q + 2;
@@ -139,7 +189,7 @@ impl Fast {
                     return None;
                 }
                 let rf = b_end + 2;
-                let rf_end = quoted(line, rf)?;
+                let rf_end = quoted::<WIDE>(line, rf)?;
                 let ua = rf_end + 3;
                 // The last field runs to the closing quote that ends the line.
                 let last = line.len() - 1;
@@ -148,7 +198,7 @@ impl Fast {
                 }
                 let ua_end = match self.tail {
                     // `$http_x_forwarded_for` (not in the record) runs to the end.
-                    Tail::RefererAgentXff => quoted(line, ua).filter(|&e| e + 3 <= last)?,
+                    Tail::RefererAgentXff => quoted::<WIDE>(line, ua).filter(|&e| e + 3 <= last)?,
                     _ => last,
                 };
                 (text(s, rf, rf_end), text(s, ua, ua_end))
@@ -210,9 +260,26 @@ fn str_at(s: &str, start: usize, end: usize) -> &str {
 /// Whether the line is ASCII and holds no backslash: one pass instead of a UTF-8 check and
 /// a backslash search per field.
 #[inline(always)]
-fn plain(b: &[u8]) -> bool {
+fn plain<const WIDE: bool>(b: &[u8]) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
+        if WIDE && b.len() >= 32 {
+            // SAFETY: `WIDE` is only set in `parse_wide`, which runs where AVX2 is present;
+            // every load reads 32 bytes inside `b` (the last one overlaps).
+            unsafe {
+                let bs = _mm256_set1_epi8(b'\\' as i8);
+                let p = b.as_ptr();
+                let last = _mm256_loadu_si256(p.add(b.len() - 32) as *const __m256i);
+                let mut acc = _mm256_or_si256(last, _mm256_cmpeq_epi8(last, bs));
+                let mut i = 0;
+                while i + 32 <= b.len() {
+                    let v = _mm256_loadu_si256(p.add(i) as *const __m256i);
+                    acc = _mm256_or_si256(acc, _mm256_or_si256(v, _mm256_cmpeq_epi8(v, bs)));
+                    i += 32;
+                }
+                return _mm256_movemask_epi8(acc) == 0;
+            }
+        }
         use std::arch::x86_64::*;
         if b.len() >= 16 {
             // SAFETY: SSE2 is part of x86_64; every load reads 16 bytes inside `b` (the last
@@ -238,10 +305,24 @@ fn plain(b: &[u8]) -> bool {
 /// First `c` at or after `from`. Fields searched this way are short (a user, a host): 16
 /// bytes at a time inline, no call into memchr.
 #[inline(always)]
-fn find_byte(b: &[u8], from: usize, c: u8) -> Option<usize> {
+fn find_byte<const WIDE: bool>(b: &[u8], from: usize, c: u8) -> Option<usize> {
     let mut i = from;
     #[cfg(target_arch = "x86_64")]
     {
+        if WIDE {
+            // SAFETY: as in `plain`; each load reads `b[i..i + 32]`.
+            unsafe {
+                let needle = _mm256_set1_epi8(c as i8);
+                while i + 32 <= b.len() {
+                    let v = _mm256_loadu_si256(b.as_ptr().add(i) as *const __m256i);
+                    let m = _mm256_movemask_epi8(_mm256_cmpeq_epi8(v, needle)) as u32;
+                    if m != 0 {
+                        return Some(i + m.trailing_zeros() as usize);
+                    }
+                    i += 32;
+                }
+            }
+        }
         use std::arch::x86_64::*;
         // SAFETY: SSE2 is part of x86_64; each load reads `b[i..i + 16]`, inside `b`.
         unsafe {
@@ -301,19 +382,20 @@ fn dotted_quad(line: &[u8], pos: usize) -> Option<(Ipv4Addr, usize)> {
     if end >= 16 || p3 >= end || rest.trailing_zeros() as usize <= end {
         return None;
     }
+    // Each octet from the (up to) three bytes before its end, units first, every test a
+    // plain `&` of booleans: octet lengths vary from line to line, and a branch on them
+    // (a `match` on the length, a short-circuit `&&`) mispredicts.
+    let d = |k: usize| w[k & 15].wrapping_sub(b'0') as u32;
     let mut ok = true;
     let mut octet = |s: usize, e: usize| {
         let len = e.wrapping_sub(s);
-        let d = |k: usize| w[k & 15].wrapping_sub(b'0') as u32;
-        let (c0, c1, c2) = (d(s), d(s + 1), d(s + 2));
-        // Every byte of the octet is a digit (bytes past its end are not looked at).
-        let digits = c0 <= 9 && (len < 2 || c1 <= 9) && (len < 3 || c2 <= 9);
-        let v = match len {
-            1 => c0,
-            2 => c0 * 10 + c1,
-            _ => c0 * 100 + c1 * 10 + c2,
-        };
-        ok &= digits && (1..=3).contains(&len) && (len == 1 || c0 != 0) && v <= 255;
+        let (u, t, h) = (d(e.wrapping_sub(1)), d(e.wrapping_sub(2)), d(e.wrapping_sub(3)));
+        let (has_t, has_h) = (len >= 2, len >= 3);
+        let v = u + t * 10 * has_t as u32 + h * 100 * has_h as u32;
+        let digits = (u <= 9) & (!has_t | (t <= 9)) & (!has_h | (h <= 9));
+        // No leading zero (std's rule): a one-digit octet, or a first digit other than 0.
+        let lead = (len == 1) | (d(s) != 0);
+        ok &= digits & (len.wrapping_sub(1) < 3) & lead & (v <= 255);
         v as u8
     };
     let octets = [octet(0, p1), octet(p1 + 1, p2), octet(p2 + 1, p3), octet(p3 + 1, end)];
@@ -346,7 +428,10 @@ fn dots_and_space(w: &[u8; 16]) -> (u32, u32) {
 /// plan would split differently or keep raw.
 #[inline(always)]
 #[allow(clippy::type_complexity)]
-fn request(s: &str, r: usize) -> Option<(usize, Cow<'_, str>, Cow<'_, str>, Cow<'_, str>, Cow<'_, str>)> {
+fn request<const WIDE: bool>(
+    s: &str,
+    r: usize,
+) -> Option<(usize, Cow<'_, str>, Cow<'_, str>, Cow<'_, str>, Cow<'_, str>)> {
     let b = s.as_bytes();
     // Method: 1..=32 token characters and a space (as `split_request`; a quote is no token
     // character, so the method ends before the closing quote).
@@ -362,7 +447,7 @@ fn request(s: &str, r: usize) -> Option<(usize, Cow<'_, str>, Cow<'_, str>, Cow<
         return None;
     }
     let t = m + 1;
-    let (q, qmark) = find_quote_and_qmark(b, t)?;
+    let (q, qmark) = find_quote_and_qmark::<WIDE>(b, t)?;
     if b.get(q + 1) != Some(&b' ') {
         return None;
     }
@@ -450,19 +535,38 @@ fn is_decimal(c: u8) -> bool {
 /// The end of a quoted value starting at `pos` (the line holds no backslash): its first `"`,
 /// which must start the `" "` before the next quoted field.
 #[inline(always)]
-fn quoted(line: &[u8], pos: usize) -> Option<usize> {
-    let (q, _) = find_quote_and_qmark(line, pos)?;
+fn quoted<const WIDE: bool>(line: &[u8], pos: usize) -> Option<usize> {
+    let (q, _) = find_quote_and_qmark::<WIDE>(line, pos)?;
     (line.get(q + 1..q + 3)? == b" \"").then_some(q)
 }
 
 /// The first `"` at or after `from`, and the first `?` before it. Values are short (tens of
 /// bytes): an inline 16-byte scan beats a call into memchr, and finds both in one pass.
 #[inline(always)]
-fn find_quote_and_qmark(b: &[u8], from: usize) -> Option<(usize, Option<usize>)> {
+fn find_quote_and_qmark<const WIDE: bool>(b: &[u8], from: usize) -> Option<(usize, Option<usize>)> {
     let mut i = from;
     let mut qmark = None;
     #[cfg(target_arch = "x86_64")]
     {
+        if WIDE {
+            // SAFETY: as in `plain`; each load reads `b[i..i + 32]`.
+            unsafe {
+                let (quote, question) = (_mm256_set1_epi8(b'"' as i8), _mm256_set1_epi8(b'?' as i8));
+                while i + 32 <= b.len() {
+                    let v = _mm256_loadu_si256(b.as_ptr().add(i) as *const __m256i);
+                    let qm = _mm256_movemask_epi8(_mm256_cmpeq_epi8(v, quote)) as u32;
+                    let wm = _mm256_movemask_epi8(_mm256_cmpeq_epi8(v, question)) as u32;
+                    if qmark.is_none() && wm != 0 {
+                        qmark = Some(i + wm.trailing_zeros() as usize);
+                    }
+                    if qm != 0 {
+                        let q = i + qm.trailing_zeros() as usize;
+                        return Some((q, qmark.filter(|&p| p < q)));
+                    }
+                    i += 32;
+                }
+            }
+        }
         use std::arch::x86_64::*;
         // SAFETY: SSE2 is part of x86_64; each load reads `b[i..i + 16]`, inside `b`.
         unsafe {
@@ -491,6 +595,20 @@ fn find_quote_and_qmark(b: &[u8], from: usize) -> Option<(usize, Option<usize>)>
         i += 1;
     }
     None
+}
+
+/// Whether this CPU runs the wide parsers.
+fn wide_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("bmi1")
+            && std::is_x86_feature_detected!("bmi2")
+            && std::is_x86_feature_detected!("lzcnt")
+            && std::is_x86_feature_detected!("popcnt")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 #[cfg(test)]

@@ -378,10 +378,10 @@ impl LogFormat {
     /// had to be decoded or bytes were not UTF-8; `source` is left for the caller to fill.
     #[inline]
     pub fn parse_line<'a>(&self, line: &'a [u8]) -> Result<AccessRecord<'a>, LineError> {
-        if let Some(rec) = self.fast.and_then(|f| f.parse(line)) {
-            return Ok(rec);
+        match self.fast {
+            Some(fast) => fast.parse_or(line, |line| self.parse_line_plan(line)),
+            None => self.parse_line_plan(line),
         }
-        self.parse_line_plan(line)
     }
 
     /// [`LogFormat::parse_line`] by the plan. Not inlined: with a fused parser this is the rare
