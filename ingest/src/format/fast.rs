@@ -536,7 +536,7 @@ fn is_decimal(c: u8) -> bool {
 /// which must start the `" "` before the next quoted field.
 #[inline(always)]
 fn quoted<const WIDE: bool>(line: &[u8], pos: usize) -> Option<usize> {
-    let (q, _) = find_quote_and_qmark::<WIDE>(line, pos)?;
+    let q = find_byte::<WIDE>(line, pos, b'"')?;
     (line.get(q + 1..q + 3)? == b" \"").then_some(q)
 }
 
