@@ -263,79 +263,37 @@ fn str_at(s: &str, start: usize, end: usize) -> &str {
 fn plain<const WIDE: bool>(b: &[u8]) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        if WIDE && b.len() >= 32 {
-            // SAFETY: `WIDE` is only set in `parse_wide`, which runs where AVX2 is present;
-            // every load reads 32 bytes inside `b` (the last one overlaps).
-            unsafe {
-                let bs = _mm256_set1_epi8(b'\\' as i8);
-                let p = b.as_ptr();
-                let last = _mm256_loadu_si256(p.add(b.len() - 32) as *const __m256i);
-                let mut acc = _mm256_or_si256(last, _mm256_cmpeq_epi8(last, bs));
-                let mut i = 0;
-                while i + 32 <= b.len() {
-                    let v = _mm256_loadu_si256(p.add(i) as *const __m256i);
-                    acc = _mm256_or_si256(acc, _mm256_or_si256(v, _mm256_cmpeq_epi8(v, bs)));
-                    i += 32;
-                }
-                return _mm256_movemask_epi8(acc) == 0;
-            }
+        // SAFETY: `WIDE` is only set in `parse_wide`, which runs where AVX2 is present; SSE2
+        // is part of x86_64.
+        if WIDE && b.len() >= <simd::Wide as simd::Block>::LEN {
+            return unsafe { simd::plain::<simd::Wide>(b) };
         }
-        use std::arch::x86_64::*;
-        if b.len() >= 16 {
-            // SAFETY: SSE2 is part of x86_64; every load reads 16 bytes inside `b` (the last
-            // one overlaps the previous block).
-            unsafe {
-                let bs = _mm_set1_epi8(b'\\' as i8);
-                let p = b.as_ptr();
-                let last = _mm_loadu_si128(p.add(b.len() - 16) as *const __m128i);
-                let mut acc = _mm_or_si128(last, _mm_cmpeq_epi8(last, bs));
-                let mut i = 0;
-                while i + 16 <= b.len() {
-                    let v = _mm_loadu_si128(p.add(i) as *const __m128i);
-                    acc = _mm_or_si128(acc, _mm_or_si128(v, _mm_cmpeq_epi8(v, bs)));
-                    i += 16;
-                }
-                return _mm_movemask_epi8(acc) == 0;
-            }
+        if b.len() >= <simd::Narrow as simd::Block>::LEN {
+            return unsafe { simd::plain::<simd::Narrow>(b) };
         }
     }
     b.iter().all(|&c| c < 0x80 && c != b'\\')
 }
 
-/// First `c` at or after `from`. Fields searched this way are short (a user, a host): 16
-/// bytes at a time inline, no call into memchr.
+/// First `c` at or after `from`. Fields searched this way are short (a user, a host): a
+/// register at a time inline, no call into memchr.
 #[inline(always)]
 fn find_byte<const WIDE: bool>(b: &[u8], from: usize, c: u8) -> Option<usize> {
+    #[allow(unused_mut)]
     let mut i = from;
     #[cfg(target_arch = "x86_64")]
     {
+        // SAFETY: as in `plain`.
         if WIDE {
-            // SAFETY: as in `plain`; each load reads `b[i..i + 32]`.
-            unsafe {
-                let needle = _mm256_set1_epi8(c as i8);
-                while i + 32 <= b.len() {
-                    let v = _mm256_loadu_si256(b.as_ptr().add(i) as *const __m256i);
-                    let m = _mm256_movemask_epi8(_mm256_cmpeq_epi8(v, needle)) as u32;
-                    if m != 0 {
-                        return Some(i + m.trailing_zeros() as usize);
-                    }
-                    i += 32;
-                }
-            }
+            i = match unsafe { simd::find_byte::<simd::Wide>(b, i, c) } {
+                Ok(at) => return Some(at),
+                Err(next) => next,
+            };
         }
-        use std::arch::x86_64::*;
-        // SAFETY: SSE2 is part of x86_64; each load reads `b[i..i + 16]`, inside `b`.
-        unsafe {
-            let needle = _mm_set1_epi8(c as i8);
-            while i + 16 <= b.len() {
-                let v = _mm_loadu_si128(b.as_ptr().add(i) as *const __m128i);
-                let m = _mm_movemask_epi8(_mm_cmpeq_epi8(v, needle)) as u32;
-                if m != 0 {
-                    return Some(i + m.trailing_zeros() as usize);
-                }
-                i += 16;
-            }
-        }
+        i = match unsafe { simd::find_byte::<simd::Narrow>(b, i, c) } {
+            Ok(at) => return Some(at),
+            Err(next) => next,
+        };
     }
     b.get(i..)?.iter().position(|&x| x == c).map(|p| i + p)
 }
@@ -544,47 +502,21 @@ fn quoted<const WIDE: bool>(line: &[u8], pos: usize) -> Option<usize> {
 /// bytes): an inline 16-byte scan beats a call into memchr, and finds both in one pass.
 #[inline(always)]
 fn find_quote_and_qmark<const WIDE: bool>(b: &[u8], from: usize) -> Option<(usize, Option<usize>)> {
-    let mut i = from;
-    let mut qmark = None;
+    #[allow(unused_mut)]
+    let (mut i, mut qmark) = (from, None);
     #[cfg(target_arch = "x86_64")]
     {
+        // SAFETY: as in `plain`.
         if WIDE {
-            // SAFETY: as in `plain`; each load reads `b[i..i + 32]`.
-            unsafe {
-                let (quote, question) = (_mm256_set1_epi8(b'"' as i8), _mm256_set1_epi8(b'?' as i8));
-                while i + 32 <= b.len() {
-                    let v = _mm256_loadu_si256(b.as_ptr().add(i) as *const __m256i);
-                    let qm = _mm256_movemask_epi8(_mm256_cmpeq_epi8(v, quote)) as u32;
-                    let wm = _mm256_movemask_epi8(_mm256_cmpeq_epi8(v, question)) as u32;
-                    if qmark.is_none() && wm != 0 {
-                        qmark = Some(i + wm.trailing_zeros() as usize);
-                    }
-                    if qm != 0 {
-                        let q = i + qm.trailing_zeros() as usize;
-                        return Some((q, qmark.filter(|&p| p < q)));
-                    }
-                    i += 32;
-                }
-            }
+            (i, qmark) = match unsafe { simd::find_quote_and_qmark::<simd::Wide>(b, i, qmark) } {
+                Ok(found) => return Some(found),
+                Err(state) => state,
+            };
         }
-        use std::arch::x86_64::*;
-        // SAFETY: SSE2 is part of x86_64; each load reads `b[i..i + 16]`, inside `b`.
-        unsafe {
-            let (quote, question) = (_mm_set1_epi8(b'"' as i8), _mm_set1_epi8(b'?' as i8));
-            while i + 16 <= b.len() {
-                let v = _mm_loadu_si128(b.as_ptr().add(i) as *const __m128i);
-                let qm = _mm_movemask_epi8(_mm_cmpeq_epi8(v, quote)) as u32;
-                let wm = _mm_movemask_epi8(_mm_cmpeq_epi8(v, question)) as u32;
-                if qmark.is_none() && wm != 0 {
-                    qmark = Some(i + wm.trailing_zeros() as usize);
-                }
-                if qm != 0 {
-                    let q = i + qm.trailing_zeros() as usize;
-                    return Some((q, qmark.filter(|&p| p < q)));
-                }
-                i += 16;
-            }
-        }
+        (i, qmark) = match unsafe { simd::find_quote_and_qmark::<simd::Narrow>(b, i, qmark) } {
+            Ok(found) => return Some(found),
+            Err(state) => state,
+        };
     }
     while i < b.len() {
         match b[i] {
@@ -595,6 +527,128 @@ fn find_quote_and_qmark<const WIDE: bool>(b: &[u8], from: usize) -> Option<(usiz
         i += 1;
     }
     None
+}
+
+/// The scans' loops, written once over a register of either width: 16 bytes (SSE2, part of
+/// x86_64) or 32 (AVX2, only inside `parse_wide`). Each function takes whole registers from
+/// `from` and leaves the rest to the caller.
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    /// One register of bytes.
+    pub(super) trait Block: Copy {
+        const LEN: usize;
+        /// SAFETY (all methods): the CPU has the register's instructions; `load` reads
+        /// `LEN` bytes at `p`.
+        unsafe fn load(p: *const u8) -> Self;
+        unsafe fn splat(c: u8) -> Self;
+        /// `0xff` where the bytes are equal.
+        unsafe fn eq(self, other: Self) -> Self;
+        unsafe fn or(self, other: Self) -> Self;
+        /// Bit `k` is the top bit of byte `k`.
+        unsafe fn mask(self) -> u32;
+    }
+
+    /// A register type and its intrinsics.
+    macro_rules! block {
+        ($name:ident($reg:ty), $len:literal, $load:ident, $set1:ident, $cmpeq:ident, $or:ident, $movemask:ident) => {
+            #[derive(Clone, Copy)]
+            pub(super) struct $name($reg);
+
+            impl Block for $name {
+                const LEN: usize = $len;
+                #[inline(always)]
+                unsafe fn load(p: *const u8) -> Self {
+                    $name($load(p as *const $reg))
+                }
+                #[inline(always)]
+                unsafe fn splat(c: u8) -> Self {
+                    $name($set1(c as i8))
+                }
+                #[inline(always)]
+                unsafe fn eq(self, other: Self) -> Self {
+                    $name($cmpeq(self.0, other.0))
+                }
+                #[inline(always)]
+                unsafe fn or(self, other: Self) -> Self {
+                    $name($or(self.0, other.0))
+                }
+                #[inline(always)]
+                unsafe fn mask(self) -> u32 {
+                    $movemask(self.0) as u32
+                }
+            }
+        };
+    }
+    block!(Narrow(__m128i), 16, _mm_loadu_si128, _mm_set1_epi8, _mm_cmpeq_epi8, _mm_or_si128, _mm_movemask_epi8);
+    block!(
+        Wide(__m256i),
+        32,
+        _mm256_loadu_si256,
+        _mm256_set1_epi8,
+        _mm256_cmpeq_epi8,
+        _mm256_or_si256,
+        _mm256_movemask_epi8
+    );
+
+    /// `super::plain` for `b.len() >= B::LEN`: every register ORed together (the last one
+    /// overlaps the one before), one test at the end.
+    #[inline(always)]
+    pub(super) unsafe fn plain<B: Block>(b: &[u8]) -> bool {
+        let bs = B::splat(b'\\');
+        let p = b.as_ptr();
+        let last = B::load(p.add(b.len() - B::LEN));
+        let mut acc = last.or(last.eq(bs));
+        let mut i = 0;
+        while i + B::LEN <= b.len() {
+            let v = B::load(p.add(i));
+            acc = acc.or(v.or(v.eq(bs)));
+            i += B::LEN;
+        }
+        acc.mask() == 0
+    }
+
+    /// The first `c` in whole registers from `from`, or where the search goes on.
+    #[inline(always)]
+    pub(super) unsafe fn find_byte<B: Block>(b: &[u8], from: usize, c: u8) -> Result<usize, usize> {
+        let needle = B::splat(c);
+        let mut i = from;
+        while i + B::LEN <= b.len() {
+            let m = B::load(b.as_ptr().add(i)).eq(needle).mask();
+            if m != 0 {
+                return Ok(i + m.trailing_zeros() as usize);
+            }
+            i += B::LEN;
+        }
+        Err(i)
+    }
+
+    /// The first `"` and the first `?` before it, in whole registers from `from` (`qmark`: a
+    /// `?` already seen), or where the search goes on and the `?` seen so far.
+    #[inline(always)]
+    #[allow(clippy::type_complexity)]
+    pub(super) unsafe fn find_quote_and_qmark<B: Block>(
+        b: &[u8],
+        from: usize,
+        mut qmark: Option<usize>,
+    ) -> Result<(usize, Option<usize>), (usize, Option<usize>)> {
+        let (quote, question) = (B::splat(b'"'), B::splat(b'?'));
+        let mut i = from;
+        while i + B::LEN <= b.len() {
+            let v = B::load(b.as_ptr().add(i));
+            let (qm, wm) = (v.eq(quote).mask(), v.eq(question).mask());
+            if qmark.is_none() && wm != 0 {
+                qmark = Some(i + wm.trailing_zeros() as usize);
+            }
+            if qm != 0 {
+                let q = i + qm.trailing_zeros() as usize;
+                return Ok((q, qmark.filter(|&p| p < q)));
+            }
+            i += B::LEN;
+        }
+        Err((i, qmark))
+    }
 }
 
 /// Whether this CPU runs the wide parsers.

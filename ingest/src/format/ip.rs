@@ -22,6 +22,7 @@ pub(crate) fn parse_ip(b: &[u8]) -> Option<IpAddr> {
     Some(canonical(IpAddr::V6(v6)))
 }
 
+#[inline]
 pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
