@@ -12,6 +12,9 @@
 //! (escapes, non-UTF-8, a raw request, a hostname as client, an error) returns `None` and
 //! the caller runs the generic plan, so records and errors are identical by construction;
 //! `tests.rs` checks that on mutated lines of every layout.
+//!
+//! The parser is compiled twice: as is (SSE2, what every x86-64 has) and with AVX2 and BMI
+//! enabled (`parse_wide`, 32-byte scans), chosen once per format from what the CPU has.
 
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr};
