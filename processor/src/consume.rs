@@ -298,15 +298,14 @@ impl Processor {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, sink::SinkError>>,
     {
-        let mut delay = Duration::from_millis(200);
+        let mut backoff = Backoff::default();
         let mut paused: Option<TopicPartitionList> = None;
         let result = loop {
             match self.rt.block_on(step()) {
                 Ok(v) => break Ok(v),
                 Err(e) if stop.load(Ordering::Relaxed) => break Err(e.into()),
                 Err(e) => {
-                    metrics::counter!("sitelog_process_clickhouse_errors_total").increment(1);
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what} failed; consumption paused, retrying");
+                    let delay = backoff.failed(what, "consumption paused, retrying", &e);
                     if paused.is_none() {
                         if let Ok(tpl) = self.consumer.assignment() {
                             let _ = self.consumer.pause(&tpl);
@@ -319,7 +318,6 @@ impl Processor {
                             self.stash.push_back((m.partition(), m.offset(), m.payload().unwrap_or_default().to_vec()));
                         }
                     }
-                    delay = (delay * 2).min(Duration::from_secs(10));
                 }
             }
         };
@@ -572,17 +570,36 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), sink::SinkError>>,
 {
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = Backoff::default();
     loop {
         match step().await {
             Ok(()) => return Ok(()),
             Err(e) if give_up.load(Ordering::Relaxed) => return Err(e),
-            Err(e) => {
-                metrics::counter!("sitelog_process_clickhouse_errors_total").increment(1);
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what} failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
+            Err(e) => tokio::time::sleep(backoff.failed(what, "retrying", &e)).await,
         }
+    }
+}
+
+/// The retry schedule of a ClickHouse step (an insert task's or the consumer loop's): 200 ms
+/// doubling to 10 s; every failure is counted and logged.
+struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { next: Duration::from_millis(200) }
+    }
+}
+
+impl Backoff {
+    /// Records that `what` failed (`meanwhile`: what happens until the retry) and returns how
+    /// long to wait before trying again.
+    fn failed(&mut self, what: &str, meanwhile: &str, e: &sink::SinkError) -> Duration {
+        let delay = self.next;
+        metrics::counter!("sitelog_process_clickhouse_errors_total").increment(1);
+        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what} failed; {meanwhile}");
+        self.next = (delay * 2).min(Duration::from_secs(10));
+        delay
     }
 }
