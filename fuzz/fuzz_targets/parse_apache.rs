@@ -13,6 +13,8 @@ fn formats() -> &'static [LogFormat] {
             LogFormat::builtin("combined").unwrap(),
             LogFormat::builtin("common").unwrap(),
             LogFormat::builtin("vhost_combined").unwrap(),
+            // `combined` and more fields: the fused parser, then the plan.
+            LogFormat::apache(r#"%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i" %D "%{X-Request-Id}i" %{usec_frac}t"#).unwrap(),
             LogFormat::apache(r#"%V %a %{c}a %u [%{%d/%b/%Y %T}t.%{msec_frac}t] %{sec}t "%m %U%q %H" %>s %s %B %O %I %D %T %{ms}T %p %X "%{Referer}i" "%{X-Forwarded-For}i" %{Host}i "%{User-Agent}i""#).unwrap()
                 .with_trusted_proxies(vec!["10.0.0.0/8".parse().unwrap(), "::/0".parse().unwrap()]),
         ]

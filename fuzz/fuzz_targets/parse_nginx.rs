@@ -1,4 +1,5 @@
-//! nginx line parsers: `main`, a 20-field custom format, and `escape=none`.
+//! nginx line parsers: `main`, a 20-field custom format (its `main` part read by the fused
+//! parser when no proxy is trusted), and `escape=none`.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -27,6 +28,7 @@ fn formats() -> &'static [LogFormat] {
             LogFormat::nginx(CUSTOM, Escape::Default)
                 .unwrap()
                 .with_trusted_proxies(trusted),
+            LogFormat::nginx(CUSTOM, Escape::Default).unwrap(),
             LogFormat::nginx(CUSTOM, Escape::None).unwrap(),
         ]
     })

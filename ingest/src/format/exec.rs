@@ -199,7 +199,7 @@ impl Plan {
         line: &'a [u8],
         rec: &mut AccessRecord<'a>,
         trusted: &[IpNet],
-        mut extras: Option<&mut Extras>,
+        extras: Option<&mut Extras>,
     ) -> Result<(), LineError> {
         if line.is_empty() {
             return Err(LineError::empty());
@@ -207,10 +207,42 @@ impl Plan {
         if !line.starts_with(&self.prefix) {
             return Err(LineError::expected(&self.prefix_text, 0, None));
         }
+        self.run_fields(line, rec, trusted, extras, 0, self.prefix.len(), Pending::default())
+    }
+
+    /// Goes on with field `first` at `pos` after a fused parser read the fields before it
+    /// into `rec` (those of a fixed layout, with the client address, a `[$time_local]` and
+    /// no extras: see `fast.rs`), so that the record is what `run` gives.
+    pub(crate) fn run_rest<'a>(
+        &self,
+        line: &'a [u8],
+        rec: &mut AccessRecord<'a>,
+        trusted: &[IpNet],
+        first: usize,
+        pos: usize,
+    ) -> Result<(), LineError> {
+        // What `run` would hold here: the time read was in whole seconds; the client address
+        // is already in the record (`finish` has nothing to combine unless a later field
+        // gives one).
+        let pending = Pending { whole_seconds: true, ..Pending::default() };
+        self.run_fields(line, rec, trusted, None, first, pos, pending)
+    }
+
+    /// Reads the fields from `first` at `pos` to the end of the line.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn run_fields<'a>(
+        &self,
+        line: &'a [u8],
+        rec: &mut AccessRecord<'a>,
+        trusted: &[IpNet],
+        mut extras: Option<&mut Extras>,
+        first: usize,
+        mut pos: usize,
+        mut pending: Pending<'a>,
+    ) -> Result<(), LineError> {
         let src = Src { bytes: line, utf8: as_str(line), decode: self.decode };
-        let mut pos = self.prefix.len();
-        let mut pending = Pending::default();
-        for f in &self.fields {
+        for f in &self.fields[first..] {
             let (end, next, escaped) = self.extent(f, src, pos)?;
             let v = &line[pos..end];
             if f.store {

@@ -24,10 +24,10 @@ use sitelog_schema::AccessRecord;
 
 use super::escape::Decode;
 use super::ip::{canonical, parse_ip, v6_groups_prefix};
-use super::plan::{Class, Plan};
+use super::plan::{Class, Extent, Field, Plan};
 use super::time::parse_time_local_cached;
 use super::value::is_tchar;
-use super::{apache, nginx, LogFormat, NGINX_COMBINED};
+use super::{apache, nginx, IpNet, LineError, LogFormat, NGINX_COMBINED};
 
 /// What follows `%>s %b` / `$status $body_bytes_sent`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +48,11 @@ pub(crate) struct Fast {
     /// nginx's ` - ` literal after the address rather than apache's `%l` field.
     nginx: bool,
     tail: Tail,
+    /// `Some(k)`: the format goes on after the layout (`main` plus `$request_time $host …`):
+    /// the fused parser reads the layout's fields, and the plan the rest from field `k`.
+    rest: Option<usize>,
+    /// The format logs X-Forwarded-For (with trusted proxies the client address depends on it).
+    forwarded: bool,
     /// The CPU has AVX2 (and BMI): the same parser compiled for it, scanning 32 bytes at a
     /// time. Checked once at compile time of the format, so lines pay no feature test.
     wide: bool,
@@ -59,7 +64,8 @@ impl Fast {
     pub(crate) fn detect(plan: &Plan) -> Option<Fast> {
         static LAYOUTS: OnceLock<Vec<(Plan, Fast)>> = OnceLock::new();
         let layouts = LAYOUTS.get_or_init(|| {
-            let fast = |vhost, nginx, tail| Fast { vhost, nginx, tail, wide: wide_available() };
+            let fast =
+                |vhost, nginx, tail| Fast { vhost, nginx, tail, rest: None, forwarded: false, wide: wide_available() };
             let apache = |f: &str| Plan::build(apache::tokenize(f).expect("built-in"), Decode::Backslash);
             let nginx = |f: &str| Plan::build(nginx::tokenize(f).expect("built-in"), Decode::Backslash);
             [
@@ -73,31 +79,39 @@ impl Fast {
             .map(|(p, f)| (p.expect("built-in compiles"), f))
             .collect()
         });
-        layouts.iter().find(|(p, _)| same_layout(p, plan)).map(|(_, f)| *f)
+        let forwarded = plan.xff.is_some();
+        if let Some((_, f)) = layouts.iter().find(|(p, _)| same_layout(p, plan)) {
+            return Some(Fast { forwarded, ..*f });
+        }
+        let (layout, f) = layouts.iter().find(|(p, f)| f.tail != Tail::None && layout_prefix(p, plan))?;
+        Some(Fast { rest: Some(layout.fields.len()), forwarded, ..*f })
     }
 
     /// Whether the fused parser gives what the plan gives: only without trusted proxies when
     /// the layout logs X-Forwarded-For (the client address then depends on it).
-    pub(crate) fn usable_with(self, trusted: &[super::IpNet]) -> bool {
-        self.tail != Tail::RefererAgentXff || trusted.is_empty()
+    pub(crate) fn usable_with(self, trusted: &[IpNet]) -> bool {
+        !self.forwarded || trusted.is_empty()
     }
 
-    /// Parses `line`, or hands it to `plan` when the generic plan must decide (see the module
+    /// Parses `line`: the fused parser (and the plan for the fields after the layout), or
+    /// `whole` — the plan over the whole line — when the plan must decide (see the module
     /// docs). The record is built in the caller's result (no copy of the ~300-byte record).
     #[inline]
-    pub(crate) fn parse_or<'a, E>(
+    pub(crate) fn parse_or<'a>(
         self,
         line: &'a [u8],
-        plan: impl FnOnce(&'a [u8]) -> Result<AccessRecord<'a>, E>,
-    ) -> Result<AccessRecord<'a>, E> {
+        plan: &Plan,
+        trusted: &[IpNet],
+        whole: impl FnOnce(&'a [u8]) -> Result<AccessRecord<'a>, LineError>,
+    ) -> Result<AccessRecord<'a>, LineError> {
         #[cfg(target_arch = "x86_64")]
         if self.wide {
             // SAFETY: `wide` is set only when the CPU has the features `parse_wide` enables.
-            return unsafe { self.parse_wide(line, plan) };
+            return unsafe { self.parse_wide(line, plan, trusted, whole) };
         }
-        match self.parse_with::<false>(line) {
-            Some(rec) => Ok(rec),
-            None => plan(line),
+        match self.fused::<false>(line, plan, trusted) {
+            Some(result) => result,
+            None => whole(line),
         }
     }
 
@@ -105,21 +119,57 @@ impl Fast {
     /// them anywhere in the inlined body.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,bmi1,bmi2,lzcnt,popcnt")]
-    unsafe fn parse_wide<'a, E>(
+    unsafe fn parse_wide<'a>(
         self,
         line: &'a [u8],
-        plan: impl FnOnce(&'a [u8]) -> Result<AccessRecord<'a>, E>,
-    ) -> Result<AccessRecord<'a>, E> {
-        match self.parse_with::<true>(line) {
-            Some(rec) => Ok(rec),
-            None => plan(line),
+        plan: &Plan,
+        trusted: &[IpNet],
+        whole: impl FnOnce(&'a [u8]) -> Result<AccessRecord<'a>, LineError>,
+    ) -> Result<AccessRecord<'a>, LineError> {
+        match self.fused::<true>(line, plan, trusted) {
+            Some(result) => result,
+            None => whole(line),
         }
     }
 
-    /// The fused parser alone: `None` where the plan must decide.
+    /// The fused parser, then the plan for the fields after the layout; `None` where the plan
+    /// must read the whole line.
+    #[inline(always)]
+    fn fused<'a, const WIDE: bool>(
+        self,
+        line: &'a [u8],
+        plan: &Plan,
+        trusted: &[IpNet],
+    ) -> Option<Result<AccessRecord<'a>, LineError>> {
+        let (mut rec, end) = self.parse_with::<WIDE>(line)?;
+        let Some(k) = self.rest else {
+            return Some(Ok(rec));
+        };
+        // `end` is the first quote after the layout's last value: the plan ends that value
+        // there too when the literal after it follows (else it looks further: its call).
+        let after = &plan.fields[k - 1].after;
+        if !line[end..].starts_with(after) {
+            return None;
+        }
+        Some(plan.run_rest(line, &mut rec, trusted, k, end + after.len()).map(|()| rec))
+    }
+
+    /// The fused parser alone (with the plan after the layout): `None` where the plan reads
+    /// the whole line.
     #[cfg(test)]
-    pub(crate) fn parse(self, line: &[u8]) -> Option<AccessRecord<'_>> {
-        self.parse_or(line, |_| Err(())).ok()
+    pub(crate) fn parse<'a>(self, line: &'a [u8], fmt: &LogFormat) -> Option<Result<AccessRecord<'a>, LineError>> {
+        let mut declined = false;
+        let r = self.parse_or(line, &fmt.plan, &fmt.trusted, |_| {
+            declined = true;
+            Err(LineError::empty())
+        });
+        (!declined).then_some(r)
+    }
+
+    /// Whether the format goes on after the layout (the plan reads the rest).
+    #[cfg(test)]
+    pub(crate) fn has_rest(self) -> bool {
+        self.rest.is_some()
     }
 
     /// This layout's parser with the 16-byte scans only (what a CPU without AVX2 runs), for
@@ -130,8 +180,11 @@ impl Fast {
     }
 
     /// The parser; `WIDE` only where AVX2 is enabled (`parse_wide`).
+    ///
+    /// With `rest`, the layout's last quoted value may be followed by more: its end is the
+    /// first quote after it, returned with the record (otherwise the line's length).
     #[inline(always)]
-    fn parse_with<'a, const WIDE: bool>(self, line: &'a [u8]) -> Option<AccessRecord<'a>> {
+    fn parse_with<'a, const WIDE: bool>(self, line: &'a [u8]) -> Option<(AccessRecord<'a>, usize)> {
         if !plain::<WIDE>(line) {
             return None;
         }
@@ -180,6 +233,7 @@ impl Fast {
 
         let b = st + 4;
         let (bytes_sent, b_end) = count(line, b)?;
+        let mut end = line.len();
         let (referer, user_agent) = match self.tail {
             Tail::None => {
                 if b_end != line.len() {
@@ -194,20 +248,36 @@ impl Fast {
                 let rf = b_end + 2;
                 let rf_end = quoted::<WIDE>(line, rf)?;
                 let ua = rf_end + 3;
-                // The last field runs to the closing quote that ends the line.
-                let last = line.len() - 1;
-                if line[last] != b'"' || last < ua {
-                    return None;
+                if self.rest.is_some() {
+                    // The last quoted value ends at the first quote after it.
+                    let (ua_end, last) = match self.tail {
+                        Tail::RefererAgentXff => {
+                            let ua_end = quoted::<WIDE>(line, ua)?;
+                            (ua_end, find_byte::<WIDE>(line, ua_end + 3, b'"')?)
+                        }
+                        _ => {
+                            let ua_end = find_byte::<WIDE>(line, ua, b'"')?;
+                            (ua_end, ua_end)
+                        }
+                    };
+                    end = last;
+                    (text(s, rf, rf_end), text(s, ua, ua_end))
+                } else {
+                    // The last field runs to the closing quote that ends the line.
+                    let last = line.len() - 1;
+                    if line[last] != b'"' || last < ua {
+                        return None;
+                    }
+                    let ua_end = match self.tail {
+                        // `$http_x_forwarded_for` (not in the record) runs to the end.
+                        Tail::RefererAgentXff => quoted::<WIDE>(line, ua).filter(|&e| e + 3 <= last)?,
+                        _ => last,
+                    };
+                    (text(s, rf, rf_end), text(s, ua, ua_end))
                 }
-                let ua_end = match self.tail {
-                    // `$http_x_forwarded_for` (not in the record) runs to the end.
-                    Tail::RefererAgentXff => quoted::<WIDE>(line, ua).filter(|&e| e + 3 <= last)?,
-                    _ => last,
-                };
-                (text(s, rf, rf_end), text(s, ua, ua_end))
             }
         };
-        Some(AccessRecord {
+        let rec = AccessRecord {
             ts_micros: ts.micros,
             tz_offset_secs: ts.offset_secs,
             host,
@@ -222,7 +292,8 @@ impl Fast {
             referer,
             user_agent,
             ..AccessRecord::default()
-        })
+        };
+        Some((rec, end))
     }
 }
 
@@ -234,9 +305,35 @@ fn same_layout(a: &Plan, b: &Plan) -> bool {
         && a.host == b.host
         && a.xff == b.xff
         && a.fields.len() == b.fields.len()
-        && a.fields.iter().zip(&b.fields).all(|(x, y)| {
-            x.kind == y.kind && x.store == y.store && x.after == y.after && x.extent == y.extent && x.quoted == y.quoted
-        })
+        && a.fields.iter().zip(&b.fields).all(|(x, y)| same_field(x, y))
+}
+
+fn same_field(x: &Field, y: &Field) -> bool {
+    x.kind == y.kind && x.store == y.store && x.after == y.after && x.extent == y.extent && x.quoted == y.quoted
+}
+
+/// Whether `plan` starts with the layout and goes on after it: the same fields up to the
+/// layout's last one, a quoted value, which in `plan` is followed by more (a quote, then
+/// literals and fields the plan reads). The layout's site host and X-Forwarded-For fields,
+/// if any, stay where they are; the plan's others come after the layout.
+fn layout_prefix(layout: &Plan, plan: &Plan) -> bool {
+    let n = layout.fields.len();
+    let moved = |l: Option<usize>, p: Option<usize>| l == p || (l.is_none() && p.is_some_and(|i| i >= n));
+    let (Some(last), Some(next)) = (layout.fields.last(), plan.fields.get(n - 1)) else {
+        return false;
+    };
+    plan.fields.len() > n
+        && layout.prefix == plan.prefix
+        && layout.decode == plan.decode
+        && moved(layout.host, plan.host)
+        && moved(layout.xff, plan.xff)
+        && layout.fields[..n - 1].iter().zip(&plan.fields).all(|(x, y)| same_field(x, y))
+        && last.quoted
+        && last.kind == next.kind
+        && last.store == next.store
+        && next.quoted
+        && next.extent == Extent::Quoted
+        && next.after.first() == Some(&b'"')
 }
 
 /// `-` is empty, anything else borrows.

@@ -379,7 +379,7 @@ impl LogFormat {
     #[inline]
     pub fn parse_line<'a>(&self, line: &'a [u8]) -> Result<AccessRecord<'a>, LineError> {
         match self.fast {
-            Some(fast) => fast.parse_or(line, |line| self.parse_line_plan(line)),
+            Some(fast) => fast.parse_or(line, &self.plan, &self.trusted, |line| self.parse_line_plan(line)),
             None => self.parse_line_plan(line),
         }
     }

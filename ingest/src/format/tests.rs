@@ -275,8 +275,38 @@ fn fast_formats() -> Vec<(&'static str, LogFormat)> {
         "lower-case header names",
         LogFormat::apache(r#"%h %l %u %t "%r" %>s %b "%{referer}i" "%{user-agent}i""#).unwrap(),
     ));
+    // A layout and more fields after it: the fused parser, then the plan.
+    v.push(("main + 13 fields", LogFormat::nginx(CUSTOM_NGINX, Escape::Default).unwrap()));
+    v.push((
+        "combined + %D",
+        LogFormat::apache(r#"%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i" %D"#).unwrap(),
+    ));
+    v.push((
+        "vhost_combined + request id, %D",
+        LogFormat::apache(r#"%v:%p %h %l %u %t "%r" %>s %O "%{Referer}i" "%{User-Agent}i" "%{X-Request-Id}i" %D"#)
+            .unwrap(),
+    ));
+    // `$bytes_sent` after the layout: `$body_bytes_sent` outranks it, the layout stays whole.
+    v.push((
+        "combined + $bytes_sent",
+        LogFormat::nginx(r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" $bytes_sent"#, Escape::Default).unwrap(),
+    ));
+    // A fraction of a second for the layout's whole-second time.
+    v.push((
+        "combined + %{usec_frac}t",
+        LogFormat::apache(r#"%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i" %{usec_frac}t"#).unwrap(),
+    ));
     v
 }
+
+/// Formats of a covered layout followed by more fields.
+const LAYOUT_AND_MORE: [&str; 5] = [
+    "main + 13 fields",
+    "combined + %D",
+    "vhost_combined + request id, %D",
+    "combined + $bytes_sent",
+    "combined + %{usec_frac}t",
+];
 
 /// The generic plan alone, without the fused parser.
 fn generic<'a>(fmt: &LogFormat, line: &'a [u8]) -> Result<AccessRecord<'a>, LineError> {
@@ -287,13 +317,16 @@ fn generic<'a>(fmt: &LogFormat, line: &'a [u8]) -> Result<AccessRecord<'a>, Line
 
 #[test]
 fn fused_parsers_cover_the_common_layouts() {
-    let fast: Vec<_> = fast_formats().into_iter().map(|(n, f)| (n, f.fast.is_some())).collect();
-    assert!(fast.iter().all(|(_, f)| *f), "{fast:?}");
+    let fast: Vec<_> = fast_formats().into_iter().map(|(n, f)| (n, f.fast.map(|f| f.has_rest()))).collect();
+    assert!(fast.iter().all(|(n, f)| *f == Some(LAYOUT_AND_MORE.contains(n))), "{fast:?}");
     for (name, fmt) in [
         ("json", LogFormat::builtin("json").unwrap()),
-        ("custom", LogFormat::nginx(CUSTOM_NGINX, Escape::Default).unwrap()),
         ("escape=none", LogFormat::from_nginx_config("log_format c escape=none '$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent \"$http_referer\" \"$http_user_agent\"';", "c").unwrap()),
-        ("combined + %D", LogFormat::apache(r#"%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i" %D"#).unwrap()),
+        ("common + %D", LogFormat::apache(r#"%h %l %u %t "%r" %>s %b %D"#).unwrap()),
+        ("combined, agent unquoted", LogFormat::apache(r#"%h %l %u %t "%r" %>s %b "%{Referer}i" %{User-Agent}i %D"#).unwrap()),
+        ("vhost_combined + %{Host}i (outranks %v)", LogFormat::apache(r#"%v:%p %h %l %u %t "%r" %>s %O "%{Referer}i" "%{User-Agent}i" "%{Host}i""#).unwrap()),
+        ("combined with %{Host}i before", LogFormat::apache(r#"%{Host}i %h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i""#).unwrap()),
+        ("vhost_combined + %b (outranks %O)", LogFormat::apache(r#"%v:%p %h %l %u %t "%r" %>s %O "%{Referer}i" "%{User-Agent}i" %b"#).unwrap()),
     ] {
         assert!(fmt.fast.is_none(), "{name}");
     }
@@ -311,11 +344,18 @@ fn fused_parsers_cover_the_common_layouts() {
     ];
     for (name, line) in lines {
         let fmt = LogFormat::builtin(name).unwrap();
-        let fast = fmt.fast.unwrap().parse(line);
-        assert!(fast.is_some(), "{name}");
-        assert_eq!(fmt.fast.unwrap().narrow().parse(line), fast, "{name}");
-        assert_eq!(fast.map(Ok), Some(generic(&fmt, line)), "{name}");
+        let fast = fmt.fast.unwrap().parse(line, &fmt);
+        assert!(matches!(fast, Some(Ok(_))), "{name}");
+        assert_eq!(fmt.fast.unwrap().narrow().parse(line, &fmt), fast, "{name}");
+        assert_eq!(fast, Some(generic(&fmt, line)), "{name}");
     }
+    // And a layout with more fields: the fused parser reads the layout, the plan the rest.
+    let fmt = LogFormat::nginx(CUSTOM_NGINX, Escape::Default).unwrap();
+    let line = br#"192.0.2.10 - - [10/Oct/2026:13:55:36 +0300] "GET /shop/?add-to-cart=12 HTTP/3.0" 502 552 "-" "Mozilla/5.0" "-" host=shop.example.fi rt=1.204 uct=0.000, 0.001 urt=1.000, 0.200 : 0.003 ua=10.1.0.1:9000, 10.1.0.2:9000 us=502, 200 cs=MISS https TLSv1.3 812 41235 p"#;
+    let fast = fmt.fast.unwrap().parse(line, &fmt).expect("fused");
+    assert_eq!(fast, generic(&fmt, line));
+    let r = fast.unwrap();
+    assert_eq!((r.host.as_ref(), r.request_time_us, r.upstream_count), ("shop.example.fi", Some(1_204_000), 3));
 }
 
 /// Mostly one of `good`, sometimes one of `odd`: lines with one or two odd pieces are what
@@ -365,6 +405,17 @@ prop_compose! {
         xff in prop::sample::select(vec![None, None, Some("-"), Some("1.2.3.4, 5.6.7.8"), Some("\""), Some("")]),
         vhost in any::<bool>(),
         tail in 0u8..4,
+        // What the formats with more fields log after the layout (and the rest must not).
+        more in prop_oneof![
+            4 => Just(""),
+            2 => prop::sample::select(&[
+                " 1234",
+                " \"www.example.fi\" 12",
+                " host=shop.example.fi rt=1.204 uct=0.000, 0.001 urt=1.000, 0.200 : 0.003 ua=10.1.0.1:9000 us=502, 200 cs=MISS https TLSv1.3 812 41235 p",
+                " host=- rt=0.000 uct=- urt=- ua=- us=- cs=- http - 0 1 .",
+            ][..]),
+            1 => prop::sample::select(&[" ", "\"", " \"", " \"x\" 1", "x", " rt=", " 1.5", "\" 12", " -"][..]),
+        ],
     ) -> Vec<u8> {
         let mut s = String::new();
         if vhost {
@@ -377,6 +428,7 @@ prop_compose! {
         if let Some(x) = xff.filter(|_| tail > 1) {
             s.push_str(&format!(" \"{x}\""));
         }
+        s.push_str(more);
         s.into_bytes()
     }
 }
@@ -410,9 +462,10 @@ proptest! {
             let want = generic(&fmt, &line);
             // The 16-byte build (CPUs without AVX2) and the build this CPU runs agree.
             let fused = fmt.fast.unwrap();
-            prop_assert_eq!(fused.narrow().parse(&line), fused.parse(&line), "{}: {}", name, String::from_utf8_lossy(&line));
-            if let Some(fast) = fused.parse(&line) {
-                prop_assert_eq!(Ok(&fast), want.as_ref(), "{}: {}", name, String::from_utf8_lossy(&line));
+            let fast = fused.parse(&line, &fmt);
+            prop_assert_eq!(&fused.narrow().parse(&line, &fmt), &fast, "{}: {}", name, String::from_utf8_lossy(&line));
+            if let Some(fast) = fast {
+                prop_assert_eq!(&fast, &want, "{}: {}", name, String::from_utf8_lossy(&line));
             }
             prop_assert_eq!(fmt.parse_line(&line), want, "{}: {}", name, String::from_utf8_lossy(&line));
         }
