@@ -13,6 +13,10 @@
 //! the caller runs the generic plan, so records and errors are identical by construction;
 //! `tests.rs` checks that on mutated lines of every layout.
 //!
+//! A format that is one of these layouts followed by more fields (`main` + `$request_time
+//! $host …`) is read the same way up to the layout's last quoted value; the plan reads the
+//! rest from there (`Plan::run_rest`).
+//!
 //! The parser is compiled twice: as is (SSE2, what every x86-64 has) and with AVX2 and BMI
 //! enabled (`parse_wide`, 32-byte scans), chosen once per format from what the CPU has.
 
