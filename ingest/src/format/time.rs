@@ -85,11 +85,10 @@ fn month_abbr(b: &[u8]) -> Option<u32> {
 /// Seconds since the epoch of a validated civil date and time (UTC wall clock).
 #[inline(always)]
 fn civil_secs(year: u32, month: u32, day: u32, h: u32, m: u32, s: u32) -> Option<i64> {
-    let year = year as i64;
-    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) || h > 23 || m > 59 || s > 60 {
+    if h > 23 || m > 59 || s > 60 {
         return None;
     }
-    Some(days_from_civil(year, month, day) * 86_400 + (h * 3600 + m * 60 + s) as i64)
+    Some(date_days(year, month, day)? * 86_400 + (h * 3600 + m * 60 + s) as i64)
 }
 
 /// Days since the epoch of a date that exists.
