@@ -252,33 +252,30 @@ impl Fast {
                 let rf = b_end + 2;
                 let rf_end = quoted::<WIDE>(line, rf)?;
                 let ua = rf_end + 3;
-                if self.rest.is_some() {
+                let ua_end = if self.rest.is_some() {
                     // The last quoted value ends at the first quote after it.
-                    let (ua_end, last) = match self.tail {
-                        Tail::RefererAgentXff => {
-                            let ua_end = quoted::<WIDE>(line, ua)?;
-                            (ua_end, find_byte::<WIDE>(line, ua_end + 3, b'"')?)
-                        }
-                        _ => {
-                            let ua_end = find_byte::<WIDE>(line, ua, b'"')?;
-                            (ua_end, ua_end)
-                        }
+                    let ua_end = match self.tail {
+                        Tail::RefererAgentXff => quoted::<WIDE>(line, ua)?,
+                        _ => find_byte::<WIDE>(line, ua, b'"')?,
                     };
-                    end = last;
-                    (text(s, rf, rf_end), text(s, ua, ua_end))
+                    end = match self.tail {
+                        Tail::RefererAgentXff => find_byte::<WIDE>(line, ua_end + 3, b'"')?,
+                        _ => ua_end,
+                    };
+                    ua_end
                 } else {
                     // The last field runs to the closing quote that ends the line.
                     let last = line.len() - 1;
                     if line[last] != b'"' || last < ua {
                         return None;
                     }
-                    let ua_end = match self.tail {
+                    match self.tail {
                         // `$http_x_forwarded_for` (not in the record) runs to the end.
                         Tail::RefererAgentXff => quoted::<WIDE>(line, ua).filter(|&e| e + 3 <= last)?,
                         _ => last,
-                    };
-                    (text(s, rf, rf_end), text(s, ua, ua_end))
-                }
+                    }
+                };
+                (text(s, rf, rf_end), text(s, ua, ua_end))
             }
         };
         let rec = AccessRecord {
@@ -469,13 +466,11 @@ fn dotted_quad(line: &[u8], pos: usize) -> Option<(Ipv4Addr, usize)> {
 fn dots_and_space(w: &[u8; 16]) -> (u32, u32) {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::x86_64::*;
+        use simd::{Block, Narrow};
         // SAFETY: SSE2 is part of x86_64; the load reads the 16 bytes of `w`.
         unsafe {
-            let v = _mm_loadu_si128(w.as_ptr() as *const __m128i);
-            let dots = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'.' as i8))) as u32;
-            let space = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b' ' as i8))) as u32;
-            (dots | 1 << 16, space | 1 << 16)
+            let v = Narrow::load(w.as_ptr());
+            (v.eq(Narrow::splat(b'.')).mask() | 1 << 16, v.eq(Narrow::splat(b' ')).mask() | 1 << 16)
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -547,7 +542,7 @@ fn count(line: &[u8], pos: usize) -> Option<(u64, usize)> {
     let first = *line.get(pos)?;
     if first == b'-' {
         let end = pos + 1;
-        return (line.get(end).is_none_or(|&c| !is_decimal(c))).then_some((0, end));
+        return (line.get(end).is_none_or(|&c| !Class::Decimal.contains(c))).then_some((0, end));
     }
     // Up to seven digits eight bytes at a time (the line is ASCII, so no byte XOR `0` has
     // its top bit set, and adding 0x76 sets it exactly for the non-digits).
@@ -557,7 +552,7 @@ fn count(line: &[u8], pos: usize) -> Option<(u64, usize)> {
         let non_digit = (x.wrapping_add(0x7676_7676_7676_7676) | x) & HIGH;
         let len = (non_digit.trailing_zeros() / 8) as usize;
         if (1..8).contains(&len) {
-            if is_decimal(w[len]) {
+            if Class::Decimal.contains(w[len]) {
                 return None;
             }
             // The digits to the top bytes, then pairs, quads, octets combined (the usual
@@ -582,16 +577,10 @@ fn count(line: &[u8], pos: usize) -> Option<(u64, usize)> {
         v = v * 10 + d as u64;
         i += 1;
     }
-    if i == pos || line.get(i).is_some_and(|&c| is_decimal(c)) {
+    if i == pos || line.get(i).is_some_and(|&c| Class::Decimal.contains(c)) {
         return None;
     }
     Some((v, i))
-}
-
-/// Bytes of the plan's `Decimal` scan class (a number's run ends at none of them).
-#[inline(always)]
-fn is_decimal(c: u8) -> bool {
-    c.is_ascii_digit() || c == b'.' || c == b'-'
 }
 
 /// The end of a quoted value starting at `pos` (the line holds no backslash): its first `"`,
@@ -603,7 +592,8 @@ fn quoted<const WIDE: bool>(line: &[u8], pos: usize) -> Option<usize> {
 }
 
 /// The first `"` at or after `from`, and the first `?` before it. Values are short (tens of
-/// bytes): an inline 16-byte scan beats a call into memchr, and finds both in one pass.
+/// bytes): an inline scan a register at a time beats a call into memchr, and finds both in
+/// one pass.
 #[inline(always)]
 fn find_quote_and_qmark<const WIDE: bool>(b: &[u8], from: usize) -> Option<(usize, Option<usize>)> {
     #[allow(unused_mut)]
@@ -805,7 +795,7 @@ mod tests {
         #[test]
         fn count_matches_parse_bytes(digits in "[0-9]{0,21}|[0-9.-]{0,5}", after in "[ \".x]?", pad in 0usize..10) {
             let line = format!("{digits}{after}{}", " ".repeat(pad));
-            let run = line.bytes().take_while(|&c| is_decimal(c)).count();
+            let run = Class::Decimal.run(line.as_bytes());
             let want = super::super::value::parse_bytes(&line.as_bytes()[..run]).map(|v| (v, run));
             let got = count(line.as_bytes(), 0);
             prop_assert!(got.is_none() || got == want, "{:?}: {:?} {:?}", line, got, want);
