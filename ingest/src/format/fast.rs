@@ -145,10 +145,12 @@ impl Fast {
         plan: &Plan,
         trusted: &[IpNet],
     ) -> Option<Result<AccessRecord<'a>, LineError>> {
-        let (mut rec, end) = self.parse_with::<WIDE>(line)?;
+        // Two builds of the parser: the whole-line layouts (nearly every line) do not carry
+        // the end position the others need.
         let Some(k) = self.rest else {
-            return Some(Ok(rec));
+            return self.parse_with::<WIDE, false>(line).map(|(rec, _)| Ok(rec));
         };
+        let (mut rec, end) = self.parse_with::<WIDE, true>(line)?;
         // `end` is the first quote after the layout's last value: the plan ends that value
         // there too when the literal after it follows (else it looks further: its call).
         let after = &plan.fields[k - 1].after;
@@ -185,10 +187,11 @@ impl Fast {
 
     /// The parser; `WIDE` only where AVX2 is enabled (`parse_wide`).
     ///
-    /// With `rest`, the layout's last quoted value may be followed by more: its end is the
-    /// first quote after it, returned with the record (otherwise the line's length).
+    /// With `REST` (the format has `rest`), the layout's last quoted value may be followed by
+    /// more: its end is the first quote after it, returned with the record (otherwise the
+    /// line's length).
     #[inline(always)]
-    fn parse_with<'a, const WIDE: bool>(self, line: &'a [u8]) -> Option<(AccessRecord<'a>, usize)> {
+    fn parse_with<'a, const WIDE: bool, const REST: bool>(self, line: &'a [u8]) -> Option<(AccessRecord<'a>, usize)> {
         if !plain::<WIDE>(line) {
             return None;
         }
@@ -252,7 +255,7 @@ impl Fast {
                 let rf = b_end + 2;
                 let rf_end = quoted::<WIDE>(line, rf)?;
                 let ua = rf_end + 3;
-                let ua_end = if self.rest.is_some() {
+                let ua_end = if REST {
                     // The last quoted value ends at the first quote after it.
                     let ua_end = match self.tail {
                         Tail::RefererAgentXff => quoted::<WIDE>(line, ua)?,
