@@ -43,6 +43,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli::init_tracing();
+    if let Err(e) = sitelog::clock::announce() {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Stack(a) => cli::stack::run(a),
         Command::Schema(a) => cli::schema::run(a),

@@ -1,6 +1,7 @@
 //! The billing report on hand-made records: Helsinki months to exact UTC bounds (records one
 //! microsecond either side of each bound, both DST transitions), the three metering rules,
-//! allowance and overage, and the three output formats. Every expected figure is counted
+//! allowance and overage, and the three output formats. The records lie in last year on the
+//! clock (`SITELOG_NOW` or the system clock), so the test means the same in any year. Every expected figure is counted
 //! here from the records the test wrote and the rule texts in the README.
 
 mod billing_common;
@@ -26,29 +27,34 @@ fn setup() -> Db {
             customer(1, "C2", vec![site("S2", S2, "vip"), site("S3", S3, "vua")]),
         ],
     );
-    // S1: one request a microsecond before and one at each bound of October 2026 (EEST→EET)
-    // and March 2026 (EET→EEST), and two in each DST night.
+    // S1: one request a microsecond before and one at each bound of October (EEST→EET) and
+    // March (EET→EEST) of last year on the clock, and two in each DST night. The bounds and
+    // nights are computed here with chrono-tz, independently of the billing code.
+    let year = base_year();
+    let us = chrono::Duration::microseconds(1);
+    let (oct_night, mar_night) = (last_sunday(year, 10), last_sunday(year, 3));
+    let at = |d: chrono::NaiveDate, h: u32, m: u32, s: u32| d.and_hms_opt(h, m, s).unwrap().and_utc();
     let mut reqs: Vec<Req> = [
-        "2026-09-30T20:59:59.999999Z", // 23:59:59.999999 EEST 30 Sep: September
-        "2026-09-30T21:00:00Z",        // 00:00 EEST 1 Oct: October
-        "2026-10-25T00:30:00Z",        // 03:30 EEST, the first 03:30 of 25 Oct
-        "2026-10-25T01:30:00Z",        // 03:30 EET, the second
-        "2026-10-31T21:59:59.999999Z", // 23:59:59.999999 EET 31 Oct: October
-        "2026-10-31T22:00:00Z",        // 00:00 EET 1 Nov: November
-        "2026-02-28T21:59:59.999999Z", // 23:59:59.999999 EET 28 Feb: February
-        "2026-02-28T22:00:00Z",        // 00:00 EET 1 Mar: March
-        "2026-03-29T00:59:59Z",        // 02:59:59 EET 29 Mar
-        "2026-03-29T01:00:00Z",        // 04:00 EEST 29 Mar (03:00-04:00 does not exist)
-        "2026-03-31T20:59:59.999999Z", // 23:59:59.999999 EEST 31 Mar: March
-        "2026-03-31T21:00:00Z",        // 00:00 EEST 1 Apr: April
+        helsinki_midnight(year, 10, 1) - us,  // 23:59:59.999999 EEST 30 Sep: September
+        helsinki_midnight(year, 10, 1),       // 00:00 EEST 1 Oct: October
+        at(oct_night, 0, 30, 0),           // 03:30 EEST, the first 03:30 of the last Sunday
+        at(oct_night, 1, 30, 0),           // 03:30 EET, the second
+        helsinki_midnight(year, 11, 1) - us,  // 23:59:59.999999 EET 31 Oct: October
+        helsinki_midnight(year, 11, 1),       // 00:00 EET 1 Nov: November
+        helsinki_midnight(year, 3, 1) - us,   // 23:59:59.999999 EET, February's last day: February
+        helsinki_midnight(year, 3, 1),        // 00:00 EET 1 Mar: March
+        at(mar_night, 0, 59, 59),          // 02:59:59 EET, the last Sunday of March
+        at(mar_night, 1, 0, 0),            // 04:00 EEST (03:00-04:00 does not exist)
+        helsinki_midnight(year, 4, 1) - us,   // 23:59:59.999999 EEST 31 Mar: March
+        helsinki_midnight(year, 4, 1),        // 00:00 EEST 1 Apr: April
     ]
-    .iter()
-    .map(|t| req(t, "C1", "S1", S1))
+    .into_iter()
+    .map(|t| req_at(t, "C1", "S1", S1))
     .collect();
     // S2 (visits_ip) and S3 (visits_ip_ua) on 5 October: one request of each kind.
-    let day = "2026-10-05T09:00:00Z";
+    let day = &y("2026-10-05T09:00:00Z");
     let kinds = |site: &'static str, host: &'static str| -> Vec<Req> {
-        let r = |n: u8, ua: &'static str, status: u16, class: &'static str, bot: bool| Req {
+        let r = move |n: u8, ua: &'static str, status: u16, class: &'static str, bot: bool| Req {
             ip: ip(n),
             ua,
             status,
@@ -72,7 +78,7 @@ fn setup() -> Db {
     reqs.extend(kinds("S2", S2));
     reqs.extend(kinds("S3", S3));
     // The next day A comes back to S2: a new day, a new visit.
-    reqs.push(Req { ip: ip(1), ua: "Firefox", ..req("2026-10-06T09:00:00Z", "C2", "S2", S2) });
+    reqs.push(Req { ip: ip(1), ua: "Firefox", ..req(&y("2026-10-06T09:00:00Z"), "C2", "S2", S2) });
     insert(&db, &reqs, 1);
     db
 }
@@ -87,16 +93,21 @@ fn site_row<'a>(
 #[test]
 fn months_rules_and_formats() {
     let db = setup();
+    let year = base_year();
 
-    // Requests per month of S1, from the calendar: the bounds decide.
+    // Requests per month of S1, from the calendar: the bounds decide. February has 28 or 29
+    // days; October one hour more, March one less.
+    let feb_hours = (helsinki_midnight(year, 3, 1) - helsinki_midnight(year, 2, 1)).num_hours() as u64;
+    assert!(feb_hours == 672 || feb_hours == 696);
     for (month, n, hours) in [
         ("2026-09", 1u64, 720u64),
         ("2026-10", 4, 745),
         ("2026-11", 1, 720),
-        ("2026-02", 1, 672),
+        ("2026-02", 1, feb_hours),
         ("2026-03", 4, 743),
         ("2026-04", 1, 720),
     ] {
+        let month = &y(month);
         let out = billing(&db, &["--month", month, "--format", "json", "--customer", "C1"]);
         assert!(out.status.success(), "{month}: {}", stderr(&out));
         let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -107,21 +118,22 @@ fn months_rules_and_formats() {
         assert_eq!(s1["billed_usage"], n, "{month}: the requests rule bills every request");
         assert_eq!(s1["overage"], n.saturating_sub(3), "{month}: overage above 3 included");
     }
-    let out = billing(&db, &["--month", "2026-10", "--format", "json"]);
+    let out = billing(&db, &["--month", &y("2026-10"), "--format", "json"]);
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         (j["from_utc"].as_str(), j["to_utc"].as_str()),
-        (Some("2026-09-30T21:00:00Z"), Some("2026-10-31T22:00:00Z"))
+        (Some(y("2026-09-30T21:00:00Z").as_str()), Some(y("2026-10-31T22:00:00Z").as_str()))
     );
-    let out = billing(&db, &["--month", "2026-03", "--format", "json"]);
+    let out = billing(&db, &["--month", &y("2026-03"), "--format", "json"]);
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let feb_last = (helsinki_midnight(year, 3, 1) - chrono::Duration::days(1)).format("%Y-%m-%d");
     assert_eq!(
         (j["from_utc"].as_str(), j["to_utc"].as_str()),
-        (Some("2026-02-28T22:00:00Z"), Some("2026-03-31T21:00:00Z"))
+        (Some(format!("{feb_last}T22:00:00Z").as_str()), Some(y("2026-03-31T21:00:00Z").as_str()))
     );
 
     // The three rules for October, in CSV.
-    let out = billing(&db, &["--month", "2026-10", "--format", "csv"]);
+    let out = billing(&db, &["--month", &y("2026-10"), "--format", "csv"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert_eq!(
@@ -168,15 +180,15 @@ fn months_rules_and_formats() {
     assert!(rows.iter().all(|r| r["status"] == "complete"), "no sources, month over: complete");
 
     // The table names what a person needs; --output writes the file instead of stdout.
-    let out = billing(&db, &["--month", "2026-10"]);
+    let out = billing(&db, &["--month", &y("2026-10")]);
     let t = stdout(&out);
     assert!(
-        t.contains("Billing 2026-10 (Europe/Helsinki): 2026-09-30T21:00:00Z .. 2026-10-31T22:00:00Z UTC, 745 h"),
+        t.contains(&y("Billing 2026-10 (Europe/Helsinki): 2026-09-30T21:00:00Z .. 2026-10-31T22:00:00Z UTC, 745 h")),
         "{t}"
     );
     assert!(t.contains("C2  C2 Oy (1572860-0)") && t.contains("visits_ip_ua"), "{t}");
     let file = support::temp_dir("billrules-out").join("october.csv");
-    let out = billing(&db, &["--month", "2026-10", "--format", "csv", "--output", file.to_str().unwrap()]);
+    let out = billing(&db, &["--month", &y("2026-10"), "--format", "csv", "--output", file.to_str().unwrap()]);
     assert!(out.status.success() && out.stdout.is_empty());
     assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
 

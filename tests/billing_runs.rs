@@ -35,17 +35,18 @@ fn watermarks_strict_final_closed_runs_and_adjustments() {
         ],
     );
     let sept = vec![
-        req("2026-09-10T10:00:00Z", "C1", "S1", "a.fi"),
-        req("2026-09-10T11:00:00Z", "C1", "S1", "a.fi"),
-        req("2026-09-11T10:00:00Z", "C1", "S1", "a.fi"),
-        req("2026-09-12T10:00:00Z", "C2", "S2", "b.fi"),
+        req(&y("2026-09-10T10:00:00Z"), "C1", "S1", "a.fi"),
+        req(&y("2026-09-10T11:00:00Z"), "C1", "S1", "a.fi"),
+        req(&y("2026-09-11T10:00:00Z"), "C1", "S1", "a.fi"),
+        req(&y("2026-09-12T10:00:00Z"), "C2", "S2", "b.fi"),
     ];
     insert(&db, &sept, 1);
+    // Hand-made records in last year's September–November (`y`): every month of it is over.
     // September ends 2026-09-30T21:00Z; with 2 h grace every source must reach 23:00Z.
-    progress(&db, 1, "a.fi", "2026-10-15T00:00:00Z", 3);
-    progress(&db, 2, "b.fi", "2026-09-30T22:30:00Z", 1);
+    progress(&db, 1, "a.fi", &y("2026-10-15T00:00:00Z"), 3);
+    progress(&db, 2, "b.fi", &y("2026-09-30T22:30:00Z"), 1);
 
-    let out = billing(&db, &["--month", "2026-09", "--format", "json"]);
+    let out = billing(&db, &["--month", &y("2026-09"), "--format", "json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let j = json(&out);
     assert_eq!(j["status"], "provisional");
@@ -55,14 +56,14 @@ fn watermarks_strict_final_closed_runs_and_adjustments() {
         (lagging[0]["site_host"].as_str(), lagging[0]["fingerprint"].as_str()),
         (Some("b.fi"), Some("0000000000000002"))
     );
-    assert_eq!(lagging[0]["watermark"], "2026-09-30T22:30:00Z");
+    assert_eq!(lagging[0]["watermark"].as_str(), Some(y("2026-09-30T22:30:00Z").as_str()));
 
     for flag in ["--strict", "--final"] {
-        let out = billing(&db, &["--month", "2026-09", flag]);
+        let out = billing(&db, &["--month", &y("2026-09"), flag]);
         assert_eq!(out.status.code(), Some(2), "{flag}: {}", stderr(&out));
         let err = stderr(&out);
         assert!(
-            err.contains("lagging source: b.fi (file 0000000000000002) watermark 2026-09-30T22:30:00Z"),
+            err.contains(&y("lagging source: b.fi (file 0000000000000002) watermark 2026-09-30T22:30:00Z")),
             "{flag}: {err}"
         );
         assert!(!err.contains("a.fi"), "{flag}: only lagging sources are named: {err}");
@@ -71,9 +72,9 @@ fn watermarks_strict_final_closed_runs_and_adjustments() {
     assert_eq!(support::block_on(db.client.query("SELECT count() FROM billing_runs").fetch_one::<u64>()).unwrap(), 0);
 
     // b.fi catches up: September is complete and can be closed.
-    progress(&db, 2, "b.fi", "2026-10-20T00:00:00Z", 1);
+    progress(&db, 2, "b.fi", &y("2026-10-20T00:00:00Z"), 1);
     let out =
-        billing(&db, &["--month", "2026-09", "--strict", "--final", "--closed-by", "laskutus", "--format", "json"]);
+        billing(&db, &["--month", &y("2026-09"), "--strict", "--final", "--closed-by", "laskutus", "--format", "json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let closed = json(&out);
     assert_eq!(closed["status"], "closed");
@@ -86,37 +87,37 @@ fn watermarks_strict_final_closed_runs_and_adjustments() {
     assert_eq!((site(&closed, "S1")["requests"].as_u64(), site(&closed, "S1")["overage"].as_u64()), (Some(3), Some(1)));
 
     // Two records for September arrive after closing (a collector that was offline).
-    insert(&db, &[req("2026-09-20T10:00:00Z", "C1", "S1", "a.fi"), req("2026-09-21T10:00:00Z", "C1", "S1", "a.fi")], 3);
-    progress(&db, 3, "a.fi", "2026-09-21T10:00:00Z", 2);
+    insert(&db, &[req(&y("2026-09-20T10:00:00Z"), "C1", "S1", "a.fi"), req(&y("2026-09-21T10:00:00Z"), "C1", "S1", "a.fi")], 3);
+    progress(&db, 3, "a.fi", &y("2026-09-21T10:00:00Z"), 2);
 
     // Re-running the closed month prints the stored figures, unchanged.
-    let out = billing(&db, &["--month", "2026-09", "--final", "--format", "json"]);
+    let out = billing(&db, &["--month", &y("2026-09"), "--final", "--format", "json"]);
     assert!(out.status.success());
     let again = json(&out);
     assert_eq!(again["closed"], closed["closed"], "the same closed run");
     assert_eq!(site(&again, "S1")["requests"], 3, "a closed invoice never changes");
     assert_eq!(support::block_on(db.client.query("SELECT count() FROM billing_runs").fetch_one::<u64>()).unwrap(), 1);
     // --verify shows what a fresh computation would say, and exits 3.
-    let out = billing(&db, &["--month", "2026-09", "--verify", "--format", "csv"]);
+    let out = billing(&db, &["--month", &y("2026-09"), "--verify", "--format", "csv"]);
     assert_eq!(out.status.code(), Some(3));
     assert!(
         stderr(&out).lines().any(
-            |l| l == "MISMATCH closed 2026-09 C1 S1 requests: expected 3 (closed run), found 5 (fresh computation)"
+            |l| l == y("MISMATCH closed 2026-09 C1 S1 requests: expected 3 (closed run), found 5 (fresh computation)")
         ),
         "{}",
         stderr(&out)
     );
-    assert!(stdout(&out).lines().skip(1).all(|l| l.starts_with("2026-09,closed,")), "{}", stdout(&out));
+    assert!(stdout(&out).lines().skip(1).all(|l| l.starts_with(&y("2026-09,closed,"))), "{}", stdout(&out));
 
     // October's run carries them as an adjustment to September: +2 requests, overage 1 → 3.
-    let out = billing(&db, &["--month", "2026-10", "--format", "csv"]);
+    let out = billing(&db, &["--month", &y("2026-10"), "--format", "csv"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let rows = csv_rows(&stdout(&out));
     let adj: Vec<_> = rows.iter().filter(|r| r["line"] == "adjustment").collect();
     assert_eq!(adj.len(), 1, "{rows:?}");
     let a = adj[0];
     for (k, v) in [
-        ("month", "2026-09"),
+        ("month", y("2026-09").as_str()),
         ("customer_id", "C1"),
         ("site_id", "S1"),
         ("billed_usage", "2"),
@@ -128,42 +129,42 @@ fn watermarks_strict_final_closed_runs_and_adjustments() {
     }
     // Closing October records the adjustment with it (October is complete once both
     // sources passed 1 November 00:00 UTC).
-    let out = billing(&db, &["--month", "2026-10", "--final"]);
+    let out = billing(&db, &["--month", &y("2026-10"), "--final"]);
     assert_eq!(out.status.code(), Some(2), "a.fi delivered only up to 15 October: {}", stderr(&out));
     assert!(
-        stderr(&out).contains("lagging source: a.fi (file 0000000000000001) watermark 2026-10-15T00:00:00Z"),
+        stderr(&out).contains(&y("lagging source: a.fi (file 0000000000000001) watermark 2026-10-15T00:00:00Z")),
         "{}",
         stderr(&out)
     );
-    progress(&db, 1, "a.fi", "2026-11-20T00:00:00Z", 3);
-    progress(&db, 2, "b.fi", "2026-11-20T00:00:00Z", 1);
-    let out = billing(&db, &["--month", "2026-10", "--final", "--format", "json"]);
+    progress(&db, 1, "a.fi", &y("2026-11-20T00:00:00Z"), 3);
+    progress(&db, 2, "b.fi", &y("2026-11-20T00:00:00Z"), 1);
+    let out = billing(&db, &["--month", &y("2026-10"), "--final", "--format", "json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let oct = json(&out);
     assert_eq!((oct["status"].as_str(), oct["adjustments"][0]["requests"].as_i64()), (Some("closed"), Some(2)));
     // Billed once: November has nothing pending for September…
-    let nov = json(&billing(&db, &["--month", "2026-11", "--format", "json"]));
+    let nov = json(&billing(&db, &["--month", &y("2026-11"), "--format", "json"]));
     assert_eq!(nov["adjustments"].as_array().unwrap().len(), 0, "{}", nov["adjustments"]);
     // …until another late record arrives.
-    insert(&db, &[req("2026-09-25T10:00:00Z", "C1", "S1", "a.fi")], 4);
-    let nov = json(&billing(&db, &["--month", "2026-11", "--format", "json"]));
+    insert(&db, &[req(&y("2026-09-25T10:00:00Z"), "C1", "S1", "a.fi")], 4);
+    let nov = json(&billing(&db, &["--month", &y("2026-11"), "--format", "json"]));
     let adj = nov["adjustments"].as_array().unwrap();
     assert_eq!(adj.len(), 1);
     assert_eq!(
         (adj[0]["applies_to"].as_str(), adj[0]["requests"].as_i64(), adj[0]["overage"].as_i64()),
-        (Some("2026-09"), Some(1), Some(1))
+        (Some(y("2026-09").as_str()), Some(1), Some(1))
     );
     // Re-running October shows the adjustment its run recorded.
-    let oct2 = json(&billing(&db, &["--month", "2026-10", "--format", "json"]));
+    let oct2 = json(&billing(&db, &["--month", &y("2026-10"), "--format", "json"]));
     assert_eq!(oct2["closed"], oct["closed"]);
     assert_eq!(oct2["adjustments"][0]["requests"], 2);
 
     // A closed run whose stored lines were edited is refused.
-    exec(&db, "ALTER TABLE billing_run_lines UPDATE requests = 999 WHERE month = '2026-09' AND kind = 'site' AND site_id = 'S1' SETTINGS mutations_sync = 1");
-    let out = billing(&db, &["--month", "2026-09"]);
+    exec(&db, &y("ALTER TABLE billing_run_lines UPDATE requests = 999 WHERE month = '2026-09' AND kind = 'site' AND site_id = 'S1' SETTINGS mutations_sync = 1"));
+    let out = billing(&db, &["--month", &y("2026-09")]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains(&format!("the closed run of 2026-09 does not match its content hash (stored {hash}")),
+        stderr(&out).contains(&format!("the closed run of {} does not match its content hash (stored {hash}", y("2026-09"))),
         "{}",
         stderr(&out)
     );

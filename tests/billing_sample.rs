@@ -3,9 +3,14 @@
 //! batches and stored by `sitelog process` (killed with SIGKILL mid-stream, restarted, ClickHouse stopped and restarted under it, and the
 //! whole topic replayed by a second consumer group). Then `sitelog report billing` must equal
 //! the generator's independently counted ground truth for every customer, site and month —
-//! October 2026 with its DST change and a domain that moved between customers on 26 October,
-//! and the partial November — and `--verify` must pass, then fail with a precise line once
-//! the test deletes one rollup row.
+//! a finished month with a domain that moved between customers two days before its end, and
+//! the following month, not over yet — and `--verify` must pass, then fail with a precise line
+//! once the test deletes one rollup row.
+//!
+//! Dates come from the clock (`SITELOG_NOW` or the system clock), never from the calendar the
+//! test was written in: the sample's 28 days cross the latest month boundary that has 12 days
+//! after it before today, and the reports run with the clock set to the day after the sample
+//! ("the second month is not over").
 
 mod billing_common;
 mod support;
@@ -17,6 +22,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use billing_common::*;
+use chrono::{Datelike, Days, NaiveDate, TimeZone};
+use sitelog_schema::migrations::Retention;
 use sitelog::sample::{self, truth, GenerateOptions};
 use sitelog_ingest::format::LogFormat;
 use sitelog_schema::register::RegisterExport;
@@ -224,14 +231,57 @@ fn unattributed_by_month(messages: &[(String, Vec<u8>)], host: &str) -> BTreeMap
     out
 }
 
+/// The first day of the latest month that has 12 full days before `today` (Helsinki).
+fn month_boundary(today: NaiveDate) -> NaiveDate {
+    let this = today.with_day(1).unwrap();
+    if today - Days::new(12) > this {
+        this
+    } else {
+        (this - Days::new(1)).with_day(1).unwrap()
+    }
+}
+
+/// Hours of a Helsinki month, from chrono-tz (independent of the billing code).
+fn month_hours(first: NaiveDate) -> i64 {
+    let next = (first + Days::new(32)).with_day(1).unwrap();
+    let midnight = |d: NaiveDate| {
+        chrono_tz::Europe::Helsinki.from_local_datetime(&d.and_hms_opt(0, 0, 0).unwrap()).single().unwrap()
+    };
+    (midnight(next) - midnight(first)).num_hours()
+}
+
+#[test]
+fn boundary_leaves_twelve_days_after_it() {
+    let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+    assert_eq!(month_boundary(d("2026-12-01")), d("2026-11-01"));
+    assert_eq!(month_boundary(d("2026-12-13")), d("2026-11-01"));
+    assert_eq!(month_boundary(d("2026-12-14")), d("2026-12-01"));
+    assert_eq!((month_hours(d("2026-10-01")), month_hours(d("2026-03-01")), month_hours(d("2028-02-01"))), (745, 743, 696));
+}
+
 #[test]
 fn billing_equals_ground_truth_through_faults_and_verify_finds_a_deleted_rollup() {
     // A stack of its own: this test stops and restarts ClickHouse.
     let mut stack = support::own_stack("billsample-stack");
     let dir = support::temp_dir("billsample");
-    let opts = GenerateOptions { out: dir.clone(), customers: 6, rate: 20, ..GenerateOptions::default() };
+    // 28 days: 16 before the boundary, 12 after; the domain moves two days before it.
+    let boundary = month_boundary(sitelog::clock::today_helsinki().unwrap());
+    let opts = GenerateOptions {
+        out: dir.clone(),
+        customers: 6,
+        rate: 20,
+        start: boundary - Days::new(16),
+        ..GenerateOptions::default()
+    };
     let summary = sample::generate(&opts).unwrap();
-    assert_eq!((summary.moved_domain.is_empty(), summary.moved_on.as_str()), (false, "2026-10-26"));
+    let (first, second) = (summary.months[0].clone(), summary.months[1].clone());
+    assert_eq!(summary.months.len(), 2);
+    assert_eq!(
+        (summary.moved_domain.is_empty(), summary.moved_on.clone()),
+        (false, (boundary - Days::new(2)).to_string())
+    );
+    // The reports' clock: noon of the day after the sample, inside the second month.
+    let report_now = format!("{}T10:00:00Z", opts.end() + Days::new(1));
     let truth_dir = dir.join("truth");
     let truth = truth_by_month(&truth::read_usage(&truth_dir).unwrap());
 
@@ -255,7 +305,11 @@ fn billing_equals_ground_truth_through_faults_and_verify_finds_a_deleted_rollup(
         billed.sort();
         p.included = billed.get(billed.len() / 2).copied().unwrap_or(0);
     }
-    let db = db(&stack, "billsample");
+    // Raw records kept 90 days, so that `--verify` recounts every day of the sample from raw
+    // records whatever day of the month the test runs on (the oldest is at most 59 days old).
+    let retention = Retention { raw_days: 90, ..Retention::default() };
+    let mut db = db_with_retention(&stack, "billsample", &retention);
+    db.now = Some(report_now.clone());
     support::block_on(sitelog_processor::register::import(&db.client, &export, "test", "register.json", "-")).unwrap();
 
     let (messages, malformed) = wire_batches(&dir);
@@ -287,41 +341,42 @@ fn billing_equals_ground_truth_through_faults_and_verify_finds_a_deleted_rollup(
     assert_eq!(unattributed.values().sum::<u64>(), summary.unattributed_requests);
     let mut reports = BTreeMap::new();
     let (mut over, mut under) = (0, 0);
-    for month in ["2026-10", "2026-11"] {
+    for month in [&first, &second] {
         let out = billing(&db, &["--month", month, "--format", "csv"]);
         assert!(out.status.success(), "{month}: {}", stderr(&out));
         let csv = stdout(&out);
-        let (o, u) = check_month(&csv, month, &truth, &export, unattributed[month]);
+        let (o, u) = check_month(&csv, month, &truth, &export, unattributed.get(month).copied().unwrap_or(0));
         over += o;
         under += u;
-        reports.insert(month, csv);
+        reports.insert(month.clone(), csv);
     }
     assert!(over > 0 && under > 0, "overage both charged and not: {over} over, {under} within");
 
-    // The moved domain: billed to each customer for its own days of October.
-    let oct = csv_rows(&reports["2026-10"]);
+    // The moved domain: billed to each customer for its own days of the first month.
+    let rows = csv_rows(&reports[&first]);
     let moved: Vec<_> =
-        oct.iter().filter(|r| r["line"] == "site" && (r["site_id"] == "S0004" || r["site_id"] == "S0009")).collect();
+        rows.iter().filter(|r| r["line"] == "site" && (r["site_id"] == "S0004" || r["site_id"] == "S0009")).collect();
     assert_eq!(moved.len(), 2);
-    assert!(moved.iter().all(|r| n(r, "requests") > 0), "both owners have October usage");
+    assert!(moved.iter().all(|r| n(r, "requests") > 0), "both owners have usage in {first}");
     assert_ne!(moved[0]["customer_id"], moved[1]["customer_id"]);
-    assert!(oct.iter().all(|r| r["status"] == "complete"), "October: every source delivered past 1 Nov 00:00 UTC");
+    assert!(rows.iter().all(|r| r["status"] == "complete"), "{first}: every source delivered past its end");
 
     // JSON carries the same figures.
-    let out = billing(&db, &["--month", "2026-10", "--format", "json"]);
+    let out = billing(&db, &["--month", &first, "--format", "json"]);
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((j["hours"].as_i64(), j["status"].as_str()), (Some(745), Some("complete")));
+    let first_day: NaiveDate = format!("{first}-01").parse().unwrap();
+    assert_eq!((j["hours"].as_i64(), j["status"].as_str()), (Some(month_hours(first_day)), Some("complete")));
     let total: u64 = j["customers"].as_array().unwrap().iter().map(|c| c["total"]["requests"].as_u64().unwrap()).sum();
-    let want: u64 = truth.iter().filter(|(k, _)| k.0 == "2026-10").map(|(_, v)| v[0]).sum();
+    let want: u64 = truth.iter().filter(|(k, _)| k.0 == first).map(|(_, v)| v[0]).sum();
     assert_eq!(total, want);
 
-    // November is not over: provisional, and --strict refuses naming every lagging source.
-    let csv = csv_rows(&reports["2026-11"]);
+    // The second month is not over: provisional, and --strict refuses naming every lagging source.
+    let csv = csv_rows(&reports[&second]);
     assert!(csv.iter().all(|r| r["status"] == "provisional"));
-    let out = billing(&db, &["--month", "2026-11", "--strict"]);
+    let out = billing(&db, &["--month", &second, "--strict"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("refused: 2026-11 is not complete"), "{err}");
+    assert!(err.contains(&format!("refused: {second} is not complete")), "{err}");
     assert!(
         err.contains(&format!("lagging source: {unknown}"))
             && err.contains(&format!("lagging source: {}", summary.moved_domain)),
@@ -329,7 +384,7 @@ fn billing_equals_ground_truth_through_faults_and_verify_finds_a_deleted_rollup(
     );
 
     // --verify: raw records (days still in retention), source progress. Both months pass.
-    for month in ["2026-10", "2026-11"] {
+    for month in [&first, &second] {
         let out = billing(&db, &["--month", month, "--verify", "--format", "json"]);
         assert_eq!(out.status.code(), Some(0), "{month}: {}", stderr(&out));
         let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -341,7 +396,7 @@ fn billing_equals_ground_truth_through_faults_and_verify_finds_a_deleted_rollup(
     let replay = process_config(&db, &stack.kafka_bootstrap, &topic, "billing-replay");
     assert!(processor(&replay, Some(10)).wait().unwrap().success());
     assert_eq!(count(&db, "SELECT sum(requests) FROM usage_daily"), summary.records, "the replay stored nothing twice");
-    for month in ["2026-10", "2026-11"] {
+    for month in [&first, &second] {
         let out = billing(&db, &["--month", month, "--format", "csv"]);
         assert_eq!(
             stdout(&out).replace("provisional", "x"),
@@ -350,11 +405,17 @@ fn billing_equals_ground_truth_through_faults_and_verify_finds_a_deleted_rollup(
         );
     }
 
-    // Delete one rollup row: --verify names customer, site, day, expected and found.
-    let (c, s, day) = ("C0002", "S0003", "2026-11-02");
-    let want = truth::read_usage(&truth_dir).unwrap()[&(c.to_owned(), s.to_owned(), day.to_owned())];
+    // Delete one rollup row (the second month's first day of C0002's first site in the truth):
+    // --verify names customer, site, day, expected and found.
+    let usage = truth::read_usage(&truth_dir).unwrap();
+    let ((c, s, day), want) = usage
+        .iter()
+        .find(|((c, _, day), u)| c == "C0002" && day.starts_with(&second) && u.requests > 0)
+        .map(|(k, u)| (k.clone(), *u))
+        .expect("C0002 has usage in the second month");
+    let (c, s, day) = (c.as_str(), s.as_str(), day.as_str());
     exec(&db, &format!("ALTER TABLE usage_daily DELETE WHERE customer_id = '{c}' AND site_id = '{s}' AND day = '{day}' SETTINGS mutations_sync = 1"));
-    let out = billing(&db, &["--month", "2026-11", "--verify", "--format", "csv"]);
+    let out = billing(&db, &["--month", &second, "--verify", "--format", "csv"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let err = stderr(&out);
     let line =
@@ -368,6 +429,6 @@ fn billing_equals_ground_truth_through_faults_and_verify_finds_a_deleted_rollup(
         "{err}"
     );
     assert!(err.contains("MISMATCH progress host ") && err.contains("(source_progress)"), "{err}");
-    let other = billing(&db, &["--month", "2026-10", "--verify", "--customer", "C0001"]);
+    let other = billing(&db, &["--month", &first, "--verify", "--customer", "C0001"]);
     assert_eq!(other.status.code(), Some(0), "other customers still verify: {}", stdout(&other));
 }

@@ -7,29 +7,14 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
+
+use chrono::{Datelike, Days, NaiveDate, Weekday};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use sitelog::sample::truth;
-
-fn sitelog(args: &[&str], envs: &[(&str, &str)]) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sitelog"));
-    cmd.args(args).env("RUST_LOG", "warn");
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("running sitelog");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "sitelog {args:?} failed: {}\n{stdout}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
+use support::sitelog;
 
 fn count_messages(brokers: &str, topic: &str) -> i64 {
     let c: BaseConsumer =
@@ -48,14 +33,38 @@ fn count_messages(brokers: &str, topic: &str) -> i64 {
 /// customer, site, day, requests, bytes, bots, visitors by IP, visitors by IP + agent.
 type UsageTuple = (String, String, String, u64, u64, u64, u64, u64);
 
+/// The Saturday before the latest last Sunday of October whose Monday is before `today`.
+fn dst_end_weekend(today: NaiveDate) -> NaiveDate {
+    let last_sunday = |year: i32| {
+        let mut d = NaiveDate::from_ymd_opt(year, 10, 31).unwrap();
+        while d.weekday() != Weekday::Sun {
+            d = d.pred_opt().unwrap();
+        }
+        d
+    };
+    let this_year = last_sunday(today.year());
+    let sunday = if this_year + Days::new(1) < today { this_year } else { last_sunday(today.year() - 1) };
+    sunday - Days::new(1)
+}
+
+#[test]
+fn dst_weekend_is_the_latest_one_over() {
+    let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+    assert_eq!(dst_end_weekend(d("2026-12-01")), d("2026-10-24"));
+    assert_eq!(dst_end_weekend(d("2027-11-01")), d("2026-10-24"));
+    assert_eq!(dst_end_weekend(d("2027-11-02")), d("2027-10-30"));
+}
+
 #[test]
 fn generated_sample_end_to_end_equals_ground_truth() {
     let stack = support::stack();
     let dir = support::temp_dir("e2e");
     let sample = dir.join("sample");
     let s = sample.to_str().unwrap();
-    // Three days around the October 2026 DST change; the moved domain changes owner on day 2.
-    sitelog(&["generate", "--out", s, "--start", "2026-10-24", "--days", "3", "--customers", "4", "--rate", "40"], &[]);
+    // Three days around the latest end of summer time that is over on the clock (the night of
+    // October's last Sunday has 25 hours); the moved domain changes owner on day 2.
+    let start = dst_end_weekend(sitelog::clock::today_helsinki().unwrap()).to_string();
+    sitelog(&["generate", "--out", s, "--start", &start, "--days", "3", "--customers", "4", "--rate", "40"], &[]);
 
     let topic = support::unique_name("access");
     let rejects = support::unique_name("rejects");

@@ -15,12 +15,13 @@ pub struct GenerateArgs {
     /// Seed: the same seed and options always give byte-identical output.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// First day with traffic (Europe/Helsinki), YYYY-MM-DD. The default spans the October
-    /// 2026 DST change and the month end.
-    #[arg(long, default_value = "2026-10-12")]
-    start: NaiveDate,
+    /// First day with traffic (Europe/Helsinki), YYYY-MM-DD. Default: the last four full weeks
+    /// (ending yesterday, moved back up to four days so they cross a month boundary), on the
+    /// clock (`SITELOG_NOW` or the system clock).
+    #[arg(long)]
+    start: Option<NaiveDate>,
     /// Number of days with traffic.
-    #[arg(long, default_value_t = 28)]
+    #[arg(long, default_value_t = sitelog::sample::DEFAULT_DAYS)]
     days: u32,
     /// Number of customers in the register.
     #[arg(long, default_value_t = 12)]
@@ -36,7 +37,10 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     let opts = GenerateOptions {
         out: a.out.clone(),
         seed: a.seed,
-        start: a.start,
+        start: match a.start {
+            Some(d) => d,
+            None => sitelog::sample::default_start(sitelog::clock::today_helsinki()?, a.days),
+        },
         days: a.days,
         customers: a.customers,
         rate: a.rate,
@@ -53,6 +57,7 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         s.malformed,
         s.unattributed_requests
     );
+    println!("days {} .. {} (Europe/Helsinki), months {}", s.start, s.end, s.months.join(", "));
     println!("ground truth in {}/truth/", a.out.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -116,7 +116,7 @@ fn billing(a: BillingArgs) -> anyhow::Result<ExitCode> {
         verify: a.verify,
         finalize: a.finalize,
         closed_by: a.closed_by.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".into()),
-        now: chrono::Utc::now(),
+        now: sitelog::clock::now()?,
         raw_retention_days: cfg.retention.raw_days,
     };
     let rt = super::runtime()?;

@@ -25,7 +25,7 @@ use std::io::{BufWriter, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Days, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Days, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Europe::Helsinki;
 use serde::Serialize;
 
@@ -48,17 +48,65 @@ pub struct GenerateOptions {
     pub rate: u32,
 }
 
-impl Default for GenerateOptions {
-    fn default() -> Self {
+/// Days in the default sample: four full weeks.
+pub const DEFAULT_DAYS: u32 = 28;
+
+impl GenerateOptions {
+    /// The default options for a clock that reads `today` (Europe/Helsinki): the window of
+    /// [`default_start`].
+    pub fn for_today(today: NaiveDate) -> Self {
         GenerateOptions {
             out: PathBuf::from("sample"),
             seed: 42,
-            start: NaiveDate::from_ymd_opt(2026, 10, 12).expect("valid date"),
-            days: 28,
+            start: default_start(today, DEFAULT_DAYS),
+            days: DEFAULT_DAYS,
             customers: 12,
             rate: 150,
         }
     }
+
+    /// The last day with traffic.
+    pub fn end(&self) -> NaiveDate {
+        self.start + Days::new(self.days.saturating_sub(1) as u64)
+    }
+}
+
+impl Default for GenerateOptions {
+    /// [`GenerateOptions::for_today`] on the clock (`SITELOG_NOW` or the system clock).
+    fn default() -> Self {
+        let today = crate::clock::today_helsinki().unwrap_or_else(|e| panic!("{e:#}"));
+        Self::for_today(today)
+    }
+}
+
+/// The first day of the default window: the `days` full days that end yesterday, so that
+/// every line is recent enough for the raw retention and the billing run has a finished
+/// month to bill. When those days lie inside one calendar month (on the 1st and the
+/// 29th–31st), the window moves back until its first day is the previous month's last, so
+/// that it always crosses a month boundary (by at most four days: its oldest day is then at
+/// most 32 days old, and the raw records of its first day or two may already have expired).
+pub fn default_start(today: NaiveDate, days: u32) -> NaiveDate {
+    let end = today - Days::new(1);
+    let start = end - Days::new(days.saturating_sub(1) as u64);
+    if days >= 2 && (start.year(), start.month()) == (end.year(), end.month()) {
+        start - Days::new(start.day() as u64)
+    } else {
+        start
+    }
+}
+
+/// The Helsinki calendar months (`YYYY-MM`) that the days `start ..= end` touch, in order.
+pub fn months_between(start: NaiveDate, end: NaiveDate) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut d = start;
+    while d <= end {
+        let m = d.format("%Y-%m").to_string();
+        if out.last() != Some(&m) {
+            out.push(m);
+        }
+        d = d + Days::new(1);
+    }
+    out
 }
 
 /// SplitMix64: tiny, fast, and its sequence never changes with a dependency upgrade.
@@ -269,6 +317,11 @@ pub struct Summary {
     pub seed: u64,
     pub start: String,
     pub days: u32,
+    /// The last day with traffic (Europe/Helsinki).
+    pub end: String,
+    /// The Helsinki months the sample touches, oldest first: the first is the one a billing
+    /// run of the sample closes (the demo bills it).
+    pub months: Vec<String>,
     pub customers: usize,
     pub sites: usize,
     pub files: usize,
@@ -411,6 +464,8 @@ pub fn generate(opts: &GenerateOptions) -> std::io::Result<Summary> {
         seed: opts.seed,
         start: opts.start.to_string(),
         days: opts.days,
+        end: opts.end().to_string(),
+        months: months_between(opts.start, opts.end()),
         customers: export.customers.len(),
         sites: export.customers.iter().map(|c| c.sites.len()).sum(),
         files: files.len(),
@@ -996,5 +1051,33 @@ mod tests {
     fn rng_is_stable() {
         let mut r = Rng(1);
         assert_eq!([r.next(), r.next()], [10451216379200822465, 13757245211066428519]);
+    }
+
+    fn d(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    /// Every day of several years: the default window ends yesterday or at most four days
+    /// earlier, crosses a month boundary, holds the moved-domain day, and is never older than
+    /// 32 days.
+    #[test]
+    fn default_window_is_recent_and_crosses_a_month() {
+        let mut today = d("2027-01-01");
+        while today < d("2030-01-01") {
+            let o = GenerateOptions::for_today(today);
+            let months = months_between(o.start, o.end());
+            assert_eq!(months.len(), 2, "{today}: {months:?}");
+            assert!(o.end() < today && (today - o.end()).num_days() <= 5, "{today}: ends {}", o.end());
+            assert!((today - o.start).num_days() <= 32, "{today}: starts {}", o.start);
+            let moved = o.start + Days::new((o.days / 2) as u64);
+            assert!(moved > o.start && moved <= o.end());
+            today = today + Days::new(1);
+        }
+        // Named cases: 1 December 2026 (the window must leave November to cross a month).
+        let o = GenerateOptions::for_today(d("2026-12-01"));
+        assert_eq!((o.start, o.end()), (d("2026-10-31"), d("2026-11-27")));
+        let o = GenerateOptions::for_today(d("2026-12-15"));
+        assert_eq!((o.start, o.end()), (d("2026-11-17"), d("2026-12-14")));
+        assert_eq!(months_between(d("2026-10-31"), d("2026-11-27")), ["2026-10", "2026-11"]);
     }
 }

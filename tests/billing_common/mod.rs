@@ -7,7 +7,7 @@ use std::net::Ipv6Addr;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use sitelog::stack::LocalStack;
 use sitelog_processor::store::migrate::migrate;
 use sitelog_processor::store::rows::AccessLogRow;
@@ -22,24 +22,67 @@ pub struct Db {
     pub name: String,
     pub client: clickhouse::Client,
     pub config: PathBuf,
+    /// `SITELOG_NOW` for the reports run on this database (None: the clock the test has).
+    pub now: Option<String>,
 }
 
 pub fn db(stack: &LocalStack, prefix: &str) -> Db {
+    db_with_retention(stack, prefix, &Retention::default())
+}
+
+/// A migrated database whose TTLs (and `[retention]` in its config) are `retention`.
+pub fn db_with_retention(stack: &LocalStack, prefix: &str, retention: &Retention) -> Db {
     let name = support::unique_name(prefix);
     let ch = support::clickhouse_config(stack, &name);
-    support::block_on(migrate(&ch.server_client().unwrap(), &name, &Retention::default())).unwrap();
+    support::block_on(migrate(&ch.server_client().unwrap(), &name, retention)).unwrap();
     let dir = support::temp_dir(&format!("{prefix}-config"));
     let config = dir.join("processor.toml");
     std::fs::write(
         &config,
         format!(
             "[kafka]\nbrokers = \"{}\"\n\n[clickhouse]\nurl = \"{}\"\ndatabase = \"{name}\"\ncompression = false\n\n\
-             [billing]\nuser = \"sitelog_billing_user\"\ngrace_hours = 2\n",
-            stack.kafka_bootstrap, stack.clickhouse_url
+             [billing]\nuser = \"sitelog_billing_user\"\ngrace_hours = 2\n\n\
+             [retention]\nraw_days = {}\nclient_ip_days = {}\n",
+            stack.kafka_bootstrap, stack.clickhouse_url, retention.raw_days, retention.client_ip_days
         ),
     )
     .unwrap();
-    Db { client: ch.client().unwrap(), name, config }
+    Db { client: ch.client().unwrap(), name, config, now: None }
+}
+
+/// The year these tests place hand-made records in: last year on the clock (`SITELOG_NOW` or
+/// the system clock), so every month of it is over, and its usage is inside the 10-year TTL.
+pub fn base_year() -> i32 {
+    sitelog::clock::today_helsinki().unwrap().year() - 1
+}
+
+/// `text` with every `2026` replaced by [`base_year`]: the tests' timestamps and months are
+/// written for 2026 (whose September–November hold no DST change but October's last Sunday,
+/// the same in every year's layout used here) and moved to a year that is over.
+pub fn y(text: &str) -> String {
+    text.replace("2026", &base_year().to_string())
+}
+
+/// Midnight starting day `d` of `month` in Europe/Helsinki, as UTC.
+pub fn helsinki_midnight(year: i32, month: u32, d: u32) -> DateTime<Utc> {
+    use chrono::TimeZone;
+    chrono_tz::Europe::Helsinki
+        .with_ymd_and_hms(year, month, d, 0, 0, 0)
+        .single()
+        .unwrap_or_else(|| panic!("{year}-{month}-{d} 00:00 Helsinki"))
+        .with_timezone(&Utc)
+}
+
+/// The last Sunday of a month (EU summer time starts and ends on those of March and October).
+pub fn last_sunday(year: i32, month: u32) -> chrono::NaiveDate {
+    let first_next = if month == 12 {
+        chrono::NaiveDate::from_ymd_opt(year + 1, 1, 1)
+    } else {
+        chrono::NaiveDate::from_ymd_opt(year, month + 1, 1)
+    }
+    .unwrap();
+    let last = first_next.pred_opt().unwrap();
+    last - chrono::Duration::days(last.weekday().num_days_from_sunday() as i64)
 }
 
 pub fn utc(s: &str) -> DateTime<Utc> {
@@ -48,15 +91,17 @@ pub fn utc(s: &str) -> DateTime<Utc> {
 
 /// `sitelog report billing --config <db> ARGS…`
 pub fn billing(db: &Db, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sitelog"))
-        .args(["report", "billing", "--config"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sitelog"));
+    cmd.args(["report", "billing", "--config"])
         .arg(&db.config)
         .args(args)
         .env("RUST_LOG", "warn")
         .env_remove("SITELOG_CLICKHOUSE_URL")
-        .env_remove("SITELOG_DATABASE")
-        .output()
-        .expect("running sitelog report billing")
+        .env_remove("SITELOG_DATABASE");
+    if let Some(now) = &db.now {
+        cmd.env(sitelog::clock::NOW_VAR, now);
+    }
+    cmd.output().expect("running sitelog report billing")
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -105,8 +150,12 @@ pub struct Req {
 }
 
 pub fn req(ts: &str, customer: &'static str, site: &'static str, host: &'static str) -> Req {
+    req_at(utc(ts), customer, site, host)
+}
+
+pub fn req_at(ts: DateTime<Utc>, customer: &'static str, site: &'static str, host: &'static str) -> Req {
     Req {
-        ts: utc(ts),
+        ts,
         customer,
         site,
         host,

@@ -116,3 +116,22 @@ pub fn customer(i: usize, id: &str, sites: Vec<Site>) -> Customer {
         sites,
     }
 }
+
+/// Runs the `sitelog` binary with `args` and extra environment; panics with its output unless
+/// it succeeds; returns stdout.
+pub fn sitelog(args: &[&str], envs: &[(&str, &str)]) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sitelog"));
+    cmd.args(args).env("RUST_LOG", "warn");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("running sitelog");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "sitelog {args:?} failed: {}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
