@@ -45,7 +45,11 @@ pub fn today_helsinki() -> anyhow::Result<NaiveDate> {
 pub fn announce() -> anyhow::Result<()> {
     if std::env::var(NOW_VAR).is_ok_and(|v| !v.trim().is_empty()) {
         let t = now()?;
-        tracing::warn!("{NOW_VAR} is set: the clock reads {} (system clock: {})", t.to_rfc3339(), Utc::now().to_rfc3339());
+        tracing::warn!(
+            "{NOW_VAR} is set: the clock reads {} (system clock: {})",
+            t.to_rfc3339(),
+            Utc::now().to_rfc3339()
+        );
     }
     Ok(())
 }

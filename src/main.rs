@@ -34,6 +34,8 @@ enum Command {
     Collect(cli::collect::CollectArgs),
     /// Consume access records from Kafka, attribute them to customers, store them in ClickHouse.
     Process(cli::process::ProcessArgs),
+    /// Messages the processor quarantined because they were not valid batches.
+    Deadletter(cli::deadletter::DeadletterArgs),
     /// The customer register: import an export, list unattributed hosts.
     Customers(cli::customers::CustomersArgs),
     /// Reports from ClickHouse: usage summary (and checks against generated ground truth).
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Command::Collect(a) => cli::collect::run(a),
         Command::Process(a) => cli::process::run(a),
         Command::Customers(a) => cli::customers::run(a),
+        Command::Deadletter(a) => cli::deadletter::run(a),
         Command::Report(a) => cli::report::run(a),
     };
     match result {

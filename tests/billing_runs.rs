@@ -87,7 +87,11 @@ fn watermarks_strict_final_closed_runs_and_adjustments() {
     assert_eq!((site(&closed, "S1")["requests"].as_u64(), site(&closed, "S1")["overage"].as_u64()), (Some(3), Some(1)));
 
     // Two records for September arrive after closing (a collector that was offline).
-    insert(&db, &[req(&y("2026-09-20T10:00:00Z"), "C1", "S1", "a.fi"), req(&y("2026-09-21T10:00:00Z"), "C1", "S1", "a.fi")], 3);
+    insert(
+        &db,
+        &[req(&y("2026-09-20T10:00:00Z"), "C1", "S1", "a.fi"), req(&y("2026-09-21T10:00:00Z"), "C1", "S1", "a.fi")],
+        3,
+    );
     progress(&db, 3, "a.fi", &y("2026-09-21T10:00:00Z"), 2);
 
     // Re-running the closed month prints the stored figures, unchanged.
@@ -101,9 +105,10 @@ fn watermarks_strict_final_closed_runs_and_adjustments() {
     let out = billing(&db, &["--month", &y("2026-09"), "--verify", "--format", "csv"]);
     assert_eq!(out.status.code(), Some(3));
     assert!(
-        stderr(&out).lines().any(
-            |l| l == y("MISMATCH closed 2026-09 C1 S1 requests: expected 3 (closed run), found 5 (fresh computation)")
-        ),
+        stderr(&out)
+            .lines()
+            .any(|l| l
+                == y("MISMATCH closed 2026-09 C1 S1 requests: expected 3 (closed run), found 5 (fresh computation)")),
         "{}",
         stderr(&out)
     );
@@ -164,7 +169,8 @@ fn watermarks_strict_final_closed_runs_and_adjustments() {
     let out = billing(&db, &["--month", &y("2026-09")]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains(&format!("the closed run of {} does not match its content hash (stored {hash}", y("2026-09"))),
+        stderr(&out)
+            .contains(&format!("the closed run of {} does not match its content hash (stored {hash}", y("2026-09"))),
         "{}",
         stderr(&out)
     );

@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 
 use billing_common::*;
 use chrono::{Datelike, Days, NaiveDate, TimeZone};
-use sitelog_schema::migrations::Retention;
 use sitelog::sample::{self, truth, GenerateOptions};
 use sitelog_ingest::format::LogFormat;
+use sitelog_schema::migrations::Retention;
 use sitelog_schema::register::RegisterExport;
 use sitelog_schema::wire::BatchWriter;
 use sitelog_schema::{AccessRecord, SourceId};
@@ -256,7 +256,10 @@ fn boundary_leaves_twelve_days_after_it() {
     assert_eq!(month_boundary(d("2026-12-01")), d("2026-11-01"));
     assert_eq!(month_boundary(d("2026-12-13")), d("2026-11-01"));
     assert_eq!(month_boundary(d("2026-12-14")), d("2026-12-01"));
-    assert_eq!((month_hours(d("2026-10-01")), month_hours(d("2026-03-01")), month_hours(d("2028-02-01"))), (745, 743, 696));
+    assert_eq!(
+        (month_hours(d("2026-10-01")), month_hours(d("2026-03-01")), month_hours(d("2028-02-01"))),
+        (745, 743, 696)
+    );
 }
 
 #[test]

@@ -89,7 +89,14 @@ fn run_age(age_days: u64, want: Expect) {
     ]);
     let checkpoints = dir.join("checkpoints");
     sitelog(
-        &["collect", "--config", &format!("{s}/collector.toml"), "--once", "--checkpoint-dir", checkpoints.to_str().unwrap()],
+        &[
+            "collect",
+            "--config",
+            &format!("{s}/collector.toml"),
+            "--once",
+            "--checkpoint-dir",
+            checkpoints.to_str().unwrap(),
+        ],
         &env,
     );
     sitelog(&["process", "-c", cfg, "--exit-when-idle", "3"], &clock);

@@ -72,6 +72,10 @@ pub struct KafkaConfig {
     pub brokers: String,
     pub topic: String,
     pub rejects_topic: String,
+    /// Where messages that are not valid batches are quarantined (never skipped silently).
+    pub deadletter_topic: String,
+    /// At most this many bytes of a quarantined message are kept in its dead-letter entry.
+    pub deadletter_max_bytes: usize,
     pub group_id: String,
     /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
     pub security_protocol: String,
@@ -88,6 +92,8 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             topic: sitelog_schema::wire::ACCESS_TOPIC.into(),
             rejects_topic: sitelog_schema::wire::REJECTS_TOPIC.into(),
+            deadletter_topic: sitelog_schema::wire::DEADLETTER_TOPIC.into(),
+            deadletter_max_bytes: 256 * 1024,
             group_id: "sitelog-processor".into(),
             security_protocol: "plaintext".into(),
             sasl_mechanism: None,
@@ -156,6 +162,12 @@ impl ProcessorConfig {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         self.clickhouse.validate().map_err(|e| ("clickhouse", e.to_string()))?;
         self.retention.validate().map_err(|e| ("retention", e.to_string()))?;
+        if !(1024..=16 * 1024 * 1024).contains(&self.kafka.deadletter_max_bytes) {
+            return Err(("kafka.deadletter_max_bytes", "must be between 1024 and 16777216".into()));
+        }
+        if self.kafka.deadletter_topic.is_empty() || self.kafka.deadletter_topic == self.kafka.topic {
+            return Err(("kafka.deadletter_topic", "must be set and differ from kafka.topic".into()));
+        }
         if self.sink.batch_max_records == 0 || self.sink.batch_max_records > 1_000_000 {
             return Err((
                 "sink.batch_max_records",

@@ -25,11 +25,12 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use sitelog_schema::wire::BatchReader;
+use sitelog_schema::wire::{self, BatchReader};
 
 use crate::attribute::SiteMap;
 use crate::config::ProcessorConfig;
 use crate::derive::Deriver;
+use crate::quarantine::{self, Poison, Quarantine};
 use crate::register;
 use crate::store::rows::AccessLogRow;
 use crate::store::sink::{self, batch_token, StreamProgress};
@@ -46,6 +47,9 @@ pub enum ProcessError {
     Map(#[from] crate::attribute::MapError),
     #[error("clickhouse config: {0}")]
     Config(#[from] crate::store::ConfigError),
+    /// A quarantine that cannot succeed (no such dead-letter topic, not allowed): what, where, why.
+    #[error("{0}")]
+    DeadLetter(String),
 }
 
 /// Totals of one run, for the CLI's summary and for tests.
@@ -57,7 +61,28 @@ pub struct Stats {
     pub duplicates: u64,
     pub unattributed: u64,
     pub corrupt_messages: u64,
+    /// Messages that were not valid batches, written to the dead-letter topic and passed.
+    pub quarantined: u64,
     pub batches: u64,
+}
+
+/// A message as fetched: where it is, its key and its bytes.
+struct Fetched {
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+}
+
+impl Fetched {
+    fn of<M: Message>(m: &M) -> Self {
+        Fetched {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().unwrap_or_default().to_vec(),
+        }
+    }
 }
 
 struct PartBuf {
@@ -103,7 +128,9 @@ pub struct Processor {
     last_lag_report: Instant,
     ever_assigned: bool,
     /// Messages fetched while partitions were paused during a ClickHouse outage.
-    stash: VecDeque<(i32, i64, Vec<u8>)>,
+    stash: VecDeque<Fetched>,
+    /// Where messages that are not valid batches go.
+    quarantine: Quarantine,
     /// Complete batches per partition, waiting for that partition's insert in flight.
     sealed: BTreeMap<i32, VecDeque<PartBuf>>,
     /// The insert in flight per partition.
@@ -143,6 +170,7 @@ impl Processor {
             .set("heartbeat.interval.ms", "1000")
             .create_with_context(Context)?;
         consumer.subscribe(&[&cfg.kafka.topic])?;
+        let quarantine = Quarantine::new(&cfg.kafka)?;
         let mut p = Processor {
             client,
             consumer,
@@ -159,6 +187,7 @@ impl Processor {
             last_lag_report: Instant::now(),
             ever_assigned: false,
             stash: Default::default(),
+            quarantine,
             sealed: BTreeMap::new(),
             inflight: BTreeMap::new(),
             held: BTreeSet::new(),
@@ -203,9 +232,9 @@ impl Processor {
                     self.last_register_check = Instant::now();
                 }
             }
-            if let Some((p, offset, payload)) = self.stash.pop_front() {
-                if self.assigned.contains(&p) {
-                    self.push(p, offset, payload, stop)?;
+            if let Some(f) = self.stash.pop_front() {
+                if self.assigned.contains(&f.partition) {
+                    self.push(f, stop)?;
                 }
                 continue;
             }
@@ -214,10 +243,10 @@ impl Processor {
             match self.consumer.poll(Duration::from_millis(wait)) {
                 Some(Ok(m)) => {
                     idle_since = Instant::now();
-                    let p = m.partition();
-                    self.eof.remove(&p);
-                    let payload = m.payload().unwrap_or_default().to_vec();
-                    self.push(p, m.offset(), payload, stop)?;
+                    self.eof.remove(&m.partition());
+                    let f = Fetched::of(&m);
+                    drop(m);
+                    self.push(f, stop)?;
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     self.eof.insert(p);
@@ -315,7 +344,7 @@ impl Processor {
                     let until = Instant::now() + delay;
                     while Instant::now() < until && !stop.load(Ordering::Relaxed) {
                         if let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(100)) {
-                            self.stash.push_back((m.partition(), m.offset(), m.payload().unwrap_or_default().to_vec()));
+                            self.stash.push_back(Fetched::of(&m));
                         }
                     }
                 }
@@ -361,9 +390,20 @@ impl Processor {
         Ok(true)
     }
 
-    fn push(&mut self, p: i32, offset: i64, payload: Vec<u8>, stop: &AtomicBool) -> Result<(), ProcessError> {
+    /// Adds one message to its partition's open batch. A message that is not exactly one
+    /// valid batch is quarantined first (acknowledged by Kafka) and then counts as consumed:
+    /// its offset is inside the batch's range but it adds no rows. Nothing is ever allocated
+    /// from a header's claims: `wire::check` decodes within the message's own bytes.
+    fn push(&mut self, f: Fetched, stop: &AtomicBool) -> Result<(), ProcessError> {
         self.stats.messages += 1;
-        let n = BatchReader::new(&payload).map(|r| r.header().count as usize).unwrap_or(0);
+        let (p, offset) = (f.partition, f.offset);
+        let valid = match wire::check(&f.payload) {
+            Ok(n) => Some(n as usize),
+            Err(e) => {
+                self.quarantine(&f, e.kind(), &e.to_string(), stop)?;
+                None
+            }
+        };
         if !self.parts.contains_key(&p) {
             let (client, topic) = (self.client.clone(), self.cfg.kafka.topic.clone());
             let planned =
@@ -382,12 +422,68 @@ impl Processor {
         }
         let b = self.parts.get_mut(&p).expect("just inserted");
         b.end = offset;
-        b.records += n;
-        b.payloads.push((offset, payload));
+        if let Some(n) = valid {
+            b.records += n;
+            b.payloads.push((offset, f.payload));
+        }
         if self.is_due(self.parts.get(&p).expect("present")) {
             self.seal(p);
         }
         Ok(())
+    }
+
+    /// Writes a refused message to the dead-letter topic and waits for Kafka's acknowledgement,
+    /// retrying transient failures with backoff; a permanent one (no such topic, not allowed)
+    /// ends the process with a message that names it. Until it is acknowledged the message's
+    /// offset cannot be committed, so a crash here loses nothing.
+    fn quarantine(
+        &mut self,
+        f: &Fetched,
+        kind: &'static str,
+        reason: &str,
+        stop: &AtomicBool,
+    ) -> Result<(), ProcessError> {
+        let poison = Poison {
+            topic: &self.cfg.kafka.topic,
+            partition: f.partition,
+            offset: f.offset,
+            key: f.key.as_deref(),
+            payload: &f.payload,
+            kind,
+            reason,
+        };
+        let mut backoff = Backoff::default();
+        loop {
+            match self.rt.block_on(self.quarantine.send(&poison)) {
+                Ok((dp, doff)) => {
+                    self.stats.quarantined += 1;
+                    metrics::counter!("sitelog_process_quarantined_messages_total", "reason" => kind).increment(1);
+                    tracing::error!(
+                        partition = f.partition,
+                        offset = f.offset,
+                        reason,
+                        deadletter = %format!("{}/{dp}/{doff}", self.quarantine.topic()),
+                        "message is not a valid batch: quarantined in the dead-letter topic and passed"
+                    );
+                    return Ok(());
+                }
+                Err(e) if stop.load(Ordering::Relaxed) || quarantine::is_permanent(&e) => {
+                    return Err(ProcessError::DeadLetter(format!(
+                        "cannot quarantine the message at {}/{}/{} in dead-letter topic '{}': {e} \
+                         (create the topic, or fix [kafka] deadletter_topic)",
+                        poison.topic,
+                        f.partition,
+                        f.offset,
+                        self.quarantine.topic()
+                    )))
+                }
+                Err(e) => {
+                    // Not polled meanwhile: a long outage of the dead-letter write makes this
+                    // replica leave the group, which is safe (nothing past it was committed).
+                    std::thread::sleep(backoff.failed("writing a dead-letter entry", "retrying", &e));
+                }
+            }
+        }
     }
 
     /// Closes partition `p`'s open batch and starts its insert if the partition and the
@@ -580,26 +676,61 @@ where
     }
 }
 
-/// The retry schedule of a ClickHouse step (an insert task's or the consumer loop's): 200 ms
-/// doubling to 10 s; every failure is counted and logged.
+/// The retry schedule of a step that failed transiently (a ClickHouse write of an insert task
+/// or of the consumer loop, a dead-letter write): 200 ms doubling to 10 s, each wait drawn
+/// from its upper half ("equal jitter") so replicas that failed together do not retry in
+/// lockstep; every failure is counted and logged.
 struct Backoff {
     next: Duration,
+    seed: u64,
 }
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { next: Duration::from_millis(200) }
+        use std::hash::{BuildHasher, Hasher};
+        // RandomState is seeded randomly per process: enough to spread replicas apart.
+        let seed = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        Backoff { next: Duration::from_millis(200), seed }
     }
 }
 
 impl Backoff {
     /// Records that `what` failed (`meanwhile`: what happens until the retry) and returns how
     /// long to wait before trying again.
-    fn failed(&mut self, what: &str, meanwhile: &str, e: &sink::SinkError) -> Duration {
-        let delay = self.next;
-        metrics::counter!("sitelog_process_clickhouse_errors_total").increment(1);
+    fn failed(&mut self, what: &str, meanwhile: &str, e: &dyn std::fmt::Display) -> Duration {
+        let delay = jittered(self.next, &mut self.seed);
+        metrics::counter!("sitelog_process_retries_total", "step" => what.to_owned()).increment(1);
         tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what} failed; {meanwhile}");
-        self.next = (delay * 2).min(Duration::from_secs(10));
+        self.next = (self.next * 2).min(Duration::from_secs(10));
         delay
+    }
+}
+
+/// `base / 2 + random(0 ..= base / 2)`, from a SplitMix64 step of `state`.
+fn jittered(base: Duration, state: &mut u64) -> Duration {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let half = base / 2;
+    half + Duration::from_nanos(z % (half.as_nanos() as u64 + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_ten_seconds_with_jitter_in_the_upper_half() {
+        let mut b = Backoff::default();
+        let mut seen = std::collections::HashSet::new();
+        for step in 0..12u32 {
+            let base = (Duration::from_millis(200) * 2u32.pow(step.min(6))).min(Duration::from_secs(10));
+            let d = b.failed("test", "retrying", &"e");
+            assert!(d >= base / 2 && d <= base, "step {step}: {d:?} outside {:?}..={base:?}", base / 2);
+            seen.insert(d);
+        }
+        assert!(seen.len() > 6, "jitter varies: {seen:?}");
     }
 }

@@ -11,5 +11,6 @@ pub mod classify;
 pub mod config;
 pub mod consume;
 pub mod derive;
+pub mod quarantine;
 pub mod register;
 pub mod store;

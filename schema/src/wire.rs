@@ -33,6 +33,9 @@ use crate::record::{AccessRecord, SourceId};
 pub const ACCESS_TOPIC: &str = "sitelog.access";
 /// Default topic for rejects (JSON [`crate::Reject`], key = source path).
 pub const REJECTS_TOPIC: &str = "sitelog.rejects";
+/// Default topic for quarantined messages: what the processor could not decode, with where it
+/// came from and why (see `sitelog_processor::quarantine`).
+pub const DEADLETTER_TOPIC: &str = "sitelog.deadletter";
 
 pub const MAGIC: &[u8; 3] = b"SLW";
 pub const VERSION: u8 = 1;
@@ -49,6 +52,37 @@ pub enum WireError {
     Truncated { at: usize, what: &'static str },
     #[error("invalid {what} at byte {at}")]
     Invalid { at: usize, what: &'static str },
+    #[error("header counts {count} records but {extra} bytes follow the last of them at byte {at}")]
+    TrailingBytes { count: u32, at: usize, extra: usize },
+}
+
+impl WireError {
+    /// A short stable name for metrics labels and dead-letter reasons.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WireError::BadMagic => "bad_magic",
+            WireError::UnsupportedVersion(_) => "unsupported_version",
+            WireError::Truncated { .. } => "truncated",
+            WireError::Invalid { .. } => "invalid_field",
+            WireError::TrailingBytes { .. } => "trailing_bytes",
+        }
+    }
+}
+
+/// Decodes a whole message and checks that it is exactly one valid batch: the header, as
+/// many records as it counts (each field valid, text UTF-8), and not one byte more. Returns
+/// the record count. Work and memory are bounded by the message's length, never by what its
+/// header claims (a header may say 4 billion records in a 63-byte message).
+pub fn check(buf: &[u8]) -> Result<u32, WireError> {
+    let mut reader = BatchReader::new(buf)?;
+    let count = reader.header.count;
+    for r in reader.by_ref() {
+        r?;
+    }
+    if reader.pos != buf.len() {
+        return Err(WireError::TrailingBytes { count, at: reader.pos, extra: buf.len() - reader.pos });
+    }
+    Ok(count)
 }
 
 /// Builds one batch message. Records must share the batch's host; offsets must not decrease.
@@ -424,6 +458,54 @@ mod tests {
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             if let Ok(rd) = BatchReader::new(&bytes) { for _ in rd {} }
+            let _ = check(&bytes);
         }
+
+        /// A valid batch checks with its count; every strict prefix and every extension is
+        /// refused (so a cut or padded message is never half-read).
+        #[test]
+        fn check_accepts_exactly_whole_batches(
+            mut recs in proptest::collection::vec(arb_record(), 1..8),
+            cut in any::<prop::sample::Index>(),
+            extra in proptest::collection::vec(any::<u8>(), 1..4),
+        ) {
+            recs.sort_by_key(|r| r.source.offset);
+            let mut w = BatchWriter::new(42, "h.example", recs[0].source.offset, recs[0].ts_micros);
+            for r in &recs { w.push(r); }
+            let bytes = w.finish();
+            prop_assert_eq!(check(&bytes), Ok(recs.len() as u32));
+            let prefix = &bytes[..cut.index(bytes.len())];
+            prop_assert!(check(prefix).is_err());
+            let mut longer = bytes.clone();
+            longer.extend_from_slice(&extra);
+            prop_assert!(check(&longer).is_err());
+        }
+    }
+
+    /// The message from the review: a v1 header claiming 0xFFFFFFFF records, 20 bytes of body.
+    #[test]
+    fn a_huge_count_in_a_small_message_is_refused_without_allocating() {
+        let mut m = Vec::new();
+        m.extend_from_slice(b"SLW\x01");
+        m.extend_from_slice(&7u64.to_le_bytes());
+        m.extend_from_slice(&u32::MAX.to_le_bytes());
+        m.extend_from_slice(&0u64.to_le_bytes());
+        m.extend_from_slice(&0i64.to_le_bytes());
+        m.push(10);
+        m.extend_from_slice(b"example.fi");
+        m.extend_from_slice(&[0u8; 20]);
+        assert_eq!(m.len(), 63);
+        assert!(matches!(check(&m), Err(WireError::Truncated { .. })), "{:?}", check(&m));
+        let mut bad_utf8 = BatchWriter::new(1, "h.fi", 0, 0);
+        bad_utf8.push(&sample());
+        let mut bytes = bad_utf8.finish();
+        let at = bytes.windows(13).position(|w| w == b"/wp-login.php").unwrap();
+        bytes[at + 1] = 0xff;
+        assert_eq!(check(&bytes).unwrap_err().kind(), "invalid_field");
+        let mut trailing = BatchWriter::new(1, "h.fi", 0, 0);
+        trailing.push(&sample());
+        let mut bytes = trailing.finish();
+        bytes.push(0);
+        assert_eq!(check(&bytes).unwrap_err().kind(), "trailing_bytes");
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod collect;
 pub mod customers;
+pub mod deadletter;
 pub mod generate;
 pub mod parse;
 pub mod process;

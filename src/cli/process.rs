@@ -39,14 +39,14 @@ pub fn run(a: ProcessArgs) -> anyhow::Result<ExitCode> {
     let stats = p.run(&stop, a.exit_when_idle.map(Duration::from_secs)).context("processing")?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "processed {} records in {} messages ({:.0} records/s): {} stored, {} duplicates dropped, {} unattributed, {} corrupt messages{}",
+        "processed {} records in {} messages ({:.0} records/s): {} stored, {} duplicates dropped, {} unattributed, {} quarantined messages (sitelog deadletter list){}",
         stats.records,
         stats.messages,
         stats.records as f64 / secs.max(1e-9),
         stats.inserted,
         stats.duplicates,
         stats.unattributed,
-        stats.corrupt_messages,
+        stats.quarantined + stats.corrupt_messages,
         if stop.load(Ordering::Relaxed) { " (stopped by signal)" } else { "" }
     );
     Ok(ExitCode::SUCCESS)

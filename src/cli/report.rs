@@ -118,6 +118,7 @@ fn billing(a: BillingArgs) -> anyhow::Result<ExitCode> {
         closed_by: a.closed_by.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".into()),
         now: sitelog::clock::now()?,
         raw_retention_days: cfg.retention.raw_days,
+        usage_years: cfg.retention.usage_years,
     };
     let rt = super::runtime()?;
     let result = rt.block_on(billing::run(&client, &cfg.billing, &options)).with_context(|| {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use sitelog::stack::{self, StackState};
-use sitelog_schema::wire::{ACCESS_TOPIC, REJECTS_TOPIC};
+use sitelog_schema::wire::{ACCESS_TOPIC, DEADLETTER_TOPIC, REJECTS_TOPIC};
 
 #[derive(clap::Args, Debug)]
 pub struct StackArgs {
@@ -47,9 +47,13 @@ pub fn run(args: StackArgs) -> anyhow::Result<ExitCode> {
             println!("installed: {} and {}", stack::tansu_bin().display(), stack::chdb_python().display());
         }
         Action::Up { kafka_port, clickhouse_port, partitions } => {
-            let st =
-                stack::up(&args.dir, kafka_port, clickhouse_port, &[(ACCESS_TOPIC, partitions), (REJECTS_TOPIC, 1)])
-                    .context("starting the local stack")?;
+            let st = stack::up(
+                &args.dir,
+                kafka_port,
+                clickhouse_port,
+                &[(ACCESS_TOPIC, partitions), (REJECTS_TOPIC, 1), (DEADLETTER_TOPIC, 1)],
+            )
+            .context("starting the local stack")?;
             println!("kafka      {}  (tansu, log {}/kafka.log)", st.kafka_bootstrap, args.dir.display());
             println!("clickhouse {}  (chDB, log {}/clickhouse.log)", st.clickhouse_url, args.dir.display());
         }

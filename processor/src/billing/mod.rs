@@ -129,6 +129,8 @@ pub struct RunOptions {
     pub now: DateTime<Utc>,
     /// `[retention] raw_days`: which days can be recounted from raw records.
     pub raw_retention_days: u32,
+    /// `[retention] usage_years`: the `progress` check leaves out what the usage TTL removed.
+    pub usage_years: u32,
 }
 
 /// A report, or a refusal (`--strict`/`--final` on an incomplete month) with the report that
@@ -220,7 +222,7 @@ pub async fn run(client: &Client, cfg: &BillingConfig, o: &RunOptions) -> Result
     if let Some(mut v) = report.verification.take() {
         let days = verify::raw_days(o.month, o.raw_retention_days, o.now);
         verify::raw(client, &days, customer, &mut v).await?;
-        verify::progress(client, customer, &mut v).await?;
+        verify::progress(client, customer, o.usage_years, &mut v).await?;
         report.verification = Some(v);
     }
     Ok(RunResult { report, refused })

@@ -78,22 +78,28 @@ pub const WATERMARKS: Statement = Statement {
     example_binds: &[],
 };
 
-/// Records delivered per site host as the processor counted them (latest row per stream).
+/// Records delivered per site host as the processor counted them (latest row per stream), of
+/// the streams whose newest record is safely inside the usage TTL (bind: usage years): the
+/// horizon is ClickHouse's own `today()`, the clock its TTL runs on, plus 30 days' margin for
+/// a file whose records span a few days.
 pub const PROGRESS_RECORDS: Statement = Statement {
     name: "progress_records",
     sql: "SELECT site_host, sum(records) AS records FROM \
-          (SELECT fingerprint, site_host, argMax(records, max_offset) AS records FROM source_progress \
-           GROUP BY fingerprint, site_host) \
+          (SELECT fingerprint, site_host, argMax(records, max_offset) AS records, max(max_ts) AS last \
+           FROM source_progress GROUP BY fingerprint, site_host) \
+          WHERE toDate(last) >= today() - toIntervalYear(?) + toIntervalDay(30) \
           GROUP BY site_host ORDER BY site_host",
-    example_binds: &[],
+    example_binds: &["10"],
 };
 
-/// All-time requests per site host in the rollup, with the owners it was attributed to.
+/// Requests per site host in the rollup since the same horizon as [`PROGRESS_RECORDS`], with
+/// the owners they were attributed to.
 pub const USAGE_BY_HOST: Statement = Statement {
     name: "usage_by_host",
     sql: "SELECT site_host, arraySort(groupUniqArray(concat(customer_id, '/', site_id))) AS owners, \
-          sum(requests) AS requests FROM usage_daily GROUP BY site_host ORDER BY site_host",
-    example_binds: &[],
+          sum(requests) AS requests FROM usage_daily \
+          WHERE day >= today() - toIntervalYear(?) + toIntervalDay(30) GROUP BY site_host ORDER BY site_host",
+    example_binds: &["10"],
 };
 
 /// Raw records per customer, site and Helsinki day in `[from, to)` (UTC, microseconds).

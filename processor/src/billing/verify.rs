@@ -3,8 +3,9 @@
 //! 1. **raw**: per customer, site and Helsinki day still fully inside the raw retention,
 //!    `usage_daily` requests, bytes and bot requests against a recount of `access_log`. (Unique
 //!    visitors cannot be recounted: that needs client addresses, which billing never reads.)
-//! 2. **progress**: per site host, all-time requests in `usage_daily` against the records the
-//!    processor acknowledged per source (`source_progress.records`, latest row per file).
+//! 2. **progress**: per site host, requests in `usage_daily` against the records the
+//!    processor acknowledged per source (`source_progress.records`, latest row per file),
+//!    both as far back as the usage TTL keeps them.
 //! 3. **closed**: a closed month's stored lines against a fresh computation.
 //!
 //! Every difference is one [`Mismatch`]; the CLI prints them and exits non-zero.
@@ -149,13 +150,29 @@ pub async fn raw(
     Ok(())
 }
 
-/// Check 2: all-time rollup requests per host against the processor's per-source record
-/// counts. Hosts are compared in the processor's normalised form.
-pub async fn progress(client: &Client, customer: Option<&str>, out: &mut Verification) -> Result<(), BillingError> {
-    let delivered: Vec<ProgressRow> =
-        client.query(sql::PROGRESS_RECORDS.sql).fetch_all().await.map_err(ch("reading source_progress"))?;
-    let stored: Vec<HostRow> =
-        client.query(sql::USAGE_BY_HOST.sql).fetch_all().await.map_err(ch("reading usage_daily per host"))?;
+/// Check 2: rollup requests per host against the processor's per-source record counts,
+/// leaving out what the usage TTL (`usage_years`) has removed or is about to: a stream whose
+/// newest record is older than the horizon, and the rollup's days before it. (A single file
+/// whose records straddle the horizon would show as a difference; files rotate long before.)
+/// Hosts are compared in the processor's normalised form.
+pub async fn progress(
+    client: &Client,
+    customer: Option<&str>,
+    usage_years: u32,
+    out: &mut Verification,
+) -> Result<(), BillingError> {
+    let delivered: Vec<ProgressRow> = client
+        .query(sql::PROGRESS_RECORDS.sql)
+        .bind(usage_years)
+        .fetch_all()
+        .await
+        .map_err(ch("reading source_progress"))?;
+    let stored: Vec<HostRow> = client
+        .query(sql::USAGE_BY_HOST.sql)
+        .bind(usage_years)
+        .fetch_all()
+        .await
+        .map_err(ch("reading usage_daily per host"))?;
     let mut expected: BTreeMap<String, u64> = BTreeMap::new();
     for p in delivered {
         let host = normalize_host(&p.site_host).unwrap_or_else(|| p.site_host.to_ascii_lowercase());
