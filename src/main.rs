@@ -38,6 +38,8 @@ enum Command {
     Deadletter(cli::deadletter::DeadletterArgs),
     /// The customer register: import an export, list unattributed hosts.
     Customers(cli::customers::CustomersArgs),
+    /// The processor's per-month visitor keys: list them, destroy old ones for good.
+    VisitorKeys(cli::visitor_keys::VisitorKeysArgs),
     /// Reports from ClickHouse: usage summary (and checks against generated ground truth).
     Report(cli::report::ReportArgs),
 }
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
         Command::Customers(a) => cli::customers::run(a),
         Command::Deadletter(a) => cli::deadletter::run(a),
         Command::Report(a) => cli::report::run(a),
+        Command::VisitorKeys(a) => cli::visitor_keys::run(a),
     };
     match result {
         Ok(code) => code,

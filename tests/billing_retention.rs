@@ -1,6 +1,7 @@
 //! Retention by purpose, enforced by ClickHouse TTL: billing usage is kept 10 years (the
 //! Finnish bookkeeping period), raw records 30 days, the full client address 7 days (then only
-//! its /24 network remains), per-minute site health 90 days. Rows on both sides of each limit
+//! its /24 network remains, and the keyed visitor identities derived from it go too), per-minute
+//! site health 90 days. Rows on both sides of each limit
 //! are written, TTL merges are forced with `OPTIMIZE TABLE … FINAL`, and the test states
 //! exactly which rows remain.
 
@@ -82,6 +83,13 @@ fn usage_ten_years_raw_thirty_days_ip_seven_days_health_ninety() {
         ["200 :: ::ffff:203.0.113.0", "300 :: ::ffff:203.0.113.0", "400 ::ffff:203.0.113.5 ::ffff:203.0.113.0"],
         "raw records: 30 days; client_ip: 7 days, client_net stays"
     );
+
+    // The keyed visitor identities derived from the address go with it after 7 days.
+    let keyed: u64 = support::block_on(
+        db.client.query("SELECT countIf(visitor_ip_key != 0 AND visitor_ip_ua_key != 0) FROM access_log").fetch_one(),
+    )
+    .unwrap();
+    assert_eq!(keyed, 1, "visitor identities: 7 days, like the full address");
 
     // Usage of the same requests stays for billing, every one of them, including the ones
     // whose raw records are gone.

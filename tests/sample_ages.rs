@@ -21,7 +21,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use chrono::{Days, Utc};
-use sitelog::sample::{self, truth, GenerateOptions};
+use sitelog::sample::{truth, GenerateOptions};
 use support::sitelog;
 
 struct Expect {
@@ -41,7 +41,6 @@ fn csv_field(header: &str, row: &str, name: &str) -> String {
 }
 
 fn run_age(age_days: u64, want: Expect) {
-    let stack = support::stack();
     // The real clock, on purpose: it is the one ClickHouse's TTLs use.
     let real_now = Utc::now();
     let today = real_now.with_timezone(&chrono_tz::Europe::Helsinki).date_naive();
@@ -58,63 +57,24 @@ fn run_age(age_days: u64, want: Expect) {
         customers: 3,
         rate: 6,
     };
-    let summary = sample::generate(&opts).unwrap();
-    let expected = truth::read_usage(&out.join("truth")).unwrap();
-
-    let topic = support::unique_name("ages");
-    let rejects = support::unique_name("ages-rejects");
-    stack.create_topic(&topic, 2).unwrap();
-    stack.create_topic(&rejects, 1).unwrap();
-    let db = support::unique_name("ages");
-    let config = dir.join("processor.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\ngroup_id = \"ages\"\n\n[clickhouse]\nurl = \"{}\"\n\
-             database = \"{db}\"\ncompression = false\n\n[sink]\nmax_poll_interval_ms = 10000\n\n\
-             [billing]\nuser = \"sitelog_billing_user\"\n",
-            stack.kafka_bootstrap, stack.clickhouse_url
-        ),
-    )
-    .unwrap();
-    let cfg = config.to_str().unwrap();
-    let s = out.to_str().unwrap();
-    sitelog(&["schema", "migrate", "-c", cfg], &clock);
-    sitelog(&["customers", "import", &format!("{s}/register.json"), "-c", cfg], &clock);
-    let mut env = clock.clone();
-    env.extend([
-        ("SITELOG_KAFKA_BROKERS", stack.kafka_bootstrap.as_str()),
-        ("SITELOG_ACCESS_TOPIC", topic.as_str()),
-        ("SITELOG_REJECTS_TOPIC", rejects.as_str()),
-    ]);
-    let checkpoints = dir.join("checkpoints");
-    sitelog(
-        &[
-            "collect",
-            "--config",
-            &format!("{s}/collector.toml"),
-            "--once",
-            "--checkpoint-dir",
-            checkpoints.to_str().unwrap(),
-        ],
-        &env,
-    );
-    sitelog(&["process", "-c", cfg, "--exit-when-idle", "3"], &clock);
-
-    let ch = support::clickhouse_config(stack, &db).client().unwrap();
+    let run = support::run_sample(&opts, "ages", &clock, "");
+    let (summary, expected) = (&run.summary, truth::read_usage(&out.join("truth")).unwrap());
+    let (cfg, ch) = (run.config.to_str().unwrap(), &run.client);
     for t in ["access_log", "usage_daily", "site_health_minute"] {
         support::block_on(ch.query(&format!("OPTIMIZE TABLE {t} FINAL")).execute()).unwrap();
     }
     let records = summary.records;
-    let raw = count(&ch, "SELECT count() FROM access_log");
-    let with_ip = count(&ch, "SELECT count() FROM access_log WHERE client_ip != toIPv6('::')");
-    let with_net = count(&ch, "SELECT count() FROM access_log WHERE client_net != toIPv6('::')");
-    let health = count(&ch, "SELECT sum(requests) FROM site_health_minute");
-    let usage = count(&ch, "SELECT sum(requests) FROM usage_daily");
+    let raw = count(ch, "SELECT count() FROM access_log");
+    let with_ip = count(ch, "SELECT count() FROM access_log WHERE client_ip != toIPv6('::')");
+    let with_net = count(ch, "SELECT count() FROM access_log WHERE client_net != toIPv6('::')");
+    let with_key = count(ch, "SELECT count() FROM access_log WHERE visitor_ip_key != 0 OR visitor_ip_ua_key != 0");
+    let health = count(ch, "SELECT sum(requests) FROM site_health_minute");
+    let usage = count(ch, "SELECT sum(requests) FROM usage_daily");
     let age = format!("sample {age_days} days old ({} .. {})", opts.start, opts.end());
     assert_eq!(raw, if want.raw { records } else { 0 }, "{age}: raw records");
     assert_eq!(with_ip, if want.ip { records } else { 0 }, "{age}: full client addresses");
     assert_eq!(with_net, raw, "{age}: the network stays as long as the record");
+    assert_eq!(with_key, with_ip, "{age}: keyed visitor identities go with the full address");
     assert_eq!(health, if want.health { records } else { 0 }, "{age}: site health");
     assert_eq!(usage, if want.usage { records } else { 0 }, "{age}: usage");
 

@@ -115,6 +115,8 @@ fn row(i: u64) -> AccessLogRow {
         flags: 0,
         source_fingerprint: 5,
         source_offset: i,
+        visitor_ip_key: 0x5eed_0000 + i,
+        visitor_ip_ua_key: 0x5eed_1000 + i,
     }
 }
 

@@ -19,6 +19,23 @@ pub struct ProcessorConfig {
     pub sink: SinkConfig,
     pub attribution: AttributionConfig,
     pub billing: BillingConfig,
+    pub privacy: PrivacyConfig,
+}
+
+/// `[privacy]`: the processor's secrets for visitor identities (see `visitors`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// Directory of the per-month visitor keys (`YYYY-MM.key`). Only the processor reads it;
+    /// replicas share it. Default: `$XDG_STATE_HOME/sitelog/visitor-keys` or
+    /// `~/.local/state/sitelog/visitor-keys`.
+    pub visitor_key_dir: Option<std::path::PathBuf>,
+}
+
+impl PrivacyConfig {
+    pub fn key_dir(&self) -> std::path::PathBuf {
+        self.visitor_key_dir.clone().unwrap_or_else(crate::visitors::default_dir)
+    }
 }
 
 /// `[sink]`: how records are cut into ClickHouse inserts.

@@ -34,6 +34,7 @@ use crate::quarantine::{self, Poison, Quarantine};
 use crate::register;
 use crate::store::rows::AccessLogRow;
 use crate::store::sink::{self, batch_token, StreamProgress};
+use crate::visitors::{KeyError, KeyStore, VisitorStamper};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
@@ -47,6 +48,8 @@ pub enum ProcessError {
     Map(#[from] crate::attribute::MapError),
     #[error("clickhouse config: {0}")]
     Config(#[from] crate::store::ConfigError),
+    #[error("visitor keys: {0}")]
+    Keys(#[from] KeyError),
     /// A quarantine that cannot succeed (no such dead-letter topic, not allowed): what, where, why.
     #[error("{0}")]
     DeadLetter(String),
@@ -123,6 +126,8 @@ pub struct Processor {
     map_version: u64,
     last_register_check: Instant,
     deriver: Deriver,
+    /// Gives each row its keyed visitor identities (the keys stay in this process).
+    visitors: VisitorStamper,
     /// Next offset to read per partition, as last committed here (for the lag gauge).
     committed: HashMap<i32, i64>,
     last_lag_report: Instant,
@@ -171,6 +176,7 @@ impl Processor {
             .create_with_context(Context)?;
         consumer.subscribe(&[&cfg.kafka.topic])?;
         let quarantine = Quarantine::new(&cfg.kafka)?;
+        let visitors = VisitorStamper::new(KeyStore::open(&cfg.privacy.key_dir())?);
         let mut p = Processor {
             client,
             consumer,
@@ -183,6 +189,7 @@ impl Processor {
             map_version: 0,
             last_register_check: Instant::now(),
             deriver: Deriver::new(),
+            visitors,
             committed: HashMap::new(),
             last_lag_report: Instant::now(),
             ever_assigned: false,
@@ -266,7 +273,7 @@ impl Processor {
             // Batches whose linger ran out: one per turn, so the consumer is polled between
             // the (CPU-bound) preparations and stays in the group (max.poll.interval.ms).
             if let Some(p) = self.parts.iter().find(|(_, b)| self.is_due(b)).map(|(p, _)| *p) {
-                self.seal(p);
+                self.seal(p)?;
                 idle_since = Instant::now();
             }
             if let Some(idle) = exit_when_idle {
@@ -293,7 +300,7 @@ impl Processor {
         let pending: Vec<i32> = self.parts.keys().copied().collect();
         for p in pending {
             if self.parts.get(&p).is_some_and(|b| b.planned_end.is_none_or(|e| b.end >= e)) {
-                self.seal(p);
+                self.seal(p)?;
             }
         }
         while !self.inflight.is_empty() {
@@ -427,7 +434,7 @@ impl Processor {
             b.payloads.push((offset, f.payload));
         }
         if self.is_due(self.parts.get(&p).expect("present")) {
-            self.seal(p);
+            self.seal(p)?;
         }
         Ok(())
     }
@@ -488,27 +495,28 @@ impl Processor {
 
     /// Closes partition `p`'s open batch and starts its insert if the partition and the
     /// in-flight limit allow; otherwise it waits and the partition is paused.
-    fn seal(&mut self, p: i32) {
+    fn seal(&mut self, p: i32) -> Result<(), ProcessError> {
         if let Some(b) = self.parts.remove(&p) {
             self.sealed.entry(p).or_default().push_back(b);
         }
-        self.dispatch(p);
+        self.dispatch(p)?;
         if self.sealed.contains_key(&p) && self.held.insert(p) {
             self.pause_held();
         }
+        Ok(())
     }
 
     /// Starts the next sealed batch of `p` when nothing of `p` is in flight and the limit allows.
-    fn dispatch(&mut self, p: i32) {
+    fn dispatch(&mut self, p: i32) -> Result<(), ProcessError> {
         if self.inflight.contains_key(&p) || self.inflight.len() >= self.cfg.sink.max_inflight_batches {
-            return;
+            return Ok(());
         }
-        let Some(queue) = self.sealed.get_mut(&p) else { return };
+        let Some(queue) = self.sealed.get_mut(&p) else { return Ok(()) };
         let b = queue.pop_front().expect("sealed queues are never empty");
         if queue.is_empty() {
             self.sealed.remove(&p);
         }
-        self.start_insert(p, b);
+        self.start_insert(p, b)
     }
 
     fn pause_held(&self) {
@@ -546,7 +554,7 @@ impl Processor {
         // Freed slots: start waiting batches (lowest partition first), resume drained partitions.
         let waiting: Vec<i32> = self.sealed.keys().copied().collect();
         for p in waiting {
-            self.dispatch(p);
+            self.dispatch(p)?;
         }
         let drained: Vec<i32> = self.held.iter().copied().filter(|p| !self.sealed.contains_key(p)).collect();
         if !drained.is_empty() {
@@ -591,7 +599,7 @@ impl Processor {
 
     /// Prepares one partition's batch (decode, drop re-sent records, attribute, classify) and
     /// hands it to a task that stores it exactly once; `reap` commits it.
-    fn start_insert(&mut self, p: i32, b: PartBuf) {
+    fn start_insert(&mut self, p: i32, b: PartBuf) -> Result<(), ProcessError> {
         let topic = self.cfg.kafka.topic.clone();
         let token = batch_token(&topic, p, b.start, b.end);
         let started = Instant::now();
@@ -633,7 +641,8 @@ impl Processor {
                 s.max_ts = s.max_ts.max(rec.ts_micros);
                 s.records += 1;
                 advanced.insert(key, s);
-                let row = self.deriver.row(&rec, &self.map);
+                let mut row = self.deriver.row(&rec, &self.map);
+                self.visitors.stamp(&mut row)?;
                 if row.customer_id.is_empty() {
                     unattributed += 1;
                 }
@@ -656,6 +665,7 @@ impl Processor {
         });
         self.inflight.insert(p, InFlight { task: Some(task), end, rows: n, unattributed, advanced, started });
         metrics::gauge!("sitelog_process_inserts_in_flight").set(self.inflight.len() as f64);
+        Ok(())
     }
 }
 

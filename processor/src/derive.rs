@@ -54,6 +54,9 @@ impl Deriver {
             flags: r.flags,
             source_fingerprint: r.source.fingerprint,
             source_offset: r.source.offset,
+            // Filled by `visitors::VisitorStamper`, which holds the keys.
+            visitor_ip_key: 0,
+            visitor_ip_ua_key: 0,
         }
     }
 }

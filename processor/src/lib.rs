@@ -14,3 +14,4 @@ pub mod derive;
 pub mod quarantine;
 pub mod register;
 pub mod store;
+pub mod visitors;

@@ -9,6 +9,7 @@ pub mod process;
 pub mod report;
 pub mod schema;
 pub mod stack;
+pub mod visitor_keys;
 
 use std::path::PathBuf;
 

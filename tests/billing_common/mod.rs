@@ -12,6 +12,7 @@ use sitelog::stack::LocalStack;
 use sitelog_processor::store::migrate::migrate;
 use sitelog_processor::store::rows::AccessLogRow;
 use sitelog_processor::store::sink::{write_progress, StreamProgress};
+use sitelog_processor::visitors::PeriodKey;
 use sitelog_schema::migrations::Retention;
 use sitelog_schema::register::{Customer, Plan, RegisterExport};
 
@@ -168,10 +169,20 @@ pub fn req_at(ts: DateTime<Utc>, customer: &'static str, site: &'static str, hos
     }
 }
 
+/// The period key these tests' rows are stamped with (the processor's own keyed function).
+pub fn test_visitor_key() -> PeriodKey {
+    PeriodKey::from_bytes(*b"sitelog-test-key")
+}
+
 pub fn rows(reqs: &[Req], fingerprint: u64) -> Vec<AccessLogRow> {
+    let key = test_visitor_key();
     reqs.iter()
         .enumerate()
-        .map(|(i, r)| AccessLogRow {
+        .map(|(i, r)| {
+            let day = r.ts.with_timezone(&chrono_tz::Europe::Helsinki).date_naive();
+            (i, r, key.visitor_ip(r.site, day, &r.ip), key.visitor_ip_ua(r.site, day, &r.ip, r.ua))
+        })
+        .map(|(i, r, visitor_ip_key, visitor_ip_ua_key)| AccessLogRow {
             ts: r.ts.timestamp_micros(),
             tz_offset_secs: 7200,
             site_host: r.host.into(),
@@ -198,6 +209,8 @@ pub fn rows(reqs: &[Req], fingerprint: u64) -> Vec<AccessLogRow> {
             flags: 0,
             source_fingerprint: fingerprint,
             source_offset: i as u64 * 100,
+            visitor_ip_key,
+            visitor_ip_ua_key,
         })
         .collect()
 }

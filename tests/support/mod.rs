@@ -135,3 +135,66 @@ pub fn sitelog(args: &[&str], envs: &[(&str, &str)]) -> String {
     );
     stdout
 }
+
+/// A generated sample that went through the real pipeline on the shared stack.
+pub struct SampleRun {
+    pub db: String,
+    pub config: PathBuf,
+    pub client: clickhouse::Client,
+    pub summary: sitelog::sample::Summary,
+}
+
+/// Generates `opts`' sample and runs it as the demo does: `schema migrate`, `customers
+/// import`, `collect --once` (own topics and checkpoints) and `process --exit-when-idle`, each
+/// with `env`. `extra_toml` is appended to the processor config.
+pub fn run_sample(
+    opts: &sitelog::sample::GenerateOptions,
+    prefix: &str,
+    env: &[(&str, &str)],
+    extra_toml: &str,
+) -> SampleRun {
+    let stack = stack();
+    let summary = sitelog::sample::generate(opts).unwrap();
+    let dir = temp_dir(&format!("{prefix}-run"));
+    let topic = unique_name(prefix);
+    let rejects = unique_name(&format!("{prefix}-rejects"));
+    stack.create_topic(&topic, 2).unwrap();
+    stack.create_topic(&rejects, 1).unwrap();
+    let db = unique_name(prefix);
+    let config = dir.join("processor.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\ngroup_id = \"{prefix}\"\n\n[clickhouse]\nurl = \"{}\"\n\
+             database = \"{db}\"\ncompression = false\n\n[sink]\nmax_poll_interval_ms = 10000\n\n\
+             [billing]\nuser = \"sitelog_billing_user\"\n{extra_toml}",
+            stack.kafka_bootstrap, stack.clickhouse_url
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let s = opts.out.to_str().unwrap();
+    sitelog(&["schema", "migrate", "-c", cfg], env);
+    sitelog(&["customers", "import", &format!("{s}/register.json"), "-c", cfg], env);
+    let mut collect_env = env.to_vec();
+    collect_env.extend([
+        ("SITELOG_KAFKA_BROKERS", stack.kafka_bootstrap.as_str()),
+        ("SITELOG_ACCESS_TOPIC", topic.as_str()),
+        ("SITELOG_REJECTS_TOPIC", rejects.as_str()),
+    ]);
+    let checkpoints = dir.join("checkpoints");
+    sitelog(
+        &[
+            "collect",
+            "--config",
+            &format!("{s}/collector.toml"),
+            "--once",
+            "--checkpoint-dir",
+            checkpoints.to_str().unwrap(),
+        ],
+        &collect_env,
+    );
+    sitelog(&["process", "-c", cfg, "--exit-when-idle", "3"], env);
+    let client = clickhouse_config(stack, &db).client().unwrap();
+    SampleRun { db, config, client, summary }
+}

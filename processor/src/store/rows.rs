@@ -34,4 +34,43 @@ pub struct AccessLogRow {
     pub flags: u8,
     pub source_fingerprint: u64,
     pub source_offset: u64,
+    /// Keyed visitor identities (`visitors::VisitorStamper`); 0 = none. The usage rollup
+    /// counts these, never an address or a keyless hash of one.
+    pub visitor_ip_key: u64,
+    pub visitor_ip_ua_key: u64,
+}
+
+impl Default for AccessLogRow {
+    fn default() -> Self {
+        AccessLogRow {
+            ts: 0,
+            tz_offset_secs: 0,
+            site_host: String::new(),
+            customer_id: String::new(),
+            site_id: String::new(),
+            client_ip: Ipv6Addr::UNSPECIFIED,
+            client_net: Ipv6Addr::UNSPECIFIED,
+            remote_user: String::new(),
+            method: String::new(),
+            path: String::new(),
+            query: String::new(),
+            protocol: String::new(),
+            status: 0,
+            bytes_sent: 0,
+            referer: String::new(),
+            user_agent: String::new(),
+            request_time_us: None,
+            upstream_time_us: None,
+            upstream_count: 0,
+            cache_status: String::new(),
+            request_class: String::new(),
+            is_bot: false,
+            bot_name: String::new(),
+            flags: 0,
+            source_fingerprint: 0,
+            source_offset: 0,
+            visitor_ip_key: 0,
+            visitor_ip_ua_key: 0,
+        }
+    }
 }
