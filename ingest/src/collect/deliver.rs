@@ -68,7 +68,8 @@ impl ProducerContext for Ctx {
 }
 
 /// librdkafka properties that decide whether a session is gap-less; `[kafka.properties]`
-/// may not set them (the config is refused, naming the key).
+/// may not set them (the config is refused, naming the key). `max.in.flight` stays settable:
+/// librdkafka refuses more than 5 with idempotence, and fewer keeps order all the same.
 pub const GUARANTEE_KEYS: &[&str] = &[
     "message.timeout.ms",
     "delivery.timeout.ms",
@@ -78,8 +79,6 @@ pub const GUARANTEE_KEYS: &[&str] = &[
     "request.required.acks",
     "retries",
     "message.send.max.retries",
-    "max.in.flight",
-    "max.in.flight.requests.per.connection",
     "transactional.id",
 ];
 
