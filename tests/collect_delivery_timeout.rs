@@ -63,9 +63,10 @@ fn outage_longer_than_the_delivery_timeout_leaves_no_gap() {
         &mut dropped,
     );
     let caught_up = restarted.elapsed();
+    let log_path = col.log.clone();
     let status = col.terminate(Duration::from_secs(40));
     assert!(status.success(), "collector exit {status:?}; logs in {}", dir.display());
-    let log = std::fs::read_to_string(&col_log(&dir)).unwrap_or_default();
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     let deadline_restarts = log.matches("message_timeout_ms; starting a new producer session").count();
     // Exactly once after the filter: every line, each accepted once, none lost behind a gap.
     check(&expected, &got, false).unwrap_or_else(|e| panic!("{e}; logs in {}", dir.display()));
@@ -75,8 +76,4 @@ fn outage_longer_than_the_delivery_timeout_leaves_no_gap() {
          by the filter, {deadline_restarts} session restarts on the deadline, caught up {caught_up:?} after restart",
         expected.len()
     );
-}
-
-fn col_log(dir: &std::path::Path) -> std::path::PathBuf {
-    dir.join("collect-0.log")
 }
