@@ -190,6 +190,18 @@ impl LogWriter {
 
 /// A collector config for a test directory.
 pub fn config(dir: &Path, bootstrap: &str, topic: &str, rejects: &str, extra_tail: &str) -> PathBuf {
+    config_with(dir, bootstrap, topic, rejects, "", extra_tail)
+}
+
+/// [`config`] with more lines in `[kafka]`.
+pub fn config_with(
+    dir: &Path,
+    bootstrap: &str,
+    topic: &str,
+    rejects: &str,
+    extra_kafka: &str,
+    extra_tail: &str,
+) -> PathBuf {
     let text = format!(
         r#"
 [collector]
@@ -199,6 +211,7 @@ shutdown_timeout_ms = 20000
 brokers = "{bootstrap}"
 topic = "{topic}"
 rejects_topic = "{rejects}"
+{extra_kafka}
 [limits]
 linger_ms = 50
 max_inflight_bytes = "4MiB"
@@ -296,6 +309,33 @@ pub fn read_topics(
     timeout: Duration,
     done: impl Fn(&Emitted) -> bool,
 ) -> Emitted {
+    read(bootstrap, topic, rejects, timeout, done, None)
+}
+
+/// Like [`read_topics`], but records pass the processor's re-send filter: per (fingerprint,
+/// host) of a batch, a record at or below the highest offset accepted so far is dropped as a
+/// duplicate (counted in `dropped`). A line written only after a later line of its file and
+/// host is missing here, as it would be in ClickHouse.
+pub fn read_accepted(
+    bootstrap: &str,
+    topic: &str,
+    rejects: &str,
+    timeout: Duration,
+    done: impl Fn(&Emitted) -> bool,
+    dropped: &mut u64,
+) -> Emitted {
+    read(bootstrap, topic, rejects, timeout, done, Some(dropped))
+}
+
+fn read(
+    bootstrap: &str,
+    topic: &str,
+    rejects: &str,
+    timeout: Duration,
+    done: impl Fn(&Emitted) -> bool,
+    mut resend_filter: Option<&mut u64>,
+) -> Emitted {
+    let mut max: BTreeMap<(u64, String), u64> = BTreeMap::new();
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("verify-{}", std::process::id()))
@@ -320,8 +360,17 @@ pub fn read_topics(
                 quiet_since = Instant::now();
                 let payload = m.payload().unwrap_or_default();
                 if m.topic() == topic {
-                    for r in BatchReader::new(payload).expect("a wire batch") {
+                    let reader = BatchReader::new(payload).expect("a wire batch");
+                    let key = (reader.header().fingerprint, reader.header().host.to_owned());
+                    for r in reader {
                         let r = r.expect("a record");
+                        if let Some(dropped) = resend_filter.as_deref_mut() {
+                            if max.get(&key).is_some_and(|&m| r.source.offset <= m) {
+                                *dropped += 1;
+                                continue;
+                            }
+                            max.insert(key.clone(), r.source.offset);
+                        }
                         out.entry((r.source.fingerprint, r.source.offset)).or_default().push(r.path.into_owned());
                     }
                 } else {

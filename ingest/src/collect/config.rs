@@ -69,9 +69,13 @@ pub struct KafkaConfig {
     /// File holding the SASL password (first line). The environment variable
     /// `SITELOG_KAFKA_PASSWORD` wins over it. Never put the password itself in this file.
     pub sasl_password_file: Option<PathBuf>,
-    /// librdkafka's `message.timeout.ms`. 0 (default) = never give up: while the broker is
-    /// down messages wait and reading pauses. A non-zero value turns a long outage into a
-    /// producer restart from the last checkpoint (nothing is dropped either way).
+    /// How long a message may stay unacknowledged before the collector gives up on the
+    /// producer session: it stops sending, drops the session (purging its queue) and starts a
+    /// new one from the last checkpoints. 0 (default) = wait forever: while the broker is down
+    /// messages wait and reading pauses. This is the collector's own deadline, not
+    /// librdkafka's `message.timeout.ms`, which is always infinite (see `deliver.rs`: a
+    /// librdkafka timeout can fail message N and still deliver N+1, and the processor's
+    /// re-send filter would then drop N when it is re-sent).
     pub message_timeout_ms: u64,
     /// Compression of Kafka messages: `lz4` (default, cheap and ~4× smaller on the wire),
     /// `zstd`, `snappy`, `gzip` or `none`. The local tansu broker decodes compressed batches
@@ -298,6 +302,14 @@ impl CollectorConfig {
             return bad("kafka.compression", "must be none, lz4, zstd, snappy or gzip");
         }
         for key in kf.properties.keys() {
+            if super::deliver::GUARANTEE_KEYS.contains(&key.as_str()) {
+                return Err((
+                    format!("kafka.properties.{key:?}"),
+                    "is fixed by the collector: delivery must stay idempotent, ordered and gap-less \
+                     (the processor drops re-sent lines by offset); use kafka.message_timeout_ms for a deadline"
+                        .into(),
+                ));
+            }
             if key.contains("password") || key.contains("secret") {
                 return Err((
                     format!("kafka.properties.{key:?}"),
@@ -465,6 +477,13 @@ format = "combined"
         let text = format!("{MINIMAL}\n[kafka.properties]\n\"sasl.password\" = \"x\"\n");
         let e = CollectorConfig::from_toml(&text, "c.toml").unwrap_err().to_string();
         assert!(e.contains("secrets"), "{e}");
+        for key in ["message.timeout.ms", "delivery.timeout.ms", "enable.gapless.guarantee", "acks"] {
+            let text = format!("{MINIMAL}\n[kafka.properties]\n\"{key}\" = \"5000\"\n");
+            let e = CollectorConfig::from_toml(&text, "c.toml").unwrap_err().to_string();
+            assert!(e.contains("gap-less"), "{key}: {e}");
+        }
+        let text = format!("{MINIMAL}\n[kafka]\nmessage_timeout_ms = 5000\n");
+        assert_eq!(CollectorConfig::from_toml(&text, "c.toml").unwrap().kafka.message_timeout_ms, 5000);
         let e = CollectorConfig::from_toml("", "c.toml").unwrap_err().to_string();
         assert!(e.contains("source: at least one"), "{e}");
     }

@@ -5,6 +5,11 @@
 //! A failed message or a fatal client error makes the collector start a new session and
 //! re-send everything after its checkpoints; lines delivered by the old session then arrive
 //! twice with the same `(fingerprint, offset)` identity, and the processor drops them.
+//!
+//! That re-send filter drops every record at or below the highest offset stored for its
+//! (fingerprint, host), so it is only lossless if each session writes a *gap-less prefix* of
+//! what it was given, per partition: if message N fails and N+1 is written, the re-sent N is
+//! dropped as a duplicate. See [`client_config`] for how the session is kept gap-less.
 
 use std::path::Path;
 use std::time::Duration;
@@ -62,16 +67,47 @@ impl ProducerContext for Ctx {
     }
 }
 
+/// librdkafka properties that decide whether a session is gap-less; `[kafka.properties]`
+/// may not set them (the config is refused, naming the key). `max.in.flight` stays settable:
+/// librdkafka refuses more than 5 with idempotence, and fewer keeps order all the same.
+pub const GUARANTEE_KEYS: &[&str] = &[
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "enable.idempotence",
+    "enable.gapless.guarantee",
+    "acks",
+    "request.required.acks",
+    "retries",
+    "message.send.max.retries",
+    "transactional.id",
+];
+
 /// Builds librdkafka's settings from `[kafka]`; the password from the environment or file.
+///
+/// DECISION (gap-less sessions): the idempotent producer keeps per-partition order and the
+/// broker accepts a sequence number only right after the previous one, so a session can only
+/// leave a gap where librdkafka itself skips failed messages and goes on. It does that in two
+/// cases: (1) a message exceeds `message.timeout.ms` — librdkafka then bumps the epoch and
+/// sends N+1.. anyway, by design and even with `enable.gapless.guarantee` (INTRODUCTION.md,
+/// "Message timeout considerations"); N+1 may already be on the wire when N's failure is
+/// reported, so no reaction of ours can stop it; (2) a permanent error of one batch (e.g. a
+/// record too large for the broker): without `enable.gapless.guarantee` the epoch is bumped
+/// the same way, with it the producer stops with a fatal error instead. So librdkafka's
+/// timeout is always infinite (0) and the gap-less guarantee is on; a failure or fatal error
+/// then ends the session with nothing after the failed message written, and the collector
+/// restarts from its checkpoints. `[kafka] message_timeout_ms` is the collector's own deadline
+/// that does the same restart (dropping the producer purges its queue; what the broker
+/// already accepted is a prefix). These keys cannot be overridden ([`GUARANTEE_KEYS`]).
 pub fn client_config(k: &KafkaConfig) -> Result<ClientConfig, SinkError> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &k.brokers)
         .set("client.id", &k.client_id)
         .set("enable.idempotence", "true")
+        .set("enable.gapless.guarantee", "true")
         .set("acks", "all")
         .set("compression.type", &k.compression)
         .set("linger.ms", "5")
-        .set("message.timeout.ms", k.message_timeout_ms.to_string())
+        .set("message.timeout.ms", "0")
         .set("security.protocol", &k.security_protocol);
     let path = |p: &Path| p.display().to_string();
     if let Some(p) = &k.ssl_ca_location {
@@ -93,7 +129,9 @@ pub fn client_config(k: &KafkaConfig) -> Result<ClientConfig, SinkError> {
         c.set("sasl.password", sasl_password(k)?);
     }
     for (key, v) in &k.properties {
-        c.set(key, v);
+        if !GUARANTEE_KEYS.contains(&key.as_str()) {
+            c.set(key, v);
+        }
     }
     Ok(c)
 }

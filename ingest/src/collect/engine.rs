@@ -71,6 +71,8 @@ pub struct Stats {
     pub backfill_total_bytes: AtomicU64,
     pub backfill_done_bytes: AtomicU64,
     pub inflight_bytes: AtomicU64,
+    /// Producer sessions restarted (failures, fatal errors, `message_timeout_ms`).
+    pub producer_restarts: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +150,9 @@ pub struct Collector<S: Sink> {
     outbox: Outbox,
     inflight_bytes: usize,
     inflight_msgs: usize,
+    /// Send time of each unacknowledged message of this session, by [`Token::seq`].
+    inflight_sent: BTreeMap<u64, Instant>,
+    next_seq: u64,
     limits: BatchLimits,
     buf: Vec<u8>,
     open_count: usize,
@@ -240,6 +245,8 @@ impl<S: Sink> Collector<S> {
             outbox: Outbox::default(),
             inflight_bytes: 0,
             inflight_msgs: 0,
+            inflight_sent: BTreeMap::new(),
+            next_seq: 0,
             limits,
             open_count: 0,
             backfill_queue: VecDeque::new(),
@@ -310,6 +317,7 @@ impl<S: Sink> Collector<S> {
         }
         self.wait_events(wait);
         let now = Instant::now();
+        self.check_deadline(now);
         if let Some(at) = self.restart_at {
             if now >= at {
                 self.restart(now);
@@ -440,6 +448,7 @@ impl<S: Sink> Collector<S> {
         }
         self.inflight_bytes = self.inflight_bytes.saturating_sub(t.bytes as usize);
         self.inflight_msgs = self.inflight_msgs.saturating_sub(1);
+        self.inflight_sent.remove(&t.seq);
         match ack.result {
             Ok(()) => {
                 self.restart_backoff = Duration::ZERO;
@@ -468,6 +477,27 @@ impl<S: Sink> Collector<S> {
         }
     }
 
+    /// `[kafka] message_timeout_ms`: a message unacknowledged this long ends the session. The
+    /// restart stops sending at once and drops the producer (purging its queue), so nothing
+    /// after the late message is written by this session once it is given up; librdkafka's
+    /// own timeout stays infinite because it would skip the message and go on (`deliver.rs`).
+    fn check_deadline(&mut self, now: Instant) {
+        let timeout = self.cfg.kafka.message_timeout_ms;
+        if timeout == 0 || self.restart_at.is_some() {
+            return;
+        }
+        let Some((_, &sent)) = self.inflight_sent.first_key_value() else { return };
+        if now.duration_since(sent) >= Duration::from_millis(timeout) {
+            metrics::counter!(m::DELIVERY_ERRORS).increment(1);
+            warn!(
+                timeout_ms = timeout,
+                messages = self.inflight_msgs,
+                "message unacknowledged past kafka.message_timeout_ms; starting a new producer session from the checkpoints"
+            );
+            self.schedule_restart();
+        }
+    }
+
     /// The first restart is immediate; repeated failures without a success in between
     /// back off up to 30 s.
     fn schedule_restart(&mut self) {
@@ -490,8 +520,10 @@ impl<S: Sink> Collector<S> {
             return;
         }
         self.restart_at = None;
+        self.stats.producer_restarts.fetch_add(1, Ordering::Relaxed);
         self.inflight_bytes = 0;
         self.inflight_msgs = 0;
+        self.inflight_sent.clear();
         self.outbox.ready.clear();
         for f in self.files.values_mut() {
             let (off, line) = f.ack_position();
@@ -1157,12 +1189,15 @@ impl<S: Sink> Collector<S> {
             return;
         }
         let ready = std::mem::take(&mut self.outbox.ready);
+        let now = Instant::now();
         for r in ready {
             if self.restart_at.is_some() {
                 break; // everything unacknowledged is re-read after the restart
             }
+            self.next_seq += 1;
             let token = Token {
                 gen: self.gen,
+                seq: self.next_seq,
                 file: r.file,
                 offset: r.offset,
                 bytes: r.payload.len() as u32,
@@ -1174,6 +1209,7 @@ impl<S: Sink> Collector<S> {
                     self.outbox.buffered = self.outbox.buffered.saturating_sub(r.payload.len());
                     self.inflight_bytes += r.payload.len();
                     self.inflight_msgs += 1;
+                    self.inflight_sent.insert(token.seq, now);
                 }
                 Err(e) => {
                     metrics::counter!(m::DELIVERY_ERRORS).increment(1);

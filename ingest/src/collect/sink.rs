@@ -20,6 +20,8 @@ pub enum Topic {
 pub struct Token {
     /// Producer session; acknowledgements of an older session are ignored.
     pub gen: u32,
+    /// Send order within the collector's life (for the unacknowledged-message deadline).
+    pub seq: u64,
     /// The collector's id of the file the message came from.
     pub file: u64,
     /// Offset of the first line in the message: the key of its pending entry.

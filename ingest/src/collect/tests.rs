@@ -1,15 +1,24 @@
 //! Model-based tests of the collector at the file level, with an in-memory broker.
 //!
 //! A random sequence of writer and operator actions (append, partial line, rename-rotate,
-//! copytruncate, delete + recreate, compress, broker pause, delivery failure, collector crash
-//! and restart) runs against real files; a simple model records what was written. At the end
-//! the broker's log must hold every written line once by identity (fingerprint, offset) with
-//! its exact text: nothing missing, nothing foreign, duplicates only after a crash or a
-//! producer restart, and then with the same identity.
+//! copytruncate, delete + recreate, compress, broker pause, delivery failure, delivery
+//! deadline, collector crash and restart) runs against real files; a simple model records what
+//! was written. At the end the broker's log, read as the processor reads it, must hold every
+//! written line once by identity (fingerprint, offset) with its exact text: nothing missing,
+//! nothing foreign, duplicates only after a crash or a producer restart, and then with the
+//! same identity.
+//!
+//! The in-memory broker is a model of Kafka with the collector's producer settings: one queue
+//! per partition (topic, key), written in order; acknowledgements across partitions in any
+//! order; a failed message ends its partition's part of the session (librdkafka's gap-less
+//! guarantee with an infinite `message.timeout.ms`) while other partitions go on. Reading
+//! applies the processor's re-send filter: a record at or below the highest offset already
+//! accepted for its (fingerprint, host) is dropped as a duplicate, so a session that writes
+//! message N+1 after failing N loses N ([`a_gap_in_a_session_is_loss`]).
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -46,58 +55,121 @@ impl LineParser for TextParser {
     }
 }
 
+/// A Kafka partition of the model: (topic, message key).
+type Partition = (Topic, Vec<u8>);
+
 #[derive(Default)]
 struct Broker {
     log: Vec<(Topic, Vec<u8>)>,
-    unacked: Vec<(Token, Topic, Vec<u8>)>,
+    /// Sent, not yet written or failed, in send order.
+    unacked: Vec<(Token, Partition, Vec<u8>)>,
+    /// Partitions where a message failed in this session: nothing later is written.
+    broken: HashSet<Partition>,
 }
 
 #[derive(Clone, Default)]
 struct MemSink(Rc<RefCell<Broker>>);
 
 impl Sink for MemSink {
-    fn send(&mut self, topic: Topic, _key: &[u8], payload: &[u8], token: Token) -> Result<(), SinkError> {
-        self.0.borrow_mut().unacked.push((token, topic, payload.to_vec()));
+    fn send(&mut self, topic: Topic, key: &[u8], payload: &[u8], token: Token) -> Result<(), SinkError> {
+        self.0.borrow_mut().unacked.push((token, (topic, key.to_vec()), payload.to_vec()));
         Ok(())
     }
 
     fn restart(&mut self) -> Result<(), SinkError> {
         // The old session's queue is purged: those messages never reach the log.
-        self.0.borrow_mut().unacked.clear();
+        let mut b = self.0.borrow_mut();
+        b.unacked.clear();
+        b.broken.clear();
         Ok(())
     }
 }
 
 impl MemSink {
-    /// Delivers and acknowledges up to `n` messages, picked by `pick` (out of order).
+    /// Writes and acknowledges up to `n` messages: `pick` chooses a partition (through one of
+    /// its messages), whose oldest message is written; partitions interleave in any order.
     fn deliver(&self, n: usize, pick: &mut impl FnMut(usize) -> usize, events: &mpsc::Sender<Event>) {
         for _ in 0..n {
             let mut b = self.0.borrow_mut();
-            if b.unacked.is_empty() {
+            let open: Vec<usize> = (0..b.unacked.len()).filter(|&i| !b.broken.contains(&b.unacked[i].1)).collect();
+            if open.is_empty() {
                 return;
             }
-            let i = pick(b.unacked.len());
-            let (token, topic, payload) = b.unacked.swap_remove(i);
+            let part = b.unacked[open[pick(open.len())]].1.clone();
+            let head = b.unacked.iter().position(|m| m.1 == part).expect("partition head");
+            let (token, (topic, _), payload) = b.unacked.remove(head);
             b.log.push((topic, payload));
             let _ = events.send(Event::Ack(Ack { token, result: Ok(()) }));
         }
     }
 
+    /// The oldest unwritten message of the most recently used partition fails; with the
+    /// gap-less guarantee the rest of that partition is not written in this session (its
+    /// failures are reported when the session is dropped), other partitions go on.
     fn fail_one(&self, events: &mpsc::Sender<Event>) {
-        let mut b = self.0.borrow_mut();
-        if let Some((token, _, _)) = b.unacked.pop() {
-            let _ = events.send(Event::Ack(Ack { token, result: Err("test: broker said no".into()) }));
-        }
+        self.fail_head(events, true);
     }
 
-    /// Emitted (fingerprint, offset) → texts, in log order.
+    /// What librdkafka does with a finite `message.timeout.ms`: the message fails, the ones
+    /// after it in its partition are still written.
+    fn fail_one_with_gap(&self, events: &mpsc::Sender<Event>) {
+        self.fail_head(events, false);
+    }
+
+    fn fail_head(&self, events: &mpsc::Sender<Event>, gapless: bool) {
+        let mut b = self.0.borrow_mut();
+        let Some(part) = b.unacked.iter().rev().find(|m| !b.broken.contains(&m.1)).map(|m| m.1.clone()) else {
+            return;
+        };
+        let head = b.unacked.iter().position(|m| m.1 == part).expect("partition head");
+        let (token, part, _) = b.unacked.remove(head);
+        if gapless {
+            b.broken.insert(part);
+        }
+        let _ = events.send(Event::Ack(Ack { token, result: Err("test: broker said no".into()) }));
+    }
+
+    /// A crash after the broker wrote what it had: every partition still open, in order.
+    fn write_all_unacked(&self) {
+        let mut b = self.0.borrow_mut();
+        let unacked = std::mem::take(&mut b.unacked);
+        for (_, part, payload) in unacked {
+            if !b.broken.contains(&part) {
+                b.log.push((part.0, payload));
+            }
+        }
+        b.broken.clear();
+    }
+
+    /// What the processor accepts, (fingerprint, offset) → texts: records through its
+    /// re-send filter (per (fingerprint, host) of the batch, a record at or below the highest
+    /// accepted offset is a duplicate and dropped), rejects as they are.
     fn emitted(&self) -> BTreeMap<(u64, u64), Vec<String>> {
+        self.read(true)
+    }
+
+    /// Everything in the log, duplicates included.
+    fn raw(&self) -> BTreeMap<(u64, u64), Vec<String>> {
+        self.read(false)
+    }
+
+    fn read(&self, resend_filter: bool) -> BTreeMap<(u64, u64), Vec<String>> {
         let mut out: BTreeMap<(u64, u64), Vec<String>> = BTreeMap::new();
+        let mut max: HashMap<(u64, String), u64> = HashMap::new();
         for (topic, payload) in &self.0.borrow().log {
             match topic {
                 Topic::Records => {
-                    for r in BatchReader::new(payload).expect("batch header") {
+                    let reader = BatchReader::new(payload).expect("batch header");
+                    let key = (reader.header().fingerprint, reader.header().host.to_owned());
+                    for r in reader {
                         let r = r.expect("record");
+                        if resend_filter {
+                            let seen = max.get(&key).copied();
+                            if seen.is_some_and(|m| r.source.offset <= m) {
+                                continue;
+                            }
+                            max.insert(key.clone(), r.source.offset);
+                        }
                         out.entry((r.source.fingerprint, r.source.offset)).or_default().push(r.path.into_owned());
                     }
                 }
@@ -122,10 +194,17 @@ fn temp_dir(tag: &str) -> PathBuf {
 }
 
 fn config(root: &Path, extra: &str) -> CollectorConfig {
+    config_with(root, "", extra)
+}
+
+/// `kafka`: lines of the `[kafka]` table; `extra`: lines of `[limits]`.
+fn config_with(root: &Path, kafka: &str, extra: &str) -> CollectorConfig {
     let text = format!(
         r#"
 [collector]
 checkpoint_dir = "{root}/state"
+[kafka]
+{kafka}
 [limits]
 max_inflight_bytes = 4096
 batch_max_records = 3
@@ -159,18 +238,38 @@ fn collector(cfg: &CollectorConfig, mode: Mode, sink: &MemSink) -> Collector<Mem
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { site: usize, lines: usize, bad: bool },
-    Partial { site: usize },
-    Long { site: usize },
-    RenameRotate { site: usize },
-    CopyTruncate { site: usize },
-    DeleteRecreate { site: usize },
+    Append {
+        site: usize,
+        lines: usize,
+        bad: bool,
+    },
+    Partial {
+        site: usize,
+    },
+    Long {
+        site: usize,
+    },
+    RenameRotate {
+        site: usize,
+    },
+    CopyTruncate {
+        site: usize,
+    },
+    DeleteRecreate {
+        site: usize,
+    },
     Compress,
-    Step { deliver: usize },
+    Step {
+        deliver: usize,
+    },
     Pause,
     Resume,
     FailDelivery,
-    Crash { delivered: bool },
+    /// Nothing is acknowledged for longer than `message_timeout_ms`.
+    Stall,
+    Crash {
+        delivered: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -187,6 +286,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Pause),
         1 => Just(Op::Resume),
         1 => Just(Op::FailDelivery),
+        1 => Just(Op::Stall),
         1 => any::<bool>().prop_map(|delivered| Op::Crash { delivered }),
     ]
 }
@@ -279,6 +379,9 @@ impl Model {
     }
 }
 
+/// The model's `kafka.message_timeout_ms`; [`Op::Stall`] waits longer than this.
+const MODEL_TIMEOUT_MS: u64 = 20;
+
 struct Harness {
     model: Model,
     sink: MemSink,
@@ -291,7 +394,7 @@ struct Harness {
 impl Harness {
     fn new(extra: &str) -> Self {
         let root = temp_dir("model");
-        let cfg = config(&root, extra);
+        let cfg = config_with(&root, &format!("message_timeout_ms = {MODEL_TIMEOUT_MS}"), extra);
         let sink = MemSink::default();
         let col = collector(&cfg, Mode::Follow, &sink);
         Harness {
@@ -323,6 +426,14 @@ impl Harness {
             self.rng = rng | 1;
             self.col.as_mut().expect("collector").step(Duration::ZERO).expect("step");
         }
+        self.note_restarts();
+    }
+
+    /// A producer restart (failure, deadline) re-sends: duplicates are allowed from then on.
+    fn note_restarts(&mut self) {
+        if self.col.as_ref().is_some_and(|c| c.stats().producer_restarts.load(Ordering::Relaxed) > 0) {
+            self.model.dups_allowed = true;
+        }
     }
 
     /// The collector looks once (scan and poll) without anything being acknowledged: a
@@ -331,6 +442,7 @@ impl Harness {
         let col = self.col.as_mut().expect("collector");
         col.rescan_now();
         col.step(Duration::ZERO).expect("step");
+        self.note_restarts();
     }
 
     fn apply(&mut self, op: &Op) {
@@ -437,15 +549,19 @@ impl Harness {
                 }
                 self.step(0);
             }
+            Op::Stall => {
+                std::thread::sleep(Duration::from_millis(MODEL_TIMEOUT_MS + 5));
+                self.step(0);
+            }
             Op::Crash { delivered } => {
                 drop(self.col.take());
-                {
+                if delivered {
+                    // Delivered but the acknowledgement was lost with the process.
+                    self.sink.write_all_unacked();
+                } else {
                     let mut b = self.sink.0.borrow_mut();
-                    let unacked = std::mem::take(&mut b.unacked);
-                    if delivered {
-                        // Delivered but the acknowledgement was lost with the process.
-                        b.log.extend(unacked.into_iter().map(|(_, t, p)| (t, p)));
-                    }
+                    b.unacked.clear();
+                    b.broken.clear();
                 }
                 self.model.dups_allowed = true;
                 // What only the crashed process could still read is gone: deleted files,
@@ -477,21 +593,27 @@ impl Harness {
     fn check(&self) -> Result<(), TestCaseError> {
         let (want, optional) = self.model.expected();
         let got = self.sink.emitted();
+        let raw = self.sink.raw();
         for (id, text) in &want {
             match got.get(id) {
                 None if optional.contains(id) => {}
+                None if raw.contains_key(id) => {
+                    return Err(TestCaseError::fail(format!(
+                        "line {id:?} {text:?} lost: written only after a later line of its file and host"
+                    )))
+                }
                 None => return Err(TestCaseError::fail(format!("missing line {id:?} {text:?}"))),
-                Some(texts) => {
-                    for t in texts {
+                Some(_) => {
+                    for t in &raw[id] {
                         prop_assert_eq!(t, text, "wrong text at {:?}", id);
                     }
-                    if texts.len() > 1 && !self.model.dups_allowed {
+                    if raw[id].len() > 1 && !self.model.dups_allowed {
                         return Err(TestCaseError::fail(format!("duplicate {id:?} {text:?} without crash or restart")));
                     }
                 }
             }
         }
-        for (id, texts) in &got {
+        for (id, texts) in &raw {
             prop_assert!(want.contains_key(id), "foreign record {:?} {:?}", id, texts);
         }
         Ok(())
@@ -603,7 +725,8 @@ fn rotation_while_down_is_finished_from_the_rotated_file() {
     fs::remove_file(dir.join("access.log.1")).unwrap();
     write_lines(&live, 100, 3);
     run_once(&cfg, &sink);
-    let got = sink.emitted();
+    let got = sink.raw();
+    assert_eq!(sink.emitted(), got, "the re-send filter dropped lines");
     assert_eq!(got.len(), 18);
     assert!(got.values().all(|v| v.len() == 1), "no duplicates");
     fs::remove_dir_all(&root).unwrap();
@@ -651,7 +774,8 @@ fn backfill_skips_sent_archives_and_reads_new_ones() {
     assert_eq!(stats.files_skipped.load(Ordering::Relaxed), 1);
     assert_eq!(stats.backfill_done_bytes.load(Ordering::Relaxed), stats.backfill_total_bytes.load(Ordering::Relaxed));
     drop(c);
-    let got = sink.emitted();
+    let got = sink.raw();
+    assert_eq!(sink.emitted(), got, "the re-send filter dropped lines");
     assert_eq!(got.len(), 50);
     assert!(got.values().all(|v| v.len() == 1));
     // A second backfill of the same archive sends nothing.
@@ -692,7 +816,8 @@ fn many_files_with_few_descriptors() {
             assert!(c.debug_counts().1 <= 8, "open descriptors {:?}", c.debug_counts());
         }
     }
-    let got = sink.emitted();
+    let got = sink.raw();
+    assert_eq!(sink.emitted(), got, "the re-send filter dropped lines");
     assert_eq!(got.len(), expected);
     assert!(got.values().all(|v| v.len() == 1));
     drop(c);
@@ -742,7 +867,8 @@ fn inode_reuse_is_a_new_file() {
         // Delete and recreate: ext4 and tmpfs hand the freed inode to the new file.
         fs::remove_file(&live).unwrap();
     }
-    let got = sink.emitted();
+    let got = sink.raw();
+    assert_eq!(sink.emitted(), got, "the re-send filter dropped lines");
     assert_eq!(got.len(), 15, "{got:?}");
     fs::remove_dir_all(&root).unwrap();
 }
@@ -782,4 +908,61 @@ fn rotated_while_reading_waits_for_the_broker() {
     }
     h.drain();
     h.check().expect("every line once");
+}
+
+/// Lines for site a in several messages of one partition, sent but not acknowledged.
+fn gap_setup() -> Harness {
+    let mut h = Harness::new("");
+    h.apply(&Op::Pause);
+    for _ in 0..3 {
+        h.apply(&Op::Append { site: 0, lines: 4, bad: false });
+        h.apply(&Op::Step { deliver: 0 });
+    }
+    h.apply(&Op::Append { site: 1, lines: 4, bad: false });
+    h.apply(&Op::Step { deliver: 0 });
+    assert!(h.sink.0.borrow().unacked.len() >= 4, "several messages in flight");
+    h
+}
+
+/// What a finite librdkafka `message.timeout.ms` allows: message N fails, N+1.. of the same
+/// partition are written anyway, before the collector hears of the failure. The re-sent N
+/// is then at or below the accepted offset of its (fingerprint, host): the model reports the
+/// loss. This is why the Kafka sink never lets librdkafka time out (`deliver.rs`).
+#[test]
+fn a_gap_in_a_session_is_loss() {
+    let mut h = gap_setup();
+    let events = h.col().events();
+    h.sink.fail_one_with_gap(&events);
+    h.sink.deliver(usize::MAX, &mut |_| 0, &events);
+    h.drain();
+    let e = h.check().expect_err("a gap must be reported as loss");
+    assert!(e.to_string().contains("lost"), "{e}");
+}
+
+/// The same failure with the collector's settings: the failed message ends its partition's
+/// part of the session, later messages of other partitions are written, and the restart from
+/// the checkpoints re-sends it before anything after it: every line accepted once.
+#[test]
+fn a_failed_message_is_resent_before_anything_after_it() {
+    let mut h = gap_setup();
+    let events = h.col().events();
+    h.sink.fail_one(&events);
+    h.sink.deliver(usize::MAX, &mut |_| 0, &events);
+    assert!(!h.sink.0.borrow().log.is_empty(), "other partitions went on");
+    h.drain();
+    h.check().expect("every line accepted once");
+}
+
+/// `message_timeout_ms`: nothing acknowledged for longer; the collector drops the session
+/// (its queue never reaches the log) and re-sends from the checkpoints.
+#[test]
+fn delivery_deadline_restarts_the_session() {
+    let mut h = gap_setup();
+    let events = h.col().events();
+    h.sink.deliver(1, &mut |_| 0, &events);
+    h.apply(&Op::Stall);
+    h.observe(); // the restart is due from the step that saw the deadline pass
+    assert_eq!(h.col().stats().producer_restarts.load(Ordering::Relaxed), 1);
+    h.drain();
+    h.check().expect("every line accepted once");
 }
