@@ -77,6 +77,10 @@ pub struct KafkaConfig {
     /// At most this many bytes of a quarantined message are kept in its dead-letter entry.
     pub deadletter_max_bytes: usize,
     pub group_id: String,
+    /// Static group membership (`group.instance.id`), unique per replica and stable across
+    /// its restarts (e.g. the host name). Unset (the default): dynamic membership. See
+    /// `processor/src/consume.rs` (`Processor::new`) for what Apache Kafka and tansu 0.6.0 do.
+    pub group_instance_id: Option<String>,
     /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
     pub security_protocol: String,
     pub sasl_mechanism: Option<String>,
@@ -95,6 +99,7 @@ impl Default for KafkaConfig {
             deadletter_topic: sitelog_schema::wire::DEADLETTER_TOPIC.into(),
             deadletter_max_bytes: 256 * 1024,
             group_id: "sitelog-processor".into(),
+            group_instance_id: None,
             security_protocol: "plaintext".into(),
             sasl_mechanism: None,
             sasl_username: None,
@@ -182,6 +187,9 @@ impl ProcessorConfig {
             return Err(("attribution.register_poll_secs", "must be at least 1".into()));
         }
         let k = &self.kafka;
+        if k.group_instance_id.as_deref().is_some_and(|id| id.trim().is_empty() || id.len() > 249) {
+            return Err(("kafka.group_instance_id", "must be 1 to 249 characters when set".into()));
+        }
         if k.brokers.trim().is_empty() {
             return Err(("kafka.brokers", "must name at least one broker".into()));
         }
