@@ -12,6 +12,10 @@
 //!    commits (a `sitelog process` holder would store the records and the lag would vanish);
 //!    its `client.id` sorts first, so the group's range assignor (members ordered by member
 //!    id, which brokers derive from the client id) gives it the partition deterministically.
+//!
+//! `CAUGHT_UP_INSTANCE=replica-1` runs the processors with `[kafka] group_instance_id`
+//! (static membership): the experiment behind the finding in `Processor::new` (on tansu 0.6.0
+//! the replica restarted after the first SIGKILL stores nothing within 30 s).
 
 mod support;
 
@@ -233,7 +237,8 @@ fn a_member_without_partitions_does_not_exit_0_while_the_group_lags() {
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel();
     let holder = {
-        let (stop, bootstrap, group, topic) = (stop.clone(), stack.kafka_bootstrap.clone(), group.clone(), topic.clone());
+        let (stop, bootstrap, group, topic) =
+            (stop.clone(), stack.kafka_bootstrap.clone(), group.clone(), topic.clone());
         std::thread::spawn(move || {
             let c: BaseConsumer = rdkafka::ClientConfig::new()
                 .set("bootstrap.servers", &bootstrap)

@@ -78,8 +78,10 @@ pub struct KafkaConfig {
     pub deadletter_max_bytes: usize,
     pub group_id: String,
     /// Static group membership (`group.instance.id`), unique per replica and stable across
-    /// its restarts (e.g. the host name). Unset (the default): dynamic membership. See
-    /// `processor/src/consume.rs` (`Processor::new`) for what Apache Kafka and tansu 0.6.0 do.
+    /// its restarts (e.g. the host name): with Apache Kafka a restarted replica gets its
+    /// partitions back without waiting for a session timeout. Unset (the default): dynamic
+    /// membership. tansu 0.6.0 does not give a restarted static member its partitions back:
+    /// leave it unset there. See `Processor::new` in `processor/src/consume.rs`.
     pub group_instance_id: Option<String>,
     /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
     pub security_protocol: String,

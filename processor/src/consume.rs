@@ -281,6 +281,17 @@ impl Processor {
             .set("max.poll.interval.ms", cfg.sink.max_poll_interval_ms.to_string())
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1000");
+        // Static membership (`[kafka] group_instance_id`, optional, default unset). Apache
+        // Kafka (KIP-345, 2.3+): a member restarted with the same `group.instance.id` within
+        // `session.timeout.ms` takes its old member id and gets its previous assignment back
+        // without a rebalance, and a static member does not send LeaveGroup on close, so a
+        // restart or a SIGKILL does not make the others wait for a session timeout.
+        // tansu 0.6.0 (tried, `tests/process_caught_up.rs` with CAUGHT_UP_INSTANCE=replica-1):
+        // it accepts the id and maps it to the old member id, but a replica restarted after
+        // SIGKILL with the same id stored nothing for 30 s (the same restart without it
+        // resumes after the 6 s session timeout). Its coordinator also keeps a leader that
+        // left with LeaveGroup as the leader, so members joining later wait for a sync that
+        // never comes. So: only for Apache Kafka; leave it unset on the local tansu stack.
         if let Some(id) = &cfg.kafka.group_instance_id {
             kafka.set("group.instance.id", id);
         }
@@ -397,9 +408,8 @@ impl Processor {
                 // Nothing left to do here: every assigned partition reported its end (or none
                 // is assigned), nothing is buffered or in flight, and no news for `idle`.
                 let settled = self.parts.is_empty() && self.sealed.is_empty() && self.inflight.is_empty();
-                let local_done = settled
-                    && self.assigned.iter().all(|p| self.eof.contains(p))
-                    && idle_since.elapsed() >= idle;
+                let local_done =
+                    settled && self.assigned.iter().all(|p| self.eof.contains(p)) && idle_since.elapsed() >= idle;
                 if !local_done {
                     wait.busy();
                 } else if wait.due() {
