@@ -94,6 +94,12 @@ pub struct KafkaConfig {
     /// At most this many bytes of a quarantined message are kept in its dead-letter entry.
     pub deadletter_max_bytes: usize,
     pub group_id: String,
+    /// Static group membership (`group.instance.id`), unique per replica and stable across
+    /// its restarts (e.g. the host name): with Apache Kafka a restarted replica gets its
+    /// partitions back without waiting for a session timeout. Unset (the default): dynamic
+    /// membership. tansu 0.6.0 does not give a restarted static member its partitions back:
+    /// leave it unset there. See `Processor::new` in `processor/src/consume.rs`.
+    pub group_instance_id: Option<String>,
     /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
     pub security_protocol: String,
     pub sasl_mechanism: Option<String>,
@@ -112,6 +118,7 @@ impl Default for KafkaConfig {
             deadletter_topic: sitelog_schema::wire::DEADLETTER_TOPIC.into(),
             deadletter_max_bytes: 256 * 1024,
             group_id: "sitelog-processor".into(),
+            group_instance_id: None,
             security_protocol: "plaintext".into(),
             sasl_mechanism: None,
             sasl_username: None,
@@ -199,6 +206,9 @@ impl ProcessorConfig {
             return Err(("attribution.register_poll_secs", "must be at least 1".into()));
         }
         let k = &self.kafka;
+        if k.group_instance_id.as_deref().is_some_and(|id| id.trim().is_empty() || id.len() > 249) {
+            return Err(("kafka.group_instance_id", "must be 1 to 249 characters when set".into()));
+        }
         if k.brokers.trim().is_empty() {
             return Err(("kafka.brokers", "must name at least one broker".into()));
         }

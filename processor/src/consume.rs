@@ -53,6 +53,120 @@ pub enum ProcessError {
     /// A quarantine that cannot succeed (no such dead-letter topic, not allowed): what, where, why.
     #[error("{0}")]
     DeadLetter(String),
+    /// `--exit-when-idle` gave up: the group has not caught up and this replica cannot help
+    /// (group, topic, lag and the likely cause).
+    #[error("{0}")]
+    NotCaughtUp(String),
+}
+
+/// How [`Processor::run`] ends besides SIGTERM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Exit once nothing arrived for this long and the group has caught up on the whole topic
+    /// (batch jobs, demos, tests). `None`: run until SIGTERM.
+    pub exit_when_idle: Option<Duration>,
+    /// With `exit_when_idle`: how long this replica may wait with nothing to do (no partition
+    /// assigned, or its own partitions done) while the group lags and makes no progress,
+    /// before it gives up with [`ProcessError::NotCaughtUp`].
+    pub max_wait_unassigned: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { exit_when_idle: None, max_wait_unassigned: Duration::from_secs(300) }
+    }
+}
+
+/// One partition's position for the group, as the broker sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub partition: i32,
+    /// The group's committed offset (the next to read); `None` when nothing was committed.
+    pub committed: Option<i64>,
+    /// The partition's end offset (high watermark).
+    pub end: i64,
+    /// Messages between the committed offset (or the partition's start) and the end.
+    pub lag: u64,
+}
+
+/// The group's lag on every partition of the topic (from the broker's metadata, the group's
+/// committed offsets and the high watermarks). Zero everywhere is what "caught up" means.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupLag {
+    pub partitions: Vec<PartitionLag>,
+}
+
+impl GroupLag {
+    pub fn total(&self) -> u64 {
+        self.partitions.iter().map(|p| p.lag).sum()
+    }
+
+    /// Sum of the committed offsets: grows when any member stores and commits a batch.
+    fn committed_sum(&self) -> i64 {
+        self.partitions.iter().filter_map(|p| p.committed).sum()
+    }
+
+    /// `p0: 120, p3: 40` for the partitions that lag.
+    fn lagging(&self) -> String {
+        let parts: Vec<String> =
+            self.partitions.iter().filter(|p| p.lag > 0).map(|p| format!("p{}: {}", p.partition, p.lag)).collect();
+        parts.join(", ")
+    }
+}
+
+/// The waiting state of `--exit-when-idle` once this replica has nothing to do: when the
+/// broker was last asked, since when the group has lagged without progress, when it was logged.
+struct GroupWait {
+    limit: Duration,
+    last_check: Option<Instant>,
+    last_log: Option<Instant>,
+    /// Since when the group has lagged, without any committed offset moving, while this
+    /// replica had nothing to do; with the committed-offset sum seen then.
+    stalled: Option<(Instant, i64)>,
+}
+
+impl GroupWait {
+    fn new(limit: Duration) -> Self {
+        GroupWait { limit, last_check: None, last_log: None, stalled: None }
+    }
+
+    /// This replica has work (or had news): not stalled.
+    fn busy(&mut self) {
+        self.stalled = None;
+        self.last_log = None;
+    }
+
+    /// Whether to ask the broker now (at most once a second: a few round trips each).
+    fn due(&mut self) -> bool {
+        if self.last_check.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return false;
+        }
+        self.last_check = Some(Instant::now());
+        true
+    }
+
+    /// Records a lagging answer (`None`: the broker could not be asked); returns how long
+    /// the group has been stalled once that exceeds the limit. Any committed offset moving
+    /// (another member storing) restarts the clock.
+    fn lagging(&mut self, lag: Option<&GroupLag>) -> Option<Duration> {
+        let sum = lag.map(GroupLag::committed_sum);
+        match (self.stalled, sum) {
+            (Some((_, before)), Some(now)) if now > before => self.stalled = Some((Instant::now(), now)),
+            (Some(_), _) => {}
+            (None, s) => self.stalled = Some((Instant::now(), s.unwrap_or(0))),
+        }
+        let waited = self.stalled.map_or(Duration::ZERO, |(t, _)| t.elapsed());
+        (waited >= self.limit).then_some(waited)
+    }
+
+    /// Every 10 s while waiting.
+    fn should_log(&mut self) -> bool {
+        if self.last_log.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+            return false;
+        }
+        self.last_log = Some(Instant::now());
+        true
+    }
 }
 
 /// Totals of one run, for the CLI's summary and for tests.
@@ -162,9 +276,8 @@ impl Processor {
     /// Connects, loads the register and the source progress, and subscribes.
     pub fn new(cfg: ProcessorConfig, rt: tokio::runtime::Handle) -> Result<Processor, ProcessError> {
         let client = cfg.clickhouse.client()?;
-        let consumer: BaseConsumer<Context> = cfg
-            .kafka
-            .client_config()
+        let mut kafka = cfg.kafka.client_config();
+        kafka
             .set("group.id", &cfg.kafka.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -172,8 +285,22 @@ impl Processor {
             .set("enable.partition.eof", "true")
             .set("max.poll.interval.ms", cfg.sink.max_poll_interval_ms.to_string())
             .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "1000")
-            .create_with_context(Context)?;
+            .set("heartbeat.interval.ms", "1000");
+        // Static membership (`[kafka] group_instance_id`, optional, default unset). Apache
+        // Kafka (KIP-345, 2.3+): a member restarted with the same `group.instance.id` within
+        // `session.timeout.ms` takes its old member id and gets its previous assignment back
+        // without a rebalance, and a static member does not send LeaveGroup on close, so a
+        // restart or a SIGKILL does not make the others wait for a session timeout.
+        // tansu 0.6.0 (tried, `tests/process_caught_up.rs` with CAUGHT_UP_INSTANCE=replica-1):
+        // it accepts the id and maps it to the old member id, but a replica restarted after
+        // SIGKILL with the same id stored nothing for 30 s (the same restart without it
+        // resumes after the 6 s session timeout). Its coordinator also keeps a leader that
+        // left with LeaveGroup as the leader, so members joining later wait for a sync that
+        // never comes. So: only for Apache Kafka; leave it unset on the local tansu stack.
+        if let Some(id) = &cfg.kafka.group_instance_id {
+            kafka.set("group.instance.id", id);
+        }
+        let consumer: BaseConsumer<Context> = kafka.create_with_context(Context)?;
         consumer.subscribe(&[&cfg.kafka.topic])?;
         let quarantine = Quarantine::new(&cfg.kafka)?;
         let visitors = VisitorStamper::new(KeyStore::open(&cfg.privacy.key_dir())?);
@@ -221,11 +348,19 @@ impl Processor {
         Ok(())
     }
 
-    /// Runs until `stop` is set (SIGTERM) or, with `exit_when_idle`, until every assigned
-    /// partition is consumed to its end and nothing is pending for that long.
-    pub fn run(&mut self, stop: &AtomicBool, exit_when_idle: Option<Duration>) -> Result<Stats, ProcessError> {
+    /// Runs until `stop` is set (SIGTERM) or, with `opts.exit_when_idle`, until the group has
+    /// caught up: nothing arrived for that long, nothing is pending here, and the broker says
+    /// the group's committed offset equals the end offset on every partition of the topic
+    /// (see [`GroupLag`]). Silence alone is never taken for the end: a replica without
+    /// partitions (a rebalance in progress, a killed member's session not yet expired, another
+    /// member holding them) keeps waiting and says why every 10 s; when the group has not
+    /// caught up and makes no progress for `opts.max_wait_unassigned` while this replica has
+    /// nothing to do, it ends with [`ProcessError::NotCaughtUp`] naming group, topic and lag.
+    pub fn run(&mut self, stop: &AtomicBool, opts: RunOptions) -> Result<Stats, ProcessError> {
         let mut idle_since = Instant::now();
         let mut last_assignment_check = Instant::now() - Duration::from_secs(1);
+        let mut wait = GroupWait::new(opts.max_wait_unassigned);
+        let mut last_unassigned_log = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             if last_assignment_check.elapsed() >= Duration::from_millis(250) {
                 if self.check_assignment()? {
@@ -246,8 +381,8 @@ impl Processor {
                 continue;
             }
             // Short waits while inserts are in flight, so a finished one is committed promptly.
-            let wait = if self.inflight.is_empty() { 100 } else { 5 };
-            match self.consumer.poll(Duration::from_millis(wait)) {
+            let poll_wait = if self.inflight.is_empty() { 100 } else { 5 };
+            match self.consumer.poll(Duration::from_millis(poll_wait)) {
                 Some(Ok(m)) => {
                     idle_since = Instant::now();
                     self.eof.remove(&m.partition());
@@ -276,22 +411,42 @@ impl Processor {
                 self.seal(p)?;
                 idle_since = Instant::now();
             }
-            if let Some(idle) = exit_when_idle {
-                // Caught up = every assigned partition reported its end. A replica without
-                // partitions (or one that just lost them in a rebalance) waits longer, so a
-                // rebalance in progress is not mistaken for the end of the topic.
-                let caught_up = !self.assigned.is_empty() && self.assigned.iter().all(|p| self.eof.contains(p));
-                let wait = match (self.assigned.is_empty(), self.ever_assigned) {
-                    (false, _) => idle,
-                    (true, true) => idle * 3,
-                    // Still joining the group: a broker may hold the join for a whole
-                    // rebalance timeout when a previous member left uncleanly.
-                    (true, false) => idle.max(Duration::from_secs(60)),
-                };
+            if let Some(idle) = opts.exit_when_idle {
+                // Nothing left to do here: every assigned partition reported its end (or none
+                // is assigned), nothing is buffered or in flight, and no news for `idle`.
                 let settled = self.parts.is_empty() && self.sealed.is_empty() && self.inflight.is_empty();
-                if (caught_up || self.assigned.is_empty()) && settled && idle_since.elapsed() >= wait {
-                    break;
+                let local_done =
+                    settled && self.assigned.iter().all(|p| self.eof.contains(p)) && idle_since.elapsed() >= idle;
+                if !local_done {
+                    wait.busy();
+                } else if wait.due() {
+                    // Only the broker knows whether the group is done: ask it.
+                    match self.group_lag() {
+                        Ok(lag) if lag.total() == 0 => {
+                            tracing::info!(group = %self.cfg.kafka.group_id, topic = %self.cfg.kafka.topic, "caught up: the group's committed offsets are at the end of every partition");
+                            break;
+                        }
+                        Ok(lag) => {
+                            if let Some(waited) = wait.lagging(Some(&lag)) {
+                                return Err(self.not_caught_up(Ok(&lag), waited));
+                            }
+                            if wait.should_log() {
+                                self.log_waiting(&lag);
+                            }
+                        }
+                        Err(e) => {
+                            if let Some(waited) = wait.lagging(None) {
+                                return Err(self.not_caught_up(Err(&e), waited));
+                            }
+                            if wait.should_log() {
+                                tracing::warn!(error = %e, "cannot read the group's committed offsets or the end offsets; retrying");
+                            }
+                        }
+                    }
                 }
+            } else if self.assigned.is_empty() && last_unassigned_log.elapsed() >= Duration::from_secs(60) {
+                last_unassigned_log = Instant::now();
+                tracing::info!(group = %self.cfg.kafka.group_id, topic = %self.cfg.kafka.topic, "no partitions assigned; waiting (group rebalance in progress, or more replicas than partitions)");
             }
         }
         // SIGTERM or done: store what is buffered, commit, and leave the group. An insert
@@ -308,6 +463,86 @@ impl Processor {
         }
         self.consumer.unsubscribe();
         Ok(self.stats.clone())
+    }
+
+    /// The group's lag on every partition of the topic, from the broker: the partitions from
+    /// the topic's metadata, the group's committed offsets (OffsetFetch, so other members'
+    /// commits count too) and each partition's watermarks. A partition without a committed
+    /// offset lags by everything from its start (`auto.offset.reset = earliest`).
+    pub fn group_lag(&self) -> Result<GroupLag, KafkaError> {
+        let timeout = Duration::from_secs(5);
+        let topic = self.cfg.kafka.topic.as_str();
+        let md = self.consumer.fetch_metadata(Some(topic), timeout)?;
+        let t = md.topics().iter().find(|t| t.name() == topic);
+        let mut tpl = TopicPartitionList::new();
+        match t {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                for p in t.partitions() {
+                    tpl.add_partition(topic, p.id());
+                }
+            }
+            Some(t) if t.error().is_some() => {
+                return Err(KafkaError::MetadataFetch(t.error().expect("checked").into()));
+            }
+            _ => return Err(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition)),
+        }
+        let committed = self.consumer.committed_offsets(tpl, timeout)?;
+        let mut partitions = Vec::new();
+        for e in committed.elements() {
+            let committed = match e.offset() {
+                Offset::Offset(n) => Some(n),
+                _ => None,
+            };
+            let (low, end) = self.consumer.fetch_watermarks(topic, e.partition(), timeout)?;
+            let from = committed.unwrap_or(low).max(low);
+            partitions.push(PartitionLag { partition: e.partition(), committed, end, lag: (end - from).max(0) as u64 });
+        }
+        partitions.sort_by_key(|p| p.partition);
+        Ok(GroupLag { partitions })
+    }
+
+    /// Why `--exit-when-idle` is still waiting, every 10 s.
+    fn log_waiting(&self, lag: &GroupLag) {
+        let (group, topic) = (&self.cfg.kafka.group_id, &self.cfg.kafka.topic);
+        if self.assigned.is_empty() {
+            tracing::info!(
+                group = %group, topic = %topic, lag = lag.total(), lagging = %lag.lagging(),
+                "no partitions assigned yet; group rebalance in progress (or another member holds them); lag {} messages",
+                lag.total()
+            );
+        } else {
+            tracing::info!(
+                group = %group, topic = %topic, lag = lag.total(), lagging = %lag.lagging(), assigned = ?self.assigned,
+                "caught up on the assigned partitions; waiting for the group to catch up on the others; lag {} messages",
+                lag.total()
+            );
+        }
+    }
+
+    /// The error `--exit-when-idle` ends with when the group does not catch up.
+    fn not_caught_up(&self, lag: Result<&GroupLag, &KafkaError>, waited: Duration) -> ProcessError {
+        let (group, topic) = (&self.cfg.kafka.group_id, &self.cfg.kafka.topic);
+        let here = if self.assigned.is_empty() {
+            "no partition is assigned to this replica".to_owned()
+        } else {
+            format!("this replica is done with its partitions {:?}", self.assigned)
+        };
+        ProcessError::NotCaughtUp(match lag {
+            Ok(lag) => format!(
+                "not caught up: group '{group}' lags {} messages on topic '{topic}' ({}); {here} and no \
+                 committed offset moved for {}s (--max-wait-unassigned): another member holds the lagging \
+                 partitions without progress, or the group still waits for a killed member's session to \
+                 expire. Nothing is lost; run again (or stop the other member)",
+                lag.total(),
+                lag.lagging(),
+                waited.as_secs()
+            ),
+            Err(e) => format!(
+                "cannot tell whether group '{group}' caught up on topic '{topic}': reading its committed \
+                 offsets and the end offsets failed for {}s (--max-wait-unassigned): {e}; {here}",
+                waited.as_secs()
+            ),
+        })
     }
 
     /// Consumer lag per partition. A broker round trip, so every 15 s, never per batch (a

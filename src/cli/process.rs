@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use sitelog_processor::consume::Processor;
+use sitelog_processor::consume::{Processor, RunOptions};
 
 use super::ProcessorOpts;
 
@@ -15,10 +15,20 @@ use super::ProcessorOpts;
 pub struct ProcessArgs {
     #[command(flatten)]
     opts: ProcessorOpts,
-    /// Exit once every assigned partition is consumed to its end and nothing arrived for
-    /// this many seconds (batch jobs, demos, tests). Without it, run until SIGTERM.
+    /// Exit 0 once nothing arrived for this many seconds AND the group has caught up: its
+    /// committed offset equals the end offset on every partition of the topic, as the broker
+    /// reports them (batch jobs, backfills, demos, tests). Silence alone is not enough: a
+    /// replica without partitions (rebalance in progress, a killed member's session not yet
+    /// expired, another member holding them) keeps waiting and logs why every 10 s. Without
+    /// this flag, run until SIGTERM.
     #[arg(long, value_name = "SECS")]
     exit_when_idle: Option<u64>,
+    /// With --exit-when-idle: give up with a non-zero exit, naming group, topic and lag, when
+    /// the group still lags after this replica had nothing to do (no partition assigned, or
+    /// its own partitions done) for this many seconds while no committed offset of the group
+    /// moved. Any progress by another member restarts the clock.
+    #[arg(long, value_name = "SECS", default_value_t = 300, requires = "exit_when_idle")]
+    max_wait_unassigned: u64,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9102).
     #[arg(long, env = "SITELOG_PROCESS_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
@@ -36,7 +46,11 @@ pub fn run(a: ProcessArgs) -> anyhow::Result<ExitCode> {
     let mut p = Processor::new(cfg.clone(), rt.handle().clone()).with_context(|| {
         format!("starting the processor (kafka {}, clickhouse {})", cfg.kafka.brokers, cfg.clickhouse.url)
     })?;
-    let stats = p.run(&stop, a.exit_when_idle.map(Duration::from_secs)).context("processing")?;
+    let opts = RunOptions {
+        exit_when_idle: a.exit_when_idle.map(Duration::from_secs),
+        max_wait_unassigned: Duration::from_secs(a.max_wait_unassigned),
+    };
+    let stats = p.run(&stop, opts).context("processing")?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "processed {} records in {} messages ({:.0} records/s): {} stored, {} duplicates dropped, {} unattributed, {} quarantined messages (sitelog deadletter list){}",
