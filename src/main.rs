@@ -38,6 +38,8 @@ enum Command {
     Deadletter(cli::deadletter::DeadletterArgs),
     /// The customer register: import an export, list unattributed hosts.
     Customers(cli::customers::CustomersArgs),
+    /// Security analysis: events the detectors found, per site and across tenants.
+    Security(cli::security::SecurityArgs),
     /// The processor's per-month visitor keys: list them, destroy old ones for good.
     VisitorKeys(cli::visitor_keys::VisitorKeysArgs),
     /// Reports from ClickHouse: usage summary (and checks against generated ground truth).
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
         Command::Deadletter(a) => cli::deadletter::run(a),
         Command::Report(a) => cli::report::run(a),
         Command::VisitorKeys(a) => cli::visitor_keys::run(a),
+        Command::Security(a) => cli::security::run(a),
     };
     match result {
         Ok(code) => code,

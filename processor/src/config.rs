@@ -20,6 +20,7 @@ pub struct ProcessorConfig {
     pub attribution: AttributionConfig,
     pub billing: BillingConfig,
     pub privacy: PrivacyConfig,
+    pub security: crate::security::SecurityConfig,
 }
 
 /// `[privacy]`: the processor's secrets for visitor identities (see `visitors`).

@@ -32,6 +32,7 @@ use crate::config::ProcessorConfig;
 use crate::derive::Deriver;
 use crate::quarantine::{self, Poison, Quarantine};
 use crate::register;
+use crate::security::detector::{Detector, Scenarios};
 use crate::store::rows::AccessLogRow;
 use crate::store::sink::{self, batch_token, StreamProgress};
 use crate::visitors::{KeyError, KeyStore, VisitorStamper};
@@ -50,6 +51,8 @@ pub enum ProcessError {
     Config(#[from] crate::store::ConfigError),
     #[error("visitor keys: {0}")]
     Keys(#[from] KeyError),
+    #[error("security scenarios: {0}")]
+    Scenarios(#[from] crate::security::scenario::ScenarioError),
     /// A quarantine that cannot succeed (no such dead-letter topic, not allowed): what, where, why.
     #[error("{0}")]
     DeadLetter(String),
@@ -180,6 +183,8 @@ pub struct Stats {
     pub corrupt_messages: u64,
     /// Messages that were not valid batches, written to the dead-letter topic and passed.
     pub quarantined: u64,
+    /// Security event states written (an event that grows is written again).
+    pub security_events: u64,
     pub batches: u64,
 }
 
@@ -242,6 +247,10 @@ pub struct Processor {
     deriver: Deriver,
     /// Gives each row its keyed visitor identities (the keys stay in this process).
     visitors: VisitorStamper,
+    /// The security scenarios (None: `[security] enabled = false`) and one event-time
+    /// detector per assigned partition (see `security::detector`).
+    scenarios: Option<Arc<Scenarios>>,
+    detectors: HashMap<i32, Detector>,
     /// Next offset to read per partition, as last committed here (for the lag gauge).
     committed: HashMap<i32, i64>,
     last_lag_report: Instant,
@@ -304,6 +313,11 @@ impl Processor {
         consumer.subscribe(&[&cfg.kafka.topic])?;
         let quarantine = Quarantine::new(&cfg.kafka)?;
         let visitors = VisitorStamper::new(KeyStore::open(&cfg.privacy.key_dir())?);
+        let scenarios = if cfg.security.enabled {
+            Some(Scenarios::new(crate::security::scenario::load(&cfg.security.scenarios)?)?)
+        } else {
+            None
+        };
         let mut p = Processor {
             client,
             consumer,
@@ -317,6 +331,8 @@ impl Processor {
             last_register_check: Instant::now(),
             deriver: Deriver::new(),
             visitors,
+            scenarios,
+            detectors: HashMap::new(),
             committed: HashMap::new(),
             last_lag_report: Instant::now(),
             ever_assigned: false,
@@ -620,6 +636,7 @@ impl Processor {
         // Batches in flight for a revoked partition finish (their token makes a repeat by the
         // new owner harmless); buffered and sealed ones are dropped and re-read by the owner.
         self.parts.retain(|p, _| now.contains(p));
+        self.detectors.retain(|p, _| now.contains(p));
         self.sealed.retain(|p, _| now.contains(p));
         self.held.retain(|p| now.contains(p));
         self.eof.retain(|p| now.contains(p));
@@ -840,6 +857,11 @@ impl Processor {
         let started = Instant::now();
 
         let mut rows: Vec<AccessLogRow> = Vec::with_capacity(b.records);
+        let max_buckets = self.cfg.security.max_buckets;
+        let mut detector = self
+            .scenarios
+            .as_ref()
+            .map(|s| self.detectors.remove(&p).unwrap_or_else(|| Detector::new(s.clone(), max_buckets)));
         let mut advanced: HashMap<(u64, String), StreamProgress> = HashMap::new();
         let mut unattributed = 0u64;
         for (offset, payload) in &b.payloads {
@@ -878,6 +900,9 @@ impl Processor {
                 advanced.insert(key, s);
                 let mut row = self.deriver.row(&rec, &self.map);
                 self.visitors.stamp(&mut row)?;
+                if let Some(d) = &mut detector {
+                    d.observe(&row);
+                }
                 if row.customer_id.is_empty() {
                     unattributed += 1;
                 }
@@ -886,6 +911,15 @@ impl Processor {
         }
         drop(b.payloads);
         self.stats.unattributed += unattributed;
+        let (events, signals) = match detector {
+            Some(mut d) => {
+                let out = d.drain();
+                self.detectors.insert(p, d);
+                out
+            }
+            None => Default::default(),
+        };
+        self.stats.security_events += events.len() as u64;
 
         let changed: Vec<((u64, String), StreamProgress)> = advanced.iter().map(|(k, v)| (k.clone(), *v)).collect();
         let (client, give_up) = (self.client.clone(), self.give_up.clone());
@@ -896,6 +930,12 @@ impl Processor {
                     .await?;
             }
             retrying(&give_up, "inserting access_log rows", || sink::insert_rows(&client, &token, &rows)).await?;
+            if !events.is_empty() || !signals.is_empty() {
+                retrying(&give_up, "inserting security events", || {
+                    sink::insert_security(&client, &token, &events, &signals)
+                })
+                .await?;
+            }
             retrying(&give_up, "writing source progress", || sink::write_progress(&client, &changed)).await
         });
         self.inflight.insert(p, InFlight { task: Some(task), end, rows: n, unattributed, advanced, started });

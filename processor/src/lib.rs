@@ -13,5 +13,6 @@ pub mod consume;
 pub mod derive;
 pub mod quarantine;
 pub mod register;
+pub mod security;
 pub mod store;
 pub mod visitors;

@@ -23,6 +23,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 4, name: "billing_runs", template: include_str!("../migrations/0004_billing_runs.sql") },
     Migration { version: 5, name: "billing_access", template: include_str!("../migrations/0005_billing_access.sql") },
     Migration { version: 6, name: "keyed_visitors", template: include_str!("../migrations/0006_keyed_visitors.sql") },
+    Migration { version: 7, name: "security_events", template: include_str!("../migrations/0007_security_events.sql") },
 ];
 
 /// Retention per purpose of the privacy notice. Defaults are the safe ones of DESIGN.md.

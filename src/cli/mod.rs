@@ -8,6 +8,7 @@ pub mod parse;
 pub mod process;
 pub mod report;
 pub mod schema;
+pub mod security;
 pub mod stack;
 pub mod visitor_keys;
 

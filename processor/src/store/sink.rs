@@ -104,6 +104,42 @@ pub async fn insert_rows(client: &Client, token: &str, rows: &[AccessLogRow]) ->
     ins.end().await.map_err(err("finishing the access_log insert"))
 }
 
+/// Inserts a batch's security events (their current states) and near-miss signals, each table
+/// with the batch's token and its own suffix, so a retried or replayed batch adds nothing.
+pub async fn insert_security(
+    client: &Client,
+    token: &str,
+    events: &[crate::security::detector::EventRow],
+    signals: &[crate::security::detector::SignalRow],
+) -> Result<(), SinkError> {
+    use crate::security::detector::{EventRow, SignalRow};
+    if !events.is_empty() {
+        let c = client
+            .clone()
+            .with_setting("insert_deduplicate", "1")
+            .with_setting("insert_deduplication_token", format!("{token}/events"));
+        let mut ins =
+            c.insert::<EventRow>("security_events").await.map_err(err("starting the security_events insert"))?;
+        for e in events {
+            ins.write(e).await.map_err(err("streaming security_events rows"))?;
+        }
+        ins.end().await.map_err(err("finishing the security_events insert"))?;
+    }
+    if !signals.is_empty() {
+        let c = client
+            .clone()
+            .with_setting("insert_deduplicate", "1")
+            .with_setting("insert_deduplication_token", format!("{token}/signals"));
+        let mut ins =
+            c.insert::<SignalRow>("security_signals").await.map_err(err("starting the security_signals insert"))?;
+        for e in signals {
+            ins.write(e).await.map_err(err("streaming security_signals rows"))?;
+        }
+        ins.end().await.map_err(err("finishing the security_signals insert"))?;
+    }
+    Ok(())
+}
+
 /// Loads the progress of every stream (small: one row per file and host).
 pub async fn load_progress(client: &Client) -> Result<HashMap<(u64, String), StreamProgress>, SinkError> {
     let rows: Vec<ProgressRow> = client

@@ -1,0 +1,316 @@
+//! Scenario definitions: what a scenario matches (a filter over one stored row), how it counts
+//! (leaky bucket or distinct values in a window, in event time), and when it fires. The
+//! built-in set is `scenarios.toml`; `[security.scenarios.NAME]` in processor.toml overrides
+//! thresholds.
+
+use std::collections::BTreeMap;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder};
+use serde::{Deserialize, Serialize};
+
+use crate::store::rows::AccessLogRow;
+
+const BUILTIN: &str = include_str!("scenarios.toml");
+const SCANNERS: &str = include_str!("scanners.txt");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("scenarios: {0}")]
+    Parse(String),
+    #[error("scenario {name}: {msg}")]
+    Invalid { name: String, msg: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Leaky,
+    Distinct,
+}
+
+/// What a `distinct` scenario counts distinct values of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DistinctField {
+    Path,
+    PathQuery,
+    QueryAuthor,
+}
+
+/// Conditions on one row; every condition given must hold (lists: any element), and when
+/// `any` is given, at least one of its filters must hold too.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Filter {
+    pub methods: Vec<String>,
+    pub path_prefix: Vec<String>,
+    pub path_suffix: Vec<String>,
+    pub path_contains: Vec<String>,
+    /// `prefix*suffix` patterns (one `*`).
+    pub path_glob: Vec<String>,
+    /// Query parameters that must be present (`author` matches `author=3`).
+    pub query_param: Vec<String>,
+    /// Status codes or ranges: `"404"`, `"400-499"`.
+    pub status: Vec<String>,
+    pub request_class: Vec<String>,
+    /// A named user-agent list (`scanners`: scanners.txt).
+    pub user_agent_list: Option<String>,
+    pub exclude_known_bots: bool,
+    pub exclude_static: bool,
+    pub any: Vec<Filter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    /// Where the rule and its default thresholds come from.
+    pub source: String,
+    pub severity: String,
+    pub kind: Kind,
+    #[serde(default)]
+    pub capacity: f64,
+    #[serde(default)]
+    pub leak_secs: f64,
+    pub distinct: Option<DistinctField>,
+    #[serde(default)]
+    pub threshold: usize,
+    #[serde(default)]
+    pub window_secs: u64,
+    pub cooldown_secs: u64,
+    /// Matching requests of one group that make a cross-tenant near-miss signal (0 = none).
+    #[serde(default)]
+    pub signal_at: u32,
+    #[serde(default)]
+    pub filter: Filter,
+}
+
+/// Per-scenario overrides in processor.toml.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Override {
+    pub enabled: Option<bool>,
+    pub capacity: Option<f64>,
+    pub leak_secs: Option<f64>,
+    pub threshold: Option<usize>,
+    pub window_secs: Option<u64>,
+    pub cooldown_secs: Option<u64>,
+    pub severity: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct File {
+    scenario: Vec<Scenario>,
+}
+
+/// The built-in scenarios, with `overrides` applied (disabled ones removed).
+pub fn load(overrides: &BTreeMap<String, Override>) -> Result<Vec<Scenario>, ScenarioError> {
+    let mut list = toml::from_str::<File>(BUILTIN).map_err(|e| ScenarioError::Parse(e.to_string()))?.scenario;
+    for name in overrides.keys() {
+        if !list.iter().any(|s| &s.name == name) {
+            return Err(ScenarioError::Invalid { name: name.clone(), msg: "no such scenario".into() });
+        }
+    }
+    list.retain(|s| overrides.get(&s.name).and_then(|o| o.enabled) != Some(false));
+    for s in &mut list {
+        if let Some(o) = overrides.get(&s.name) {
+            s.capacity = o.capacity.unwrap_or(s.capacity);
+            s.leak_secs = o.leak_secs.unwrap_or(s.leak_secs);
+            s.threshold = o.threshold.unwrap_or(s.threshold);
+            s.window_secs = o.window_secs.unwrap_or(s.window_secs);
+            s.cooldown_secs = o.cooldown_secs.unwrap_or(s.cooldown_secs);
+            if let Some(sev) = &o.severity {
+                s.severity = sev.clone();
+            }
+        }
+        s.validate()?;
+    }
+    Ok(list)
+}
+
+impl Scenario {
+    fn validate(&self) -> Result<(), ScenarioError> {
+        let bad = |msg: &str| Err(ScenarioError::Invalid { name: self.name.clone(), msg: msg.into() });
+        if !["low", "medium", "high", "critical"].contains(&self.severity.as_str()) {
+            return bad("severity must be low, medium, high or critical");
+        }
+        match self.kind {
+            Kind::Leaky if !(self.capacity >= 1.0 && self.leak_secs > 0.0) => {
+                bad("leaky needs capacity >= 1 and leak_secs > 0")
+            }
+            Kind::Distinct if self.distinct.is_none() || self.threshold < 2 || self.window_secs == 0 => {
+                bad("distinct needs `distinct`, threshold >= 2 and window_secs > 0")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A filter made ready to run: status ranges parsed, user-agent lists built.
+pub struct Matcher {
+    methods: Vec<String>,
+    path_prefix: Vec<String>,
+    path_suffix: Vec<String>,
+    path_contains: Vec<String>,
+    path_glob: Vec<(String, String)>,
+    query_param: Vec<String>,
+    status: Vec<(u16, u16)>,
+    request_class: Vec<String>,
+    user_agents: Option<AhoCorasick>,
+    exclude_known_bots: bool,
+    exclude_static: bool,
+    any: Vec<Matcher>,
+}
+
+fn scanners() -> AhoCorasick {
+    let pats: Vec<&str> = SCANNERS.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+    AhoCorasickBuilder::new().ascii_case_insensitive(true).build(pats).expect("scanners.txt builds")
+}
+
+impl Matcher {
+    pub fn new(f: &Filter, scenario: &str) -> Result<Self, ScenarioError> {
+        let bad = |msg: String| ScenarioError::Invalid { name: scenario.to_owned(), msg };
+        let status = f
+            .status
+            .iter()
+            .map(|s| {
+                let (a, b) = s.split_once('-').unwrap_or((s, s));
+                match (a.trim().parse::<u16>(), b.trim().parse::<u16>()) {
+                    (Ok(a), Ok(b)) if a <= b => Ok((a, b)),
+                    _ => Err(bad(format!("status '{s}' is not a code or range"))),
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        let path_glob = f
+            .path_glob
+            .iter()
+            .map(|g| {
+                g.split_once('*')
+                    .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                    .ok_or_else(|| bad(format!("glob '{g}' needs one *")))
+            })
+            .collect::<Result<_, _>>()?;
+        let user_agents = match f.user_agent_list.as_deref() {
+            None => None,
+            Some("scanners") => Some(scanners()),
+            Some(other) => return Err(bad(format!("unknown user_agent_list '{other}' (known: scanners)"))),
+        };
+        let lower = |v: &[String]| v.iter().map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>();
+        Ok(Matcher {
+            methods: f.methods.clone(),
+            path_prefix: lower(&f.path_prefix),
+            path_suffix: lower(&f.path_suffix),
+            path_contains: lower(&f.path_contains),
+            path_glob,
+            query_param: f.query_param.clone(),
+            status,
+            request_class: f.request_class.clone(),
+            user_agents,
+            exclude_known_bots: f.exclude_known_bots,
+            exclude_static: f.exclude_static,
+            any: f.any.iter().map(|a| Matcher::new(a, scenario)).collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Whether `row` matches; `path` is its lower-cased path.
+    pub fn matches(&self, row: &AccessLogRow, path: &str) -> bool {
+        let any_of = |v: &[String], f: &dyn Fn(&str) -> bool| v.is_empty() || v.iter().any(|x| f(x));
+        (self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(&row.method)))
+            && any_of(&self.path_prefix, &|p| path.starts_with(p))
+            && any_of(&self.path_suffix, &|s| path.ends_with(s))
+            && any_of(&self.path_contains, &|c| path.contains(c))
+            && (self.path_glob.is_empty()
+                || self.path_glob.iter().any(|(a, b)| {
+                    path.len() >= a.len() + b.len() && path.starts_with(a.as_str()) && path.ends_with(b.as_str())
+                }))
+            && any_of(&self.query_param, &|q| query_value(&row.query, q).is_some())
+            && (self.status.is_empty() || self.status.iter().any(|&(a, b)| (a..=b).contains(&row.status)))
+            && any_of(&self.request_class, &|c| row.request_class == c)
+            && self.user_agents.as_ref().is_none_or(|ac| ac.is_match(&row.user_agent))
+            && !(self.exclude_known_bots && row.is_bot)
+            && !(self.exclude_static && row.request_class == "static")
+            && (self.any.is_empty() || self.any.iter().any(|m| m.matches(row, path)))
+    }
+}
+
+/// The value of query parameter `name` (first occurrence), if present.
+pub fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then_some(v)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(method: &str, path: &str, query: &str, status: u16, ua: &str) -> AccessLogRow {
+        AccessLogRow {
+            method: method.into(),
+            path: path.into(),
+            query: query.into(),
+            status,
+            user_agent: ua.into(),
+            request_class: crate::classify::request_class(method, path, query).as_str().into(),
+            ..Default::default()
+        }
+    }
+
+    fn matcher(name: &str) -> Matcher {
+        let s = load(&BTreeMap::new()).unwrap().into_iter().find(|s| s.name == name).unwrap();
+        Matcher::new(&s.filter, name).unwrap()
+    }
+
+    #[test]
+    fn builtins_load_with_their_stable_names() {
+        let names: Vec<String> = load(&BTreeMap::new()).unwrap().into_iter().map(|s| s.name).collect();
+        assert_eq!(
+            names,
+            [
+                "wp-login-bruteforce",
+                "xmlrpc-abuse",
+                "user-enumeration",
+                "wp-scan",
+                "sensitive-file-probe",
+                "bad-user-agent",
+                "http-probing",
+                "aggressive-crawl"
+            ]
+        );
+        let mut o = BTreeMap::new();
+        o.insert("wp-scan".to_owned(), Override { enabled: Some(false), ..Default::default() });
+        o.insert("xmlrpc-abuse".to_owned(), Override { capacity: Some(50.0), ..Default::default() });
+        let l = load(&o).unwrap();
+        assert!(!l.iter().any(|s| s.name == "wp-scan"));
+        assert_eq!(l.iter().find(|s| s.name == "xmlrpc-abuse").unwrap().capacity, 50.0);
+        o.insert("no-such".to_owned(), Override::default());
+        assert!(load(&o).unwrap_err().to_string().contains("no such scenario"));
+    }
+
+    #[test]
+    fn filters_match_what_their_scenarios_describe() {
+        let m = |name: &str, r: &AccessLogRow| matcher(name).matches(r, &r.path.to_ascii_lowercase());
+        assert!(m("wp-login-bruteforce", &row("POST", "/wp-login.php", "", 200, "x")));
+        assert!(!m("wp-login-bruteforce", &row("GET", "/wp-login.php", "", 200, "x")));
+        assert!(m("user-enumeration", &row("GET", "/", "author=3", 301, "x")));
+        assert!(m("user-enumeration", &row("GET", "/wp-json/wp/v2/users", "", 200, "x")));
+        assert!(!m("user-enumeration", &row("GET", "/", "authority=3", 200, "x")));
+        assert!(m("wp-scan", &row("GET", "/wp-content/plugins/revslider/readme.txt", "", 404, "x")));
+        assert!(m("wp-scan", &row("GET", "/wp-config-sample.php", "", 404, "x")));
+        assert!(!m("wp-scan", &row("GET", "/wp-config-sample.php", "", 200, "x")));
+        assert!(m("sensitive-file-probe", &row("GET", "/.env", "", 404, "x")));
+        assert!(m("sensitive-file-probe", &row("GET", "/wp-config.php.bak", "", 404, "x")));
+        assert!(m("sensitive-file-probe", &row("GET", "/backup.sql", "", 404, "x")));
+        assert!(!m("sensitive-file-probe", &row("GET", "/environment-policy/", "", 200, "x")));
+        assert!(m("bad-user-agent", &row("GET", "/", "", 200, "sqlmap/1.7.2#stable (https://sqlmap.org)")));
+        assert!(!m("bad-user-agent", &row("GET", "/", "", 200, "Mozilla/5.0 (Windows NT 10.0)")));
+        assert!(m("http-probing", &row("GET", "/login.aspx", "", 404, "Mozilla")));
+        let mut bot = row("GET", "/", "", 200, "Googlebot");
+        bot.is_bot = true;
+        assert!(!m("aggressive-crawl", &bot));
+        assert!(!m("aggressive-crawl", &row("GET", "/style.css", "", 200, "Mozilla")));
+        assert!(m("aggressive-crawl", &row("GET", "/tuotteet/", "", 200, "Mozilla")));
+    }
+}
