@@ -38,8 +38,12 @@ enum Command {
     Deadletter(cli::deadletter::DeadletterArgs),
     /// The customer register: import an export, list unattributed hosts.
     Customers(cli::customers::CustomersArgs),
-    /// Security analysis: events the detectors found, per site and across tenants.
+    /// Security analysis: events the detectors found, per site and across tenants; blocklists.
     Security(cli::security::SecurityArgs),
+    /// Investigate one address/network across all customers, or one site (audited).
+    Investigate(cli::investigate::InvestigateArgs),
+    /// Who looked at client addresses, when and why.
+    Audit(cli::audit::AuditArgs),
     /// The processor's per-month visitor keys: list them, destroy old ones for good.
     VisitorKeys(cli::visitor_keys::VisitorKeysArgs),
     /// Reports from ClickHouse: usage summary (and checks against generated ground truth).
@@ -65,6 +69,8 @@ fn main() -> ExitCode {
         Command::Report(a) => cli::report::run(a),
         Command::VisitorKeys(a) => cli::visitor_keys::run(a),
         Command::Security(a) => cli::security::run(a),
+        Command::Investigate(a) => cli::investigate::run(a),
+        Command::Audit(a) => cli::audit::run(a),
     };
     match result {
         Ok(code) => code,

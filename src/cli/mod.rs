@@ -1,9 +1,11 @@
 //! One module per subcommand. The binary edge: `anyhow` errors with context, nothing else.
 
+pub mod audit;
 pub mod collect;
 pub mod customers;
 pub mod deadletter;
 pub mod generate;
+pub mod investigate;
 pub mod parse;
 pub mod process;
 pub mod report;

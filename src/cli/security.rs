@@ -48,6 +48,35 @@ enum Action {
         #[arg(long)]
         reason: String,
     },
+    /// Sources of recent events as a blocklist for the edge, each with its expiry (the event's
+    /// last request plus 6 h / 1 d / 3 d / 7 d by severity low … critical). Known good
+    /// crawlers are never listed.
+    Blocklist {
+        #[command(flatten)]
+        opts: ProcessorOpts,
+        #[arg(long, value_enum, default_value = "nginx")]
+        format: BlockFormat,
+        /// Only events of at least this severity: low, medium, high, critical.
+        #[arg(long, default_value = "medium")]
+        min_severity: String,
+        /// Events whose last request is at most this old.
+        #[arg(long, default_value = "7d")]
+        since: String,
+        /// The ipset set name (`--format ipset`).
+        #[arg(long, default_value = "sitelog-block")]
+        set: String,
+    },
+}
+
+/// What `security blocklist` writes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum BlockFormat {
+    /// `deny ADDR;` lines for an nginx `include` (reload nginx after writing).
+    Nginx,
+    /// `add SET ADDR timeout SECS` lines for `ipset restore` (set type hash:net with timeout).
+    Ipset,
+    /// `source,scenario,severity,last_seen,expires` for other tools.
+    Csv,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -108,7 +137,99 @@ pub async fn audit(
 }
 
 pub fn run(a: SecurityArgs) -> anyhow::Result<ExitCode> {
-    let Action::Events { opts, since, from, to, customer, site, scenario, format, reason } = a.action;
+    match a.action {
+        Action::Events { opts, since, from, to, customer, site, scenario, format, reason } => {
+            events(opts, since, from, to, customer, site, scenario, format, reason)
+        }
+        Action::Blocklist { opts, format, min_severity, since, set } => {
+            blocklist(opts, format, &min_severity, &since, &set)
+        }
+    }
+}
+
+fn blocklist(
+    opts: ProcessorOpts,
+    format: BlockFormat,
+    min_severity: &str,
+    since: &str,
+    set: &str,
+) -> anyhow::Result<ExitCode> {
+    use sitelog_processor::security::investigate::{block_secs, is_good_bot, severity_rank};
+    anyhow::ensure!(
+        ["low", "medium", "high", "critical"].contains(&min_severity),
+        "--min-severity must be low, medium, high or critical"
+    );
+    let cfg = opts.load()?;
+    let now = sitelog::clock::now()?;
+    let q = EventQuery {
+        from_us: (now - chrono::Duration::seconds(parse_duration(since)?)).timestamp_micros(),
+        to_us: now.timestamp_micros() + 1,
+        cross_tenant_customers: cfg.security.cross_tenant_customers,
+        window_secs: cfg.security.cross_tenant_window_secs,
+        ..Default::default()
+    };
+    let client = cfg.clickhouse.client()?;
+    let events = super::runtime()?.block_on(query::events(&client, &q)).context("reading security events")?;
+    // One entry per source: its most severe event decides, the latest expiry wins.
+    let mut entries: std::collections::BTreeMap<String, (String, String, i64, i64)> = Default::default();
+    for e in events {
+        if severity_rank(&e.severity) < severity_rank(min_severity)
+            || e.sample_user_agents.iter().any(|ua| is_good_bot(ua))
+        {
+            continue;
+        }
+        let last = parse_time(&e.last_seen)?.timestamp();
+        let expires = last + block_secs(&e.severity);
+        if expires <= now.timestamp() {
+            continue;
+        }
+        let entry = entries.entry(e.source.clone()).or_insert((e.scenario.clone(), e.severity.clone(), last, expires));
+        if severity_rank(&e.severity) > severity_rank(&entry.1) {
+            (entry.0, entry.1) = (e.scenario.clone(), e.severity.clone());
+        }
+        entry.2 = entry.2.max(last);
+        entry.3 = entry.3.max(expires);
+    }
+    let ts = |s: i64| {
+        chrono::DateTime::from_timestamp(s, 0)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default()
+    };
+    let mut out = std::io::stdout().lock();
+    match format {
+        BlockFormat::Nginx => {
+            writeln!(out, "# sitelog security blocklist, {} entries, made {}", entries.len(), ts(now.timestamp()))?;
+            for (src, (scenario, sev, _, exp)) in &entries {
+                writeln!(out, "deny {src}; # {scenario} {sev}, expires {}", ts(*exp))?;
+            }
+        }
+        BlockFormat::Ipset => {
+            for (src, (_, _, _, exp)) in &entries {
+                writeln!(out, "add {set} {src} timeout {}", exp - now.timestamp())?;
+            }
+        }
+        BlockFormat::Csv => {
+            writeln!(out, "source,scenario,severity,last_seen,expires")?;
+            for (src, (scenario, sev, last, exp)) in &entries {
+                writeln!(out, "{src},{scenario},{sev},{},{}", ts(*last), ts(*exp))?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn events(
+    opts: ProcessorOpts,
+    since: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    customer: Option<String>,
+    site: Option<String>,
+    scenario: Option<String>,
+    format: Format,
+    reason: String,
+) -> anyhow::Result<ExitCode> {
     let cfg = opts.load()?;
     let now = sitelog::clock::now()?;
     let (from_t, to_t) = match (&from, &to) {
