@@ -5,13 +5,15 @@
 //! - [`wire`]: the versioned, compact Kafka message format carrying many records per message,
 //! - [`reject::Reject`]: an unparseable line with its place (source, line, byte offset),
 //! - [`register`]: the customer register export (customers, contacts, sites, plans),
-//! - [`migrations`]: the ClickHouse DDL as ordered, checksummed migration files.
+//! - [`migrations`]: the ClickHouse DDL as ordered, checksummed migration files,
+//! - [`ttl`]: the TTLs `[retention]` decides and reading the ones in force from DDL text.
 //!
 //! Must not know about: I/O, tokio, Kafka clients, ClickHouse clients, file tailing. It is
 //! small and boring on purpose: `ingest` and `processor` both depend on it and never on each
 //! other.
 
 pub mod migrations;
+pub mod ttl;
 pub mod record;
 pub mod register;
 pub mod reject;
