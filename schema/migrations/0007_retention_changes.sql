@@ -7,11 +7,11 @@
 -- No personal data; kept as the account of how long the data was kept.
 CREATE TABLE IF NOT EXISTS {{db}}.retention_changes
 (
-    changed_at DateTime64(3, 'UTC') DEFAULT now64(3),
-    table      LowCardinality(String),
-    column     LowCardinality(String),
-    old_ttl    String,
-    new_ttl    String
+    changed_at  DateTime64(3, 'UTC') DEFAULT now64(3),
+    table_name  LowCardinality(String),
+    column_name LowCardinality(String),
+    old_ttl     String,
+    new_ttl     String
 )
 ENGINE = MergeTree
-ORDER BY (changed_at, table, column);
+ORDER BY (changed_at, table_name, column_name);

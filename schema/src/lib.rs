@@ -13,10 +13,10 @@
 //! other.
 
 pub mod migrations;
-pub mod ttl;
 pub mod record;
 pub mod register;
 pub mod reject;
+pub mod ttl;
 pub mod wire;
 
 pub use record::{AccessRecord, SourceId};

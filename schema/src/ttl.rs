@@ -50,6 +50,12 @@ pub fn targets(r: &Retention) -> Vec<TtlTarget> {
     ]
 }
 
+/// `N` of a TTL `toDateTime(<column>) + toIntervalDay(N)` as ClickHouse formats it (how it
+/// stores the `toDateTime(ts) + INTERVAL N DAY` of the migrations); `None` for any other form.
+pub fn days_after(expr: &str, column: &str) -> Option<u32> {
+    expr.trim().strip_prefix(&format!("toDateTime({column}) + toIntervalDay("))?.strip_suffix(')')?.parse().ok()
+}
+
 /// The TTL clauses of one table, as written in its `CREATE TABLE` statement.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TtlInForce {
@@ -69,8 +75,7 @@ pub fn in_force(create_table_query: &str) -> TtlInForce {
         return out;
     };
     // The column list's own `)`: the first one after it back at depth 0.
-    let Some(close) = top_level(q).find(|&(i, c, depth)| i > open && c == ')' && depth == 0).map(|(i, _, _)| i)
-    else {
+    let Some(close) = top_level(q).find(|&(i, c, depth)| i > open && c == ')' && depth == 0).map(|(i, _, _)| i) else {
         return out;
     };
     for def in split_top_level(&q[open + 1..close], ',') {
@@ -169,10 +174,19 @@ mod tests {
                 ("k".to_owned(), "toDateTime(ts) + toIntervalDay(3)".to_owned()),
             ])
         );
-        let none = in_force("CREATE TABLE t1.b (`a` UInt8) ENGINE = MergeTree ORDER BY a SETTINGS index_granularity = 8192");
+        let none =
+            in_force("CREATE TABLE t1.b (`a` UInt8) ENGINE = MergeTree ORDER BY a SETTINGS index_granularity = 8192");
         assert_eq!(none, TtlInForce::default());
         let last = in_force("CREATE TABLE t1.c (`d` Date) ENGINE = MergeTree ORDER BY d TTL d + toIntervalYear(10)");
         assert_eq!(last.table.as_deref(), Some("d + toIntervalYear(10)"));
+    }
+
+    #[test]
+    fn days_are_read_from_the_canonical_form_only() {
+        assert_eq!(days_after("toDateTime(ts) + toIntervalDay(20)", "ts"), Some(20));
+        assert_eq!(days_after("toDateTime(ts) + toIntervalHour(20)", "ts"), None);
+        assert_eq!(days_after("toDateTime(ts) + toIntervalDay(20) DELETE WHERE 1", "ts"), None);
+        assert_eq!(days_after("toDateTime(x) + toIntervalDay(20)", "ts"), None);
     }
 
     #[test]
