@@ -205,3 +205,77 @@ fn lowering_retention_alters_the_ttls_in_force_records_it_and_removes_the_data()
         assert!(first > oldest.to_string().as_str(), "recounted from {first}, inside 20 days");
     }
 }
+
+/// The topics holding whole lines (access, rejects, dead-letter) keep them no longer than
+/// `client_ip_days`: `sitelog kafka topics` sets `retention.ms` (and `segment.ms`,
+/// `cleanup.policy`) through the admin API, tansu reports them back (`DescribeConfigs`), a
+/// second run changes nothing, and a lowered `client_ip_days` lowers `retention.ms`.
+#[test]
+fn topic_retention_follows_client_ip_days() {
+    let stack = support::stack();
+    let names =
+        [support::unique_name("ret-access"), support::unique_name("ret-rejects"), support::unique_name("ret-dlq")];
+    for t in &names {
+        stack.create_topic(t, 1).unwrap();
+    }
+    let dir = support::temp_dir("rettopics");
+    let config = dir.join("processor.toml");
+    let write = |days: u32| {
+        std::fs::write(
+            &config,
+            format!(
+                "[kafka]\nbrokers = \"{}\"\ntopic = \"{}\"\nrejects_topic = \"{}\"\ndeadletter_topic = \"{}\"\n\n\
+                 [retention]\nclient_ip_days = {days}\n",
+                stack.kafka_bootstrap, names[0], names[1], names[2]
+            ),
+        )
+        .unwrap()
+    };
+    let cfg = config.to_str().unwrap();
+    let kafka = |days: u32| {
+        let k = sitelog_processor::config::KafkaConfig {
+            brokers: stack.kafka_bootstrap.clone(),
+            topic: names[0].clone(),
+            rejects_topic: names[1].clone(),
+            deadletter_topic: names[2].clone(),
+            ..Default::default()
+        };
+        (k, Retention { client_ip_days: days, ..Default::default() })
+    };
+
+    write(7);
+    // --check lists what is missing and exits 3.
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_sitelog"))
+        .args(["kafka", "topics", "--check", "-c", cfg])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&check.stdout);
+    println!("sitelog kafka topics --check:\n{text}");
+    assert_eq!(check.status.code(), Some(3), "{text}{}", String::from_utf8_lossy(&check.stderr));
+    assert_eq!(text.lines().filter(|l| l.starts_with("would change: ")).count(), 9, "{text}");
+
+    let out = support::sitelog(&["kafka", "topics", "-c", cfg], &[]);
+    println!("sitelog kafka topics:\n{out}");
+    for t in &names {
+        assert!(out.contains(&format!("topic {t} retention.ms (broker default) -> 604800000")), "{out}");
+        assert!(out.contains(&format!("topic {t} segment.ms (broker default) -> 3600000")), "{out}");
+        assert!(out.contains(&format!("topic {t} cleanup.policy (broker default) -> delete")), "{out}");
+    }
+    // Read back from the broker.
+    let (k, r) = kafka(7);
+    assert_eq!(support::block_on(sitelog_processor::topics::plan(&k, &r)).unwrap(), vec![], "set as configured");
+    let out = support::sitelog(&["kafka", "topics", "-c", cfg], &[]);
+    assert!(out.contains("topic retention is as configured (7 days)"), "{out}");
+
+    // Lowered: 7 → 3 days.
+    write(3);
+    let out = support::sitelog(&["kafka", "topics", "-c", cfg], &[]);
+    println!("sitelog kafka topics (3 days):\n{out}");
+    let changed: Vec<&str> = out.lines().filter(|l| l.starts_with("topic retention changed: ")).collect();
+    assert_eq!(changed.len(), 3, "{out}");
+    for t in &names {
+        assert!(out.contains(&format!("topic {t} retention.ms 604800000 -> 259200000")), "{out}");
+    }
+    let (k, r) = kafka(3);
+    assert_eq!(support::block_on(sitelog_processor::topics::plan(&k, &r)).unwrap(), vec![]);
+}

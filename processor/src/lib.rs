@@ -14,4 +14,5 @@ pub mod derive;
 pub mod quarantine;
 pub mod register;
 pub mod store;
+pub mod topics;
 pub mod visitors;

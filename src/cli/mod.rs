@@ -4,6 +4,7 @@ pub mod collect;
 pub mod customers;
 pub mod deadletter;
 pub mod generate;
+pub mod kafka;
 pub mod parse;
 pub mod process;
 pub mod report;
