@@ -24,8 +24,10 @@ struct Cli {
 enum Command {
     /// Start, stop or inspect the local stack (tansu Kafka broker + ClickHouse over chDB).
     Stack(cli::stack::StackArgs),
-    /// ClickHouse schema: apply versioned migrations.
+    /// ClickHouse schema: apply versioned migrations, bring TTLs to `[retention]`.
     Schema(cli::schema::SchemaArgs),
+    /// Kafka topics: retention of the topics holding whole lines follows `[retention]`.
+    Kafka(cli::kafka::KafkaArgs),
     /// Write a deterministic sample data set (register, access logs, ground truth).
     Generate(cli::generate::GenerateArgs),
     /// Parse access logs with a named or pasted log format and print JSON lines.
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Stack(a) => cli::stack::run(a),
         Command::Schema(a) => cli::schema::run(a),
+        Command::Kafka(a) => cli::kafka::run(a),
         Command::Generate(a) => cli::generate::run(a),
         Command::Parse(a) => cli::parse::run(a),
         Command::Collect(a) => cli::collect::run(a),

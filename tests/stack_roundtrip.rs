@@ -131,6 +131,7 @@ fn clickhouse_round_trip_and_idempotent_migrations() {
         assert_eq!(first.applied.len(), MIGRATIONS.len());
         let second = migrate(&server, &db, &Retention::default()).await.unwrap();
         assert!(second.applied.is_empty(), "a second run does nothing");
+        assert!(first.retention_changes.is_empty() && second.retention_changes.is_empty(), "TTLs as configured");
 
         let client = cfg.client().unwrap();
         let rows: Vec<AccessLogRow> = (0..1000).map(row).collect();

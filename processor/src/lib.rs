@@ -15,4 +15,5 @@ pub mod quarantine;
 pub mod register;
 pub mod security;
 pub mod store;
+pub mod topics;
 pub mod visitors;

@@ -5,7 +5,8 @@
 //! - [`wire`]: the versioned, compact Kafka message format carrying many records per message,
 //! - [`reject::Reject`]: an unparseable line with its place (source, line, byte offset),
 //! - [`register`]: the customer register export (customers, contacts, sites, plans),
-//! - [`migrations`]: the ClickHouse DDL as ordered, checksummed migration files.
+//! - [`migrations`]: the ClickHouse DDL as ordered, checksummed migration files,
+//! - [`ttl`]: the TTLs `[retention]` decides and reading the ones in force from DDL text.
 //!
 //! Must not know about: I/O, tokio, Kafka clients, ClickHouse clients, file tailing. It is
 //! small and boring on purpose: `ingest` and `processor` both depend on it and never on each
@@ -15,6 +16,7 @@ pub mod migrations;
 pub mod record;
 pub mod register;
 pub mod reject;
+pub mod ttl;
 pub mod wire;
 
 pub use record::{AccessRecord, SourceId};

@@ -6,6 +6,7 @@ pub mod customers;
 pub mod deadletter;
 pub mod generate;
 pub mod investigate;
+pub mod kafka;
 pub mod parse;
 pub mod process;
 pub mod report;

@@ -40,6 +40,19 @@ pub fn run(a: ProcessArgs) -> anyhow::Result<ExitCode> {
     if let Some(addr) = a.metrics_addr {
         super::serve_metrics(&rt, addr)?;
     }
+    // Topics that keep whole lines longer than the full address may be kept: say so at start.
+    match rt.block_on(sitelog_processor::topics::plan(&cfg.kafka, &cfg.retention)) {
+        Ok(changes) => {
+            for c in &changes {
+                tracing::warn!(
+                    "{c} needed: topics holding whole lines must not keep them longer than \
+                     retention.client_ip_days ({} days); run `sitelog kafka topics`",
+                    cfg.retention.client_ip_days
+                );
+            }
+        }
+        Err(e) => tracing::warn!("cannot check topic retention: {e}"),
+    }
     let stop = Arc::new(AtomicBool::new(false));
     super::stop_on_signals(&rt, stop.clone());
     let started = Instant::now();

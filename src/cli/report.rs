@@ -117,6 +117,7 @@ fn billing(a: BillingArgs) -> anyhow::Result<ExitCode> {
         finalize: a.finalize,
         closed_by: a.closed_by.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".into()),
         now: sitelog::clock::now()?,
+        database: cfg.clickhouse.database.clone(),
         raw_retention_days: cfg.retention.raw_days,
         usage_years: cfg.retention.usage_years,
     };
@@ -156,6 +157,9 @@ fn billing(a: BillingArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(v) = &report.verification {
+        if let (Some(note), false) = (&v.raw_retention_note, table_on_stdout) {
+            eprintln!("note: {note}");
+        }
         if !table_on_stdout {
             for m in &v.mismatches {
                 eprintln!("{m}");

@@ -15,8 +15,10 @@ pub struct SchemaArgs {
 
 #[derive(clap::Subcommand, Debug)]
 enum Action {
-    /// Apply pending migrations in order (a second run does nothing). Refuses, changing
-    /// nothing, if the database is newer than this binary or an applied file changed.
+    /// Apply pending migrations in order, then bring every TTL to `[retention]` (altered,
+    /// materialized and recorded in `retention_changes`; each change is printed). A second run
+    /// does nothing. Refuses, changing nothing, if the database is newer than this binary or
+    /// an applied file changed.
     Migrate {
         #[command(flatten)]
         opts: ProcessorOpts,
@@ -38,6 +40,12 @@ pub fn run(args: SchemaArgs) -> anyhow::Result<ExitCode> {
             }
             for (v, name) in &report.applied {
                 println!("applied migration {v:04} {name}");
+            }
+            for change in &report.retention_changes {
+                println!("retention changed: {change}");
+            }
+            if report.retention_changes.is_empty() {
+                println!("retention is as configured");
             }
         }
     }

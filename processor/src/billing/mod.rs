@@ -127,7 +127,11 @@ pub struct RunOptions {
     pub finalize: bool,
     pub closed_by: String,
     pub now: DateTime<Utc>,
-    /// `[retention] raw_days`: which days can be recounted from raw records.
+    /// Database whose `access_log` TTL is the raw retention in force (`[clickhouse] database`).
+    pub database: String,
+    /// `[retention] raw_days`, as configured. `--verify` recounts the days inside the raw
+    /// retention *in force* (the `access_log` table TTL); this is only compared with it, and
+    /// used if the TTL cannot be read.
     pub raw_retention_days: u32,
     /// `[retention] usage_years`: the `progress` check leaves out what the usage TTL removed.
     pub usage_years: u32,
@@ -220,7 +224,8 @@ pub async fn run(client: &Client, cfg: &BillingConfig, o: &RunOptions) -> Result
     };
     report.customers = figures::group(&lines, &register.customers);
     if let Some(mut v) = report.verification.take() {
-        let days = verify::raw_days(o.month, o.raw_retention_days, o.now);
+        verify::raw_retention(client, &o.database, o.raw_retention_days, &mut v).await?;
+        let days = verify::raw_days(o.month, v.raw_retention_days, o.now);
         verify::raw(client, &days, customer, &mut v).await?;
         verify::progress(client, customer, o.usage_years, &mut v).await?;
         report.verification = Some(v);

@@ -220,6 +220,10 @@ pub fn table(r: &BillingReport) -> String {
     }
     if let Some(v) = &r.verification {
         let _ = writeln!(o);
+        let _ = writeln!(o, "Raw retention: {} days ({})", v.raw_retention_days, v.raw_retention_from);
+        if let Some(note) = &v.raw_retention_note {
+            let _ = writeln!(o, "note: {note}");
+        }
         match &v.raw_days {
             Some((a, b)) => {
                 let _ = writeln!(

@@ -167,6 +167,19 @@ pub const ALL: &[Statement] = &[
     ADJUSTMENT_LINES,
 ];
 
+/// The raw retention in force: `access_log`'s DDL, whose table TTL `--verify` reads (bind:
+/// the database). Metadata, no data: ClickHouse shows a table in `system.tables` to a user
+/// holding any privilege on it (the role's column grant on `access_log`). Not in [`ALL`],
+/// whose statements are audited column by column against the grants on the database's tables.
+pub const RAW_TTL: Statement = Statement {
+    name: "raw_ttl",
+    sql: "SELECT create_table_query FROM system.tables WHERE database = ? AND name = 'access_log'",
+    example_binds: &["'sitelog'"],
+};
+
+/// Statements on ClickHouse's system tables (metadata only).
+pub const METADATA: &[Statement] = &[RAW_TTL];
+
 /// Tables the billing run inserts into.
 pub const WRITES: &[&str] = &["billing_runs", "billing_run_lines"];
 
@@ -176,7 +189,7 @@ mod tests {
 
     #[test]
     fn every_placeholder_has_an_example() {
-        for s in ALL {
+        for s in ALL.iter().chain(METADATA) {
             assert_eq!(s.sql.matches('?').count(), s.example_binds.len(), "{}", s.name);
             assert!(!s.example().contains('?'), "{}", s.name);
         }

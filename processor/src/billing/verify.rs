@@ -49,6 +49,12 @@ impl fmt::Display for Mismatch {
 /// What a verification covered, for the report.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Verification {
+    /// The raw retention the `raw` check used, in days, and where it was read.
+    pub raw_retention_days: u32,
+    /// `access_log TTL` (the retention in force) or `[retention] raw_days` (fallback).
+    pub raw_retention_from: &'static str,
+    /// Set when the retention in force and the config disagree, or the TTL could not be read.
+    pub raw_retention_note: Option<String>,
     /// Helsinki days recounted from raw records (first..=last), if any.
     pub raw_days: Option<(String, String)>,
     pub raw_rows_compared: usize,
@@ -78,6 +84,47 @@ struct HostRow {
     site_host: String,
     owners: Vec<String>,
     requests: u64,
+}
+
+/// Sets the raw retention the `raw` check uses: the `access_log` table TTL in force in
+/// `database` (what ClickHouse actually keeps), not the config's `raw_days`, which may not
+/// have been migrated yet; a difference is noted. Falls back to `configured` (noted) when the
+/// TTL is missing or not of the form the migrations write.
+pub async fn raw_retention(
+    client: &Client,
+    database: &str,
+    configured: u32,
+    out: &mut Verification,
+) -> Result<(), BillingError> {
+    let ddl: Vec<String> = client
+        .query(sql::RAW_TTL.sql)
+        .bind(database)
+        .fetch_all()
+        .await
+        .map_err(ch("reading the access_log TTL from system.tables"))?;
+    let ttl = ddl.first().and_then(|q| sitelog_schema::ttl::in_force(q).table);
+    match ttl.as_deref().and_then(|e| sitelog_schema::ttl::days_after(e, "ts")) {
+        Some(days) => {
+            out.raw_retention_days = days;
+            out.raw_retention_from = "access_log TTL";
+            if days != configured {
+                out.raw_retention_note = Some(format!(
+                    "raw retention in force is {days} days (access_log TTL), the config says raw_days = {configured}; \
+                     verified with the retention in force (`sitelog schema migrate` applies the config)"
+                ));
+            }
+        }
+        None => {
+            out.raw_retention_days = configured;
+            out.raw_retention_from = "[retention] raw_days";
+            out.raw_retention_note = Some(format!(
+                "cannot read the raw retention in force (access_log TTL: {}); verified with raw_days = {configured} \
+                 from the config",
+                ttl.as_deref().unwrap_or("none")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The days of `month` whose every record is still in raw retention: the day ended before

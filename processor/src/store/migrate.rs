@@ -3,10 +3,16 @@
 //! Invariants: checks run before any change (a database newer than this binary, or an applied
 //! migration whose file changed, refuses with nothing touched); a second run does nothing;
 //! every statement is `IF NOT EXISTS`, so a run interrupted mid-migration completes on re-run.
+//!
+//! Retention follows the configuration: after the migrations, every TTL `[retention]` decides
+//! ([`sitelog_schema::ttl::targets`]) is read back from ClickHouse and, where it differs from
+//! the configured one, altered and materialized, and the change recorded in
+//! `retention_changes` ([`sync_retention`]). With an unchanged config this changes nothing.
 
 use clickhouse::Client;
 use serde::Deserialize;
 use sitelog_schema::migrations::{Migration, Retention, MIGRATIONS};
+use sitelog_schema::ttl::{self, TtlInForce};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
@@ -20,6 +26,8 @@ pub enum MigrateError {
     Statement { version: u32, name: &'static str, index: usize, source: clickhouse::error::Error },
     #[error("{what}: {source}")]
     ClickHouse { what: &'static str, source: clickhouse::error::Error },
+    #[error("setting the TTL of {place} to {new} (was {old}): {source}")]
+    Ttl { place: String, old: String, new: String, source: clickhouse::error::Error },
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
@@ -34,6 +42,33 @@ struct Applied {
 pub struct MigrateReport {
     pub applied: Vec<(u32, &'static str)>,
     pub current_version: u32,
+    /// TTLs brought to the configured retention (empty when they already were).
+    pub retention_changes: Vec<RetentionChange>,
+}
+
+/// One TTL altered to follow `[retention]`, as recorded in `retention_changes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionChange {
+    pub table: String,
+    /// `None` for the table TTL.
+    pub column: Option<String>,
+    /// The `[retention]` key it follows.
+    pub key: &'static str,
+    /// Both as ClickHouse formats them (`toDateTime(ts) + toIntervalDay(7)`); `old` is empty
+    /// when there was none.
+    pub old: String,
+    pub new: String,
+}
+
+impl std::fmt::Display for RetentionChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let place = match &self.column {
+            Some(c) => format!("{}.{c}", self.table),
+            None => self.table.clone(),
+        };
+        let old = if self.old.is_empty() { "none" } else { &self.old };
+        write!(f, "{place} TTL {old} -> {} (retention.{})", self.new, self.key)
+    }
 }
 
 /// Migrates `db` to the newest known version. `server` must not be bound to `db` (it may not
@@ -87,8 +122,11 @@ pub(crate) async fn migrate_with(
         }
     }
 
-    let mut report =
-        MigrateReport { applied: Vec::new(), current_version: applied.iter().map(|a| a.version).max().unwrap_or(0) };
+    let mut report = MigrateReport {
+        applied: Vec::new(),
+        current_version: applied.iter().map(|a| a.version).max().unwrap_or(0),
+        retention_changes: Vec::new(),
+    };
     let mut sql_access: Option<bool> = None;
     for m in migrations.iter().filter(|m| !applied.iter().any(|a| a.version == m.version)) {
         let mut skipped = 0;
@@ -132,7 +170,91 @@ pub(crate) async fn migrate_with(
         report.applied.push((m.version, m.name));
         report.current_version = m.version;
     }
+    report.retention_changes = sync_retention(server, db, retention).await?;
     Ok(report)
+}
+
+/// The TTL clauses in force on `db.table`, or `None` if the table does not exist (yet).
+pub async fn ttl_in_force(
+    client: &Client,
+    db: &str,
+    table: &str,
+) -> Result<Option<TtlInForce>, clickhouse::error::Error> {
+    let q: Vec<String> = client
+        .query("SELECT create_table_query FROM system.tables WHERE database = ? AND name = ?")
+        .bind(db)
+        .bind(table)
+        .fetch_all()
+        .await?;
+    Ok(q.first().map(|q| ttl::in_force(q)))
+}
+
+/// `expr` as ClickHouse's formatter writes it (`INTERVAL 7 DAY` → `toIntervalDay(7)`), so two
+/// expressions compare exactly as ClickHouse understands them.
+pub async fn format_expr(client: &Client, expr: &str) -> Result<String, clickhouse::error::Error> {
+    let q: String = client.query("SELECT formatQuerySingleLine(concat('SELECT ', ?))").bind(expr).fetch_one().await?;
+    Ok(q.strip_prefix("SELECT ").unwrap_or(&q).to_owned())
+}
+
+/// Brings every TTL `[retention]` decides to the configured value: reads the TTL in force
+/// from ClickHouse, and where it differs, alters it (`MODIFY TTL` for a table TTL, `MODIFY
+/// COLUMN … TTL` for a column), waits until ClickHouse has materialized it (rows and values
+/// past the new limit are gone when this returns), and records the change. Tables that do not
+/// exist are left alone. Changes nothing when the TTLs already follow `retention`.
+pub async fn sync_retention(
+    server: &Client,
+    db: &str,
+    retention: &Retention,
+) -> Result<Vec<RetentionChange>, MigrateError> {
+    let ch = |what| move |source| MigrateError::ClickHouse { what, source };
+    let mut changes = Vec::new();
+    let mut tables: std::collections::BTreeMap<&str, Option<TtlInForce>> = Default::default();
+    for t in ttl::targets(retention) {
+        if !tables.contains_key(t.table) {
+            let found = ttl_in_force(server, db, t.table).await.map_err(ch("reading the TTLs in force"))?;
+            tables.insert(t.table, found);
+        }
+        let Some(Some(in_force)) = tables.get(t.table) else {
+            continue;
+        };
+        let current = match t.column {
+            Some(c) => in_force.columns.get(c),
+            None => in_force.table.as_ref(),
+        };
+        let new = format_expr(server, &t.expr).await.map_err(ch("formatting a TTL expression"))?;
+        let old = match current {
+            Some(e) => format_expr(server, e).await.map_err(ch("formatting a TTL expression"))?,
+            None => String::new(),
+        };
+        if old == new {
+            continue;
+        }
+        // mutations_sync = 2: the ALTER returns once the new TTL is materialized in every part
+        // (on every replica), so what the new limit excludes is gone when migrate reports it.
+        let alter = match t.column {
+            Some(c) => format!("ALTER TABLE {db}.{} MODIFY COLUMN {c} TTL {}", t.table, t.expr),
+            None => format!("ALTER TABLE {db}.{} MODIFY TTL {}", t.table, t.expr),
+        };
+        let change =
+            RetentionChange { table: t.table.to_owned(), column: t.column.map(str::to_owned), key: t.key, old, new };
+        server.query(&format!("{alter} SETTINGS mutations_sync = 2")).execute().await.map_err(|source| {
+            MigrateError::Ttl { place: t.place(), old: change.old.clone(), new: change.new.clone(), source }
+        })?;
+        server
+            .query(&format!(
+                "INSERT INTO {db}.retention_changes (table_name, column_name, old_ttl, new_ttl) VALUES (?, ?, ?, ?)"
+            ))
+            .bind(&change.table)
+            .bind(change.column.as_deref().unwrap_or(""))
+            .bind(&change.old)
+            .bind(&change.new)
+            .execute()
+            .await
+            .map_err(ch("recording a retention change"))?;
+        tracing::info!(%change, "retention changed");
+        changes.push(change);
+    }
+    Ok(changes)
 }
 
 /// Roles, users and grants: statements that need SQL-managed access control on the server.

@@ -1,0 +1,209 @@
+//! Kafka topic retention: the topics that hold whole log lines — access records (with the full
+//! client address), rejects (the raw line) and the dead-letter topic (bytes of messages that
+//! were not valid batches) — must not keep them longer than `[retention] client_ip_days`.
+//!
+//! [`plan`] reads each topic's configuration (`DescribeConfigs`) and lists what differs from
+//! [`wanted`]; [`apply`] sets it with `IncrementalAlterConfigs` (only the keys named, other
+//! topic settings stay). `sitelog kafka topics` runs both; `sitelog process` runs [`plan`] at
+//! start and warns about every topic that would keep lines too long.
+//!
+//! rust-rdkafka exposes only the legacy `AlterConfigs`, which replaces a topic's whole
+//! configuration (and which tansu does not implement); `IncrementalAlterConfigs` is called
+//! through librdkafka's C API here.
+
+use std::ffi::{CStr, CString};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
+use sitelog_schema::migrations::Retention;
+
+use crate::config::KafkaConfig;
+
+/// Segments roll at least hourly, so a record outlives `retention.ms` by at most about an hour
+/// (Kafka deletes whole segments, once the newest record in one is past retention).
+pub const SEGMENT_MS: u64 = 3_600_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopicsError {
+    #[error("kafka admin client: {0}")]
+    Client(rdkafka::error::KafkaError),
+    #[error("describing the configuration of topic {topic}: {detail}")]
+    Describe { topic: String, detail: String },
+    #[error("setting {key} = {value} on topic {topic}: {detail}")]
+    Alter { topic: String, key: String, value: String, detail: String },
+}
+
+/// One topic setting that differs from what retention needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicChange {
+    pub topic: String,
+    pub key: &'static str,
+    /// `None`: not set on the topic (the broker default applies).
+    pub old: Option<String>,
+    pub new: String,
+}
+
+impl std::fmt::Display for TopicChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let old = self.old.as_deref().unwrap_or("(broker default)");
+        write!(f, "topic {} {} {old} -> {}", self.topic, self.key, self.new)
+    }
+}
+
+/// The settings a line-holding topic needs: delete (not compact), at most `client_ip_days`.
+pub fn wanted(r: &Retention) -> [(&'static str, String); 3] {
+    let retention_ms = u64::from(r.client_ip_days) * 86_400_000;
+    [
+        ("cleanup.policy", "delete".to_owned()),
+        ("retention.ms", retention_ms.to_string()),
+        ("segment.ms", SEGMENT_MS.min(retention_ms).to_string()),
+    ]
+}
+
+/// The topics holding whole lines or addresses.
+pub fn line_topics(k: &KafkaConfig) -> [&str; 3] {
+    [&k.topic, &k.rejects_topic, &k.deadletter_topic]
+}
+
+fn admin(k: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, TopicsError> {
+    k.client_config().create().map_err(TopicsError::Client)
+}
+
+/// Whether `current` keeps lines no longer than `want` asks (a shorter retention is fine).
+fn satisfies(key: &str, current: Option<&str>, want: &str) -> bool {
+    match (key, current) {
+        ("cleanup.policy", Some(v)) => v == want,
+        (_, Some(v)) => matches!((v.parse::<i64>(), want.parse::<i64>()), (Ok(c), Ok(w)) if c >= 0 && c <= w),
+        (_, None) => false,
+    }
+}
+
+/// What must change on the line-holding topics for `retention`.
+pub async fn plan(k: &KafkaConfig, r: &Retention) -> Result<Vec<TopicChange>, TopicsError> {
+    let admin = admin(k)?;
+    let topics = line_topics(k);
+    let specs: Vec<ResourceSpecifier> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(15)));
+    let results = admin.describe_configs(&specs, &opts).await.map_err(TopicsError::Client)?;
+    let mut changes = Vec::new();
+    for (topic, res) in topics.iter().zip(results) {
+        let res = res.map_err(|e| TopicsError::Describe { topic: topic.to_string(), detail: e.to_string() })?;
+        for (key, want) in wanted(r) {
+            let current = res.get(key).and_then(|e| e.value.clone());
+            if !satisfies(key, current.as_deref(), &want) {
+                changes.push(TopicChange { topic: topic.to_string(), key, old: current, new: want });
+            }
+        }
+    }
+    Ok(changes)
+}
+
+/// Sets every change with `IncrementalAlterConfigs`, one request per topic.
+pub fn apply(k: &KafkaConfig, changes: &[TopicChange]) -> Result<(), TopicsError> {
+    let admin = admin(k)?;
+    let mut topics: Vec<&str> = changes.iter().map(|c| c.topic.as_str()).collect();
+    topics.dedup();
+    for topic in topics {
+        let sets: Vec<(&str, &str)> =
+            changes.iter().filter(|c| c.topic == topic).map(|c| (c.key, c.new.as_str())).collect();
+        incremental_alter_topic(&admin, topic, &sets)?;
+    }
+    Ok(())
+}
+
+/// `IncrementalAlterConfigs` SET of `sets` on one topic through librdkafka's C API, waiting
+/// for the broker's answer.
+fn incremental_alter_topic(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+    sets: &[(&str, &str)],
+) -> Result<(), TopicsError> {
+    use rdkafka::bindings as rd;
+    let fail = |detail: String| TopicsError::Alter {
+        topic: topic.into(),
+        key: sets.iter().map(|s| s.0).collect::<Vec<_>>().join(", "),
+        value: sets.iter().map(|s| s.1).collect::<Vec<_>>().join(", "),
+        detail,
+    };
+    let name = CString::new(topic).map_err(|e| fail(e.to_string()))?;
+    let owned: Vec<(CString, CString)> = sets
+        .iter()
+        .map(|(k, v)| Ok((CString::new(*k)?, CString::new(*v)?)))
+        .collect::<Result<_, std::ffi::NulError>>()
+        .map_err(|e| fail(e.to_string()))?;
+    // SAFETY: every pointer passed below is either created here and destroyed before return,
+    // or owned by `admin` (the client handle), which outlives this call. Strings are copied by
+    // librdkafka. The result event is read before it is destroyed.
+    unsafe {
+        let rk = admin.inner().native_ptr();
+        let res = rd::rd_kafka_ConfigResource_new(rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_TOPIC, name.as_ptr());
+        let mut outcome = Ok(());
+        for (k, v) in &owned {
+            let err = rd::rd_kafka_ConfigResource_add_incremental_config(
+                res,
+                k.as_ptr(),
+                rd::rd_kafka_AlterConfigOpType_t::RD_KAFKA_ALTER_CONFIG_OP_TYPE_SET,
+                v.as_ptr(),
+            );
+            if !err.is_null() {
+                outcome = Err(fail(CStr::from_ptr(rd::rd_kafka_error_string(err)).to_string_lossy().into_owned()));
+                rd::rd_kafka_error_destroy(err);
+            }
+        }
+        if outcome.is_ok() {
+            let queue = rd::rd_kafka_queue_new(rk);
+            let opts =
+                rd::rd_kafka_AdminOptions_new(rk, rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_INCREMENTALALTERCONFIGS);
+            let mut resources = [res];
+            rd::rd_kafka_IncrementalAlterConfigs(rk, resources.as_mut_ptr(), 1, opts, queue);
+            let ev = rd::rd_kafka_queue_poll(queue, 30_000);
+            outcome = if ev.is_null() {
+                Err(fail("no answer from the broker within 30 s".into()))
+            } else if rd::rd_kafka_event_error(ev) != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                Err(fail(CStr::from_ptr(rd::rd_kafka_event_error_string(ev)).to_string_lossy().into_owned()))
+            } else {
+                let result = rd::rd_kafka_event_IncrementalAlterConfigs_result(ev);
+                let mut n = 0usize;
+                let out = rd::rd_kafka_IncrementalAlterConfigs_result_resources(result, &mut n);
+                let mut r = Ok(());
+                for i in 0..n {
+                    let one = *out.add(i);
+                    if rd::rd_kafka_ConfigResource_error(one) != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                        let msg = rd::rd_kafka_ConfigResource_error_string(one);
+                        let code = rd::rd_kafka_err2str(rd::rd_kafka_ConfigResource_error(one));
+                        let text = if msg.is_null() { CStr::from_ptr(code) } else { CStr::from_ptr(msg) };
+                        r = Err(fail(text.to_string_lossy().into_owned()));
+                    }
+                }
+                r
+            };
+            if !ev.is_null() {
+                rd::rd_kafka_event_destroy(ev);
+            }
+            rd::rd_kafka_AdminOptions_destroy(opts);
+            rd::rd_kafka_queue_destroy(queue);
+        }
+        rd::rd_kafka_ConfigResource_destroy(res);
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shorter_is_fine_longer_or_unset_is_not() {
+        let r = Retention { client_ip_days: 3, ..Default::default() };
+        let w = wanted(&r);
+        assert_eq!(w[1], ("retention.ms", "259200000".to_owned()));
+        assert_eq!(w[2], ("segment.ms", "3600000".to_owned()));
+        assert!(satisfies("retention.ms", Some("259200000"), &w[1].1));
+        assert!(satisfies("retention.ms", Some("86400000"), &w[1].1));
+        assert!(!satisfies("retention.ms", Some("604800000"), &w[1].1));
+        assert!(!satisfies("retention.ms", Some("-1"), &w[1].1), "forever is too long");
+        assert!(!satisfies("retention.ms", None, &w[1].1));
+        assert!(!satisfies("cleanup.policy", Some("compact"), "delete"));
+    }
+}
