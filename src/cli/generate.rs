@@ -58,6 +58,7 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         s.unattributed_requests
     );
     println!("days {} .. {} (Europe/Helsinki), months {}", s.start, s.end, s.months.join(", "));
+    println!("{} injected attacks (truth/security.csv)", s.attacks);
     println!("ground truth in {}/truth/", a.out.display());
     Ok(ExitCode::SUCCESS)
 }

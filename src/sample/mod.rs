@@ -16,6 +16,8 @@
 //! truth/usage_daily.csv               per customer / site / Helsinki day: requests, bytes, bots, visitors
 //! truth/files.csv                     per file: lines, records, malformed
 //! truth/summary.json                  totals, unattributed requests, the special events' places
+//! truth/security.csv                  scenario,source,customer_id,site_host,day: one line per injected attack
+//! truth/benign.csv                    kind,source: the benign look-alikes detection must leave alone
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,7 +31,10 @@ use chrono::{DateTime, Datelike, Days, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Europe::Helsinki;
 use serde::Serialize;
 
+pub mod scenario;
 pub mod truth;
+
+use scenario::{Scenario, ScenarioKind};
 
 use sitelog_schema::register::{business_id_check_digit, Address, Contact, Customer, Plan, RegisterExport, Site};
 
@@ -334,6 +339,8 @@ pub struct Summary {
     pub incident_site: String,
     pub moved_domain: String,
     pub moved_on: String,
+    /// Lines in truth/security.csv: injected attacks detection must find.
+    pub attacks: usize,
 }
 
 /// Writes the whole data set under `opts.out`.
@@ -353,26 +360,47 @@ pub fn generate(opts: &GenerateOptions) -> std::io::Result<Summary> {
     // file base path -> server-local day -> requests
     let mut per_file: BTreeMap<PathBuf, BTreeMap<NaiveDate, Vec<Req>>> = BTreeMap::new();
 
-    let brute_idx = 0;
-    let xmlrpc_idx = domains.iter().position(|d| d.web == Web::Apache3).unwrap_or(0);
-    let incident_idx = 2.min(domains.len() - 1);
+    let scenarios = scenario::scenarios(opts, &domains);
+    let target_of = |kind: ScenarioKind| {
+        scenarios.iter().find(|s| s.kind == kind).map(|s| domains[s.targets[0]].hosts[0].clone()).unwrap_or_default()
+    };
+    // (scenario, source, host) -> (first request, domain index)
+    let mut attacks: BTreeMap<(ScenarioKind, String, String), (DateTime<Utc>, usize)> = BTreeMap::new();
     for day_i in 0..opts.days {
         let day = opts.start + Days::new(day_i as u64);
         for (di, d) in domains.iter().enumerate() {
+            let here: Vec<&Scenario> = scenarios.iter().filter(|s| s.day == day_i && s.targets.contains(&di)).collect();
+            let incident = here.iter().any(|s| s.kind == ScenarioKind::Incident);
             let mut reqs = Vec::new();
             let n = (opts.rate as u64 * d.weight as u64 / 4).max(1);
             let n = rng.range(n * 8 / 10, n * 12 / 10);
             for _ in 0..n {
-                human_visit(&mut rng, d, day, &mut reqs, di == incident_idx && day_i == 4.min(opts.days - 1));
+                human_visit(&mut rng, d, day, &mut reqs, incident);
             }
             for _ in 0..rng.range(n / 4, n / 2) {
                 bot_visit(&mut rng, d, day, &mut reqs);
             }
-            if di == brute_idx && day_i == 2.min(opts.days - 1) {
-                brute_force(&mut rng, d, day, &mut reqs);
-            }
-            if di == xmlrpc_idx && day_i == 3.min(opts.days - 1) {
-                xmlrpc_flood(&mut rng, d, day, &mut reqs);
+            for sc in here {
+                let from = reqs.len();
+                sc.append(&mut rng, opts, &domains, di, &mut reqs);
+                if sc.kind.is_attack() {
+                    for r in &reqs[from..] {
+                        let key = match sc.kind {
+                            ScenarioKind::CrossTenant => match r.ip {
+                                IpAddr::V4(a) => {
+                                    let o = a.octets();
+                                    (sc.kind, format!("{}.{}.{}.0/24", o[0], o[1], o[2]), String::new())
+                                }
+                                IpAddr::V6(a) => (sc.kind, format!("{a}/48"), String::new()),
+                            },
+                            _ => (sc.kind, r.ip.to_string(), r.host.to_lowercase()),
+                        };
+                        let e = attacks.entry(key).or_insert((r.ts, di));
+                        if r.ts < e.0 {
+                            *e = (r.ts, di);
+                        }
+                    }
+                }
             }
             for r in reqs {
                 let hel_day = r.ts.with_timezone(&Helsinki).date_naive();
@@ -460,6 +488,28 @@ pub fn generate(opts: &GenerateOptions) -> std::io::Result<Summary> {
     }
     fs::write(out.join("truth/files.csv"), fcsv)?;
 
+    let mut security: Vec<truth::SecurityTruth> = attacks
+        .into_iter()
+        .map(|((kind, source, host), (ts, di))| {
+            let day = ts.with_timezone(&Helsinki).date_naive();
+            let customer = if host.is_empty() { None } else { domains[di].owner(day).map(|(c, _)| c.to_owned()) };
+            truth::SecurityTruth {
+                scenario: kind.name().to_owned(),
+                source,
+                customer_id: customer.unwrap_or_default(),
+                site_host: host,
+                day: day.to_string(),
+            }
+        })
+        .collect();
+    security.sort_by(|a, b| (&a.day, &a.scenario, &a.source).cmp(&(&b.day, &b.scenario, &b.source)));
+    truth::write_security(&out.join("truth"), &security)?;
+    let benign: Vec<(String, String)> = scenarios
+        .iter()
+        .filter_map(|s| s.kind.benign_source().map(|src| (s.kind.name().to_owned(), src.to_owned())))
+        .collect();
+    truth::write_benign(&out.join("truth"), &benign)?;
+
     let summary = Summary {
         seed: opts.seed,
         start: opts.start.to_string(),
@@ -473,11 +523,12 @@ pub fn generate(opts: &GenerateOptions) -> std::io::Result<Summary> {
         records: files.values().map(|t| t.records).sum(),
         malformed: files.values().map(|t| t.malformed).sum(),
         unattributed_requests: unattributed,
-        brute_force_site: domains[brute_idx].hosts[0].clone(),
-        xmlrpc_site: domains[xmlrpc_idx].hosts[0].clone(),
-        incident_site: domains[incident_idx].hosts[0].clone(),
+        brute_force_site: target_of(ScenarioKind::WpLoginBruteforce),
+        xmlrpc_site: target_of(ScenarioKind::XmlrpcAbuse),
+        incident_site: target_of(ScenarioKind::Incident),
         moved_domain: domains.iter().find(|d| d.owners.len() > 1).map(|d| d.hosts[0].clone()).unwrap_or_default(),
         moved_on: move_day.to_string(),
+        attacks: security.len(),
     };
     fs::write(out.join("truth/summary.json"), serde_json::to_string_pretty(&summary).map_err(std::io::Error::other)?)?;
     Ok(summary)
@@ -732,65 +783,6 @@ fn bot_visit(rng: &mut Rng, d: &Domain, day: NaiveDate, out: &mut Vec<Req>) {
         upstream_ms: Some(vec![rng.range(8, 390) as u32]),
         cache: "BYPASS",
     });
-}
-
-fn brute_force(rng: &mut Rng, d: &Domain, day: NaiveDate, out: &mut Vec<Req>) {
-    let ip = IpAddr::V4(Ipv4Addr::new(185, 220, 101, 47));
-    let mut ts = random_ts(rng, day, Some((3, 3)));
-    for i in 0..600 {
-        out.push(Req {
-            ts,
-            host: d.hosts[0].clone(),
-            ip,
-            method: if i % 10 == 0 { "GET" } else { "POST" },
-            path: "/wp-login.php".into(),
-            query: String::new(),
-            protocol: "HTTP/1.1",
-            status: if i % 10 == 0 {
-                200
-            } else if i > 500 {
-                429
-            } else {
-                200
-            },
-            bytes: rng.range(3_800, 4_400),
-            referer: format!("https://{}/wp-login.php", d.hosts[0]),
-            ua: BROWSERS[0].to_owned(),
-            is_bot: false,
-            is_static: false,
-            request_time_ms: rng.range(80, 300) as u32,
-            upstream_ms: Some(vec![rng.range(70, 290) as u32]),
-            cache: "BYPASS",
-        });
-        ts += chrono::Duration::milliseconds(rng.range(900, 3_000) as i64);
-    }
-}
-
-fn xmlrpc_flood(rng: &mut Rng, d: &Domain, day: NaiveDate, out: &mut Vec<Req>) {
-    let ips = [IpAddr::V4(Ipv4Addr::new(45, 155, 205, 12)), "2a0e:8f02:f017::66".parse().expect("valid v6")];
-    let mut ts = random_ts(rng, day, Some((22, 22)));
-    for i in 0..400 {
-        let blocked = i >= 100;
-        out.push(Req {
-            ts,
-            host: d.hosts[0].clone(),
-            ip: ips[i % 2],
-            method: "POST",
-            path: "/xmlrpc.php".into(),
-            query: String::new(),
-            protocol: "HTTP/1.1",
-            status: if blocked { 403 } else { 200 },
-            bytes: if blocked { 199 } else { rng.range(300, 700) },
-            referer: "-".into(),
-            ua: "Mozilla/5.0 (Windows NT 6.1; rv:60.0) Gecko/20100101 Firefox/60.0".into(),
-            is_bot: false,
-            is_static: false,
-            request_time_ms: rng.range(5, 200) as u32,
-            upstream_ms: if blocked { None } else { Some(vec![rng.range(4, 190) as u32]) },
-            cache: "-",
-        });
-        ts += chrono::Duration::milliseconds(rng.range(100, 900) as i64);
-    }
 }
 
 fn pick_host(rng: &mut Rng, d: &Domain) -> String {

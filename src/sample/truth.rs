@@ -65,3 +65,128 @@ pub fn diff(expected: &UsageTable, found: &UsageTable) -> Vec<String> {
     }
     out
 }
+
+/// Header of `truth/security.csv`.
+pub const SECURITY_HEADER: &str = "scenario,source,customer_id,site_host,day";
+/// Header of `truth/benign.csv`.
+pub const BENIGN_HEADER: &str = "kind,source";
+
+/// One injected attack that detection must find (a line of `truth/security.csv`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SecurityTruth {
+    /// The scenario's name, e.g. `wp-login-bruteforce`.
+    pub scenario: String,
+    /// The attacking address as text (IPv6 compressed), or a CIDR network for `cross-tenant`.
+    pub source: String,
+    /// The owner of the attacked site on that day; empty for `cross-tenant`.
+    pub customer_id: String,
+    /// The host name the requests used (lowercase); empty for `cross-tenant`.
+    pub site_host: String,
+    /// Helsinki date (YYYY-MM-DD) of the attack's first request.
+    pub day: String,
+}
+
+/// Writes `truth/security.csv`.
+pub fn write_security(truth_dir: &Path, rows: &[SecurityTruth]) -> std::io::Result<()> {
+    let mut text = format!("{SECURITY_HEADER}\n");
+    for r in rows {
+        text.push_str(&format!("{},{},{},{},{}\n", r.scenario, r.source, r.customer_id, r.site_host, r.day));
+    }
+    std::fs::write(truth_dir.join("security.csv"), text)
+}
+
+/// Writes `truth/benign.csv`: (kind, source) per benign look-alike.
+pub fn write_benign(truth_dir: &Path, rows: &[(String, String)]) -> std::io::Result<()> {
+    let mut text = format!("{BENIGN_HEADER}\n");
+    for (kind, source) in rows {
+        text.push_str(&format!("{kind},{source}\n"));
+    }
+    std::fs::write(truth_dir.join("benign.csv"), text)
+}
+
+/// The rows of a CSV file with exactly `header` and `width` fields per row.
+fn read_csv(path: &Path, header: &str, width: usize) -> std::io::Result<Vec<Vec<String>>> {
+    let text = std::fs::read_to_string(path)?;
+    let mut lines = text.lines();
+    if lines.next() != Some(header) {
+        return Err(std::io::Error::other(format!("{}: header is not {header:?}", path.display())));
+    }
+    lines
+        .enumerate()
+        .map(|(i, line)| {
+            let f: Vec<String> = line.split(',').map(str::to_owned).collect();
+            if f.len() == width {
+                Ok(f)
+            } else {
+                Err(std::io::Error::other(format!("{}:{}: malformed row", path.display(), i + 2)))
+            }
+        })
+        .collect()
+}
+
+/// Reads `truth/security.csv`.
+pub fn read_security(truth_dir: &Path) -> std::io::Result<Vec<SecurityTruth>> {
+    Ok(read_csv(&truth_dir.join("security.csv"), SECURITY_HEADER, 5)?
+        .into_iter()
+        .map(|f| {
+            let [scenario, source, customer_id, site_host, day]: [String; 5] = f.try_into().expect("5 fields");
+            SecurityTruth { scenario, source, customer_id, site_host, day }
+        })
+        .collect())
+}
+
+/// Reads `truth/benign.csv`: (kind, source) per benign look-alike.
+pub fn read_benign(truth_dir: &Path) -> std::io::Result<Vec<(String, String)>> {
+    Ok(read_csv(&truth_dir.join("benign.csv"), BENIGN_HEADER, 2)?
+        .into_iter()
+        .map(|f| (f[0].clone(), f[1].clone()))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn security_and_benign_round_trip() {
+        let dir = std::env::temp_dir().join(format!("sitelog-truth-rt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rows = vec![
+            SecurityTruth {
+                scenario: "wp-login-bruteforce".into(),
+                source: "185.220.101.47".into(),
+                customer_id: "C0001".into(),
+                site_host: "kahvilaaroma.fi".into(),
+                day: "2026-11-06".into(),
+            },
+            SecurityTruth {
+                scenario: "xmlrpc-abuse".into(),
+                source: "2a0e:8f02:f017::66".into(),
+                customer_id: "C0002".into(),
+                site_host: "rakennuskivi.fi".into(),
+                day: "2026-11-07".into(),
+            },
+            SecurityTruth {
+                scenario: "cross-tenant".into(),
+                source: "217.182.143.0/24".into(),
+                customer_id: String::new(),
+                site_host: String::new(),
+                day: "2026-11-20".into(),
+            },
+        ];
+        let benign = vec![
+            ("office-nat".to_owned(), "62.78.192.34".to_owned()),
+            ("googlebot".to_owned(), "66.249.66.0/24".to_owned()),
+        ];
+        write_security(&dir, &rows).unwrap();
+        write_benign(&dir, &benign).unwrap();
+        assert_eq!(read_security(&dir).unwrap(), rows);
+        assert_eq!(read_benign(&dir).unwrap(), benign);
+        let text = std::fs::read_to_string(dir.join("security.csv")).unwrap();
+        assert!(text.starts_with("scenario,source,customer_id,site_host,day\n"));
+        assert!(text.contains("\ncross-tenant,217.182.143.0/24,,,2026-11-20\n"), "{text}");
+        std::fs::write(dir.join("benign.csv"), "kind,src\noffice-nat,1.2.3.4\n").unwrap();
+        assert!(read_benign(&dir).is_err(), "a wrong header is an error");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
