@@ -248,9 +248,12 @@ pub struct Processor {
     /// Gives each row its keyed visitor identities (the keys stay in this process).
     visitors: VisitorStamper,
     /// The security scenarios (None: `[security] enabled = false`) and one event-time
-    /// detector per assigned partition (see `security::detector`).
+    /// detector per partition (see `security::detector`), with the offset it expects next. A
+    /// detector is kept across a revocation: if the partition comes back and its next batch
+    /// starts where the detector stopped, it continues (a rebalance changes no event);
+    /// otherwise another replica processed records in between, and it starts afresh.
     scenarios: Option<Arc<Scenarios>>,
-    detectors: HashMap<i32, Detector>,
+    detectors: HashMap<i32, (Detector, i64)>,
     /// Next offset to read per partition, as last committed here (for the lag gauge).
     committed: HashMap<i32, i64>,
     last_lag_report: Instant,
@@ -636,7 +639,6 @@ impl Processor {
         // Batches in flight for a revoked partition finish (their token makes a repeat by the
         // new owner harmless); buffered and sealed ones are dropped and re-read by the owner.
         self.parts.retain(|p, _| now.contains(p));
-        self.detectors.retain(|p, _| now.contains(p));
         self.sealed.retain(|p, _| now.contains(p));
         self.held.retain(|p| now.contains(p));
         self.eof.retain(|p| now.contains(p));
@@ -858,10 +860,10 @@ impl Processor {
 
         let mut rows: Vec<AccessLogRow> = Vec::with_capacity(b.records);
         let max_buckets = self.cfg.security.max_buckets;
-        let mut detector = self
-            .scenarios
-            .as_ref()
-            .map(|s| self.detectors.remove(&p).unwrap_or_else(|| Detector::new(s.clone(), max_buckets)));
+        let mut detector = self.scenarios.as_ref().map(|s| match self.detectors.remove(&p) {
+            Some((d, next)) if next == b.start => d,
+            _ => Detector::new(s.clone(), max_buckets),
+        });
         let mut advanced: HashMap<(u64, String), StreamProgress> = HashMap::new();
         let mut unattributed = 0u64;
         for (offset, payload) in &b.payloads {
@@ -914,7 +916,7 @@ impl Processor {
         let (events, signals) = match detector {
             Some(mut d) => {
                 let out = d.drain();
-                self.detectors.insert(p, d);
+                self.detectors.insert(p, (d, b.end + 1));
                 out
             }
             None => Default::default(),

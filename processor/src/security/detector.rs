@@ -85,6 +85,15 @@ struct OpenEvent {
     site_host: String,
 }
 
+/// Matching requests of one (scenario, network, site) within an hour, for near-miss signals.
+#[derive(Default)]
+struct SignalGroup {
+    count: u32,
+    start: i64,
+    signaled: bool,
+    last_obs: u64,
+}
+
 #[derive(Default)]
 struct Bucket {
     level: f64,
@@ -92,11 +101,8 @@ struct Bucket {
     started: i64,
     hits: u64,
     window: VecDeque<(i64, u64)>,
-    /// Matching requests since `signal_start` (at most an hour ago), for near-miss signals:
-    /// counted apart from the leaky level, which drains between slow attempts.
-    signal_count: u32,
-    signal_start: i64,
-    signaled: bool,
+    /// `observed` when this bucket last matched.
+    last_obs: u64,
     open: Option<OpenEvent>,
 }
 
@@ -108,12 +114,17 @@ pub struct Detector {
     watermark: i64,
     observed: u64,
     dirty: BTreeMap<u64, GroupKey>,
+    /// States of events whose bucket was removed before they were drained.
+    finished: Vec<EventRow>,
     signals: Vec<SignalRow>,
+    signal_groups: HashMap<GroupKey, SignalGroup>,
     pub evictions: u64,
 }
 
 const US: f64 = 1_000_000.0;
 const MAX_SAMPLES: usize = 5;
+/// Records of a partition a bucket must have been idle for before it may expire.
+const IDLE_OBSERVATIONS: u64 = 1_000_000;
 /// Near-miss signals count a group's matching requests within an hour.
 const SIGNAL_WINDOW_US: i64 = 3_600_000_000;
 
@@ -140,13 +151,15 @@ impl Detector {
             watermark: i64::MIN,
             observed: 0,
             dirty: BTreeMap::new(),
+            finished: Vec::new(),
             signals: Vec::new(),
+            signal_groups: HashMap::new(),
             evictions: 0,
         }
     }
 
     pub fn buckets(&self) -> usize {
-        self.buckets.len()
+        self.buckets.len() + self.signal_groups.len()
     }
 
     /// Feeds one stored row (attributed, classified) to every scenario.
@@ -209,23 +222,35 @@ impl Detector {
                 }
             };
             b.last_ts = b.last_ts.max(t);
-            if t - b.signal_start > SIGNAL_WINDOW_US || b.signal_count == 0 {
-                b.signal_start = t;
-                b.signal_count = 0;
+            b.last_obs = self.observed;
+            if s.signal_at > 0 {
+                // Near-miss signals count per network and site (an attacker spreading thin uses
+                // several addresses of one network), apart from the leaky level, which drains
+                // between slow attempts.
+                let gkey = (i as u16, row.client_net, site_key.clone());
+                if !self.signal_groups.contains_key(&gkey) && self.signal_groups.len() >= self.max_buckets {
+                    self.evict_signal_groups();
+                }
+                let g = self.signal_groups.entry(gkey).or_default();
+                if g.count == 0 || t - g.start > SIGNAL_WINDOW_US {
+                    *g = SignalGroup { count: 0, start: t, signaled: false, last_obs: 0 };
+                }
+                g.count += 1;
+                g.last_obs = self.observed;
+                if !g.signaled && g.count >= s.signal_at {
+                    g.signaled = true;
+                    self.signals.push(SignalRow {
+                        scenario: s.name.clone(),
+                        source_ip: row.client_ip,
+                        source_net: row.client_net,
+                        customer_id: row.customer_id.clone(),
+                        site_id: row.site_id.clone(),
+                        site_host: row.site_host.clone(),
+                        ts: t,
+                    });
+                }
             }
-            b.signal_count += 1;
-            if s.signal_at > 0 && !b.signaled && b.signal_count >= s.signal_at {
-                b.signaled = true;
-                self.signals.push(SignalRow {
-                    scenario: s.name.clone(),
-                    source_ip: row.client_ip,
-                    source_net: row.client_net,
-                    customer_id: row.customer_id.clone(),
-                    site_id: row.site_id.clone(),
-                    site_host: row.site_host.clone(),
-                    ts: t,
-                });
-            }
+            let b = self.buckets.get_mut(&key).expect("present");
             let cooldown = (s.cooldown_secs as i64) * 1_000_000;
             if b.open.as_ref().is_some_and(|e| t - e.last_seen > cooldown) {
                 b.open = None;
@@ -265,36 +290,57 @@ impl Detector {
 
     /// The events changed since the last call (their current state) and the new signals.
     pub fn drain(&mut self) -> (Vec<EventRow>, Vec<SignalRow>) {
-        let mut events = Vec::with_capacity(self.dirty.len());
+        let mut events = std::mem::take(&mut self.finished);
         for (_, key) in std::mem::take(&mut self.dirty) {
-            let Some(b) = self.buckets.get(&key) else { continue };
-            let Some(e) = &b.open else { continue };
-            let s = &self.scenarios.0[key.0 as usize].0;
-            events.push(EventRow {
-                event_id: e.id,
-                scenario: s.name.clone(),
-                severity: s.severity.clone(),
-                source: source_text(&key.1),
-                source_ip: key.1,
-                customer_id: e.customer_id.clone(),
-                site_id: e.site_id.clone(),
-                site_host: e.site_host.clone(),
-                first_seen: e.first_seen,
-                last_seen: e.last_seen,
-                count: e.count,
-                sample_paths: e.paths.clone(),
-                sample_user_agents: e.agents.clone(),
-                version: e.count,
-            });
+            if let Some(row) = self.buckets.get(&key).and_then(|b| self.event_row(&key, b)) {
+                events.push(row);
+            }
         }
         (events, std::mem::take(&mut self.signals))
     }
 
-    /// Drops buckets whose scenario can no longer fire or extend an event by event time.
+    fn event_row(&self, key: &GroupKey, b: &Bucket) -> Option<EventRow> {
+        let e = b.open.as_ref()?;
+        let s = &self.scenarios.0[key.0 as usize].0;
+        Some(EventRow {
+            event_id: e.id,
+            scenario: s.name.clone(),
+            severity: s.severity.clone(),
+            source: source_text(&key.1),
+            source_ip: key.1,
+            customer_id: e.customer_id.clone(),
+            site_id: e.site_id.clone(),
+            site_host: e.site_host.clone(),
+            first_seen: e.first_seen,
+            last_seen: e.last_seen,
+            count: e.count,
+            sample_paths: e.paths.clone(),
+            sample_user_agents: e.agents.clone(),
+            version: e.count,
+        })
+    }
+
+    /// Removes a bucket; an event of it not drained yet goes out with the next drain.
+    fn remove_bucket(&mut self, key: &GroupKey) {
+        if let Some(b) = self.buckets.remove(key) {
+            if let Some(id) = b.open.as_ref().map(|e| e.id) {
+                if self.dirty.remove(&id).is_some() {
+                    if let Some(row) = self.event_row(key, &b) {
+                        self.finished.push(row);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops buckets that can no longer fire or extend an event: idle past the scenario's
+    /// horizon in event time AND for `IDLE_OBSERVATIONS` records of this partition. Records of
+    /// a partition are not in time order (files are read side by side, rotated ones backfilled),
+    /// so event time alone would expire an attack whose records are still coming; the count
+    /// keeps expiry a function of the record order only — never of batch boundaries.
     fn expire(&mut self) {
-        let now = self.watermark;
+        let (now, seen) = (self.watermark, self.observed);
         let scenarios = &self.scenarios.0;
-        let dirty: HashSet<&GroupKey> = self.dirty.values().collect();
         let expired: Vec<GroupKey> = self
             .buckets
             .iter()
@@ -305,14 +351,28 @@ impl Detector {
                     Kind::Distinct => s.window_secs as f64,
                 };
                 let horizon = ((drain + s.cooldown_secs as f64) * US) as i64;
-                b.last_ts + horizon < now && !dirty.contains(k)
+                b.last_ts + horizon < now && seen - b.last_obs > IDLE_OBSERVATIONS
             })
             .map(|(k, _)| k.clone())
             .collect();
         for k in &expired {
-            self.buckets.remove(k);
+            self.remove_bucket(k);
         }
+        self.signal_groups.retain(|_, g| g.start + SIGNAL_WINDOW_US >= now || seen - g.last_obs <= IDLE_OBSERVATIONS);
         metrics::gauge!("sitelog_security_buckets").set(self.buckets.len() as f64);
+    }
+
+    /// Signal groups at the limit: the oldest tenth goes (counted with the evictions).
+    fn evict_signal_groups(&mut self) {
+        let mut starts: Vec<i64> = self.signal_groups.values().map(|g| g.start).collect();
+        let n = (self.max_buckets / 10).max(1).min(starts.len());
+        let (_, cut, _) = starts.select_nth_unstable(n - 1);
+        let cut = *cut;
+        let before = self.signal_groups.len();
+        self.signal_groups.retain(|_, g| g.start > cut);
+        let dropped = (before - self.signal_groups.len()) as u64;
+        self.evictions += dropped;
+        metrics::counter!("sitelog_security_bucket_evictions_total").increment(dropped);
     }
 
     /// At the limit: expire first, then evict the least recently seen tenth.
@@ -321,16 +381,11 @@ impl Detector {
         if self.buckets.len() < self.max_buckets {
             return;
         }
-        let mut by_age: Vec<(i64, GroupKey)> = self
-            .buckets
-            .iter()
-            .filter(|(k, _)| !self.dirty.values().any(|d| d == *k))
-            .map(|(k, b)| (b.last_ts, k.clone()))
-            .collect();
-        by_age.sort_unstable_by_key(|(t, _)| *t);
+        let mut by_age: Vec<(i64, GroupKey)> = self.buckets.iter().map(|(k, b)| (b.last_ts, k.clone())).collect();
+        by_age.sort_unstable();
         let n = (self.max_buckets / 10).max(1).min(by_age.len());
         for (_, k) in by_age.into_iter().take(n) {
-            self.buckets.remove(&k);
+            self.remove_bucket(&k);
         }
         self.evictions += n as u64;
         metrics::counter!("sitelog_security_bucket_evictions_total").increment(n as u64);
@@ -423,7 +478,7 @@ mod tests {
         for i in 0..200_000u32 {
             let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string();
             d.observe(&row(&ip, (i / 1000) as i64, "POST", "/wp-login.php", 200));
-            assert!(d.buckets() <= 5000);
+            assert!(d.buckets() <= 2 * 5000, "buckets and signal groups each within the limit");
         }
         assert!(d.evictions > 0);
     }
