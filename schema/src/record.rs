@@ -17,7 +17,8 @@ pub struct SourceId {
 
 /// Bit flags describing how faithfully a record reflects its line.
 pub mod flags {
-    /// A text field held bytes that were not UTF-8; they were replaced with U+FFFD.
+    /// A text field held bytes that were not UTF-8; it keeps them reversibly: each such byte as
+    /// `\xHH` and each backslash as `\\` (see `sitelog_ingest`'s `escape_invalid_utf8`).
     pub const NON_UTF8: u8 = 1 << 0;
     /// The request line could not be split into method / path / protocol; `path` holds it raw.
     pub const RAW_REQUEST: u8 = 1 << 1;

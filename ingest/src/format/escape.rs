@@ -49,9 +49,59 @@ pub(crate) fn text<'a>(v: &'a [u8], decode: Decode, escaped: Option<bool>, flag:
         Ok(s) => Cow::Borrowed(s),
         Err(_) => {
             *flag |= flags::NON_UTF8;
-            Cow::Owned(String::from_utf8_lossy(v).into_owned())
+            Cow::Owned(escape_invalid_utf8(v))
         }
     }
+}
+
+/// Text that was not UTF-8, kept reversibly (attack payloads are evidence): every byte that is
+/// not part of valid UTF-8 becomes `\xHH` (upper-case hex, as nginx escapes unsafe bytes), and
+/// a backslash becomes `\\`, so the original bytes can be reconstructed exactly. The record's
+/// `NON_UTF8` flag says a value is in this form. Only such values allocate; valid text stays
+/// borrowed.
+pub fn escape_invalid_utf8(v: &[u8]) -> String {
+    let mut out = String::with_capacity(v.len() + 16);
+    for chunk in v.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' {
+                out.push_str("\\\\");
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The bytes an [`escape_invalid_utf8`] value stands for.
+pub fn unescape_invalid_utf8(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && b.get(i + 1) == Some(&b'\\') {
+            out.push(b'\\');
+            i += 2;
+        } else if b[i] == b'\\' && b.get(i + 1) == Some(&b'x') {
+            match (b.get(i + 2).copied().and_then(hex), b.get(i + 3).copied().and_then(hex)) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 4;
+                }
+                _ => {
+                    out.push(b[i]);
+                    i += 1;
+                }
+            }
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 pub(crate) fn owned_text(bytes: Vec<u8>, flag: &mut u8) -> Cow<'static, str> {
@@ -59,7 +109,7 @@ pub(crate) fn owned_text(bytes: Vec<u8>, flag: &mut u8) -> Cow<'static, str> {
         Ok(s) => Cow::Owned(s),
         Err(e) => {
             *flag |= flags::NON_UTF8;
-            Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned())
+            Cow::Owned(escape_invalid_utf8(e.as_bytes()))
         }
     }
 }
@@ -198,6 +248,19 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    proptest! {
+        /// Kept reversibly: any bytes come back exactly from their escaped text.
+        #[test]
+        fn invalid_utf8_round_trips(v in proptest::collection::vec(any::<u8>(), 0..64)) {
+            prop_assert_eq!(unescape_invalid_utf8(&escape_invalid_utf8(&v)), v);
+        }
+    }
+
+    #[test]
+    fn invalid_bytes_are_escaped_like_nginx_and_backslashes_doubled() {
+        assert_eq!(escape_invalid_utf8(b"caf\xe9 \\x41 \xf0\x9f\x98\x80"), "caf\\xE9 \\\\x41 \u{1F600}");
+    }
+
     fn t(v: &[u8], d: Decode) -> (String, u8) {
         let mut f = 0;
         let s = text(v, d, None, &mut f).into_owned();
@@ -207,7 +270,7 @@ mod tests {
     #[test]
     fn nginx_hex_escapes() {
         assert_eq!(t(br"Mozilla \x22quoted\x22 caf\xC3\xA9", Decode::Backslash), ("Mozilla \"quoted\" café".into(), 0));
-        assert_eq!(t(br"bad \xFF byte", Decode::Backslash), ("bad \u{FFFD} byte".into(), flags::NON_UTF8));
+        assert_eq!(t(br"bad \xFF byte", Decode::Backslash), (r"bad \xFF byte".into(), flags::NON_UTF8));
         assert_eq!(t(br"trailing \x4", Decode::Backslash).0, "trailing \\x4");
         assert_eq!(t(br"lone \", Decode::Backslash).0, "lone \\");
     }

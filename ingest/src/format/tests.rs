@@ -92,11 +92,12 @@ fn garbage_request_is_kept_raw() {
 }
 
 #[test]
-fn non_utf8_is_replaced_and_flagged() {
+fn non_utf8_is_kept_reversibly_and_flagged() {
     let fmt = LogFormat::nginx(r#"$remote_addr "$http_user_agent""#, Escape::None).unwrap();
     let r = fmt.parse_line(b"192.0.2.1 \"caf\xe9 \"quoted\" agent\"").unwrap();
-    assert_eq!(r.user_agent, "caf\u{FFFD} \"quoted\" agent");
+    assert_eq!(r.user_agent, r#"caf\xE9 "quoted" agent"#);
     assert_eq!(r.flags, flags::NON_UTF8);
+    assert_eq!(super::escape::unescape_invalid_utf8(&r.user_agent), b"caf\xe9 \"quoted\" agent");
 }
 
 #[test]
