@@ -20,6 +20,8 @@
 mod apache;
 mod config;
 mod escape;
+/// Non-UTF-8 field text is kept reversibly (`\xHH`, backslashes doubled); these convert.
+pub use escape::{escape_invalid_utf8, unescape_invalid_utf8};
 mod exec;
 mod fast;
 mod ip;
