@@ -20,7 +20,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use siphasher::sip::SipHasher24;
 
-use super::scenario::{DistinctField, Kind, Matcher, Scenario};
+use super::scenario::{DistinctField, Kind, Matcher, Scenario, ScannerList};
 use crate::store::rows::AccessLogRow;
 
 /// A row of `security_events`: the current state of one event (newest `version` wins).
@@ -56,7 +56,7 @@ pub struct SignalRow {
 }
 
 /// The compiled scenarios, shared by every partition's detector.
-pub struct Scenarios(Vec<(Scenario, Matcher)>);
+pub struct Scenarios(Vec<(Scenario, Matcher)>, bool);
 
 impl Scenarios {
     pub fn new(list: Vec<Scenario>) -> Result<Arc<Self>, super::scenario::ScenarioError> {
@@ -66,12 +66,14 @@ impl Scenarios {
                 let m = Matcher::new(&s.filter, &s.name)?;
                 Ok((s, m))
             })
-            .collect::<Result<_, _>>()?;
-        Ok(Arc::new(Scenarios(compiled)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let needs_scanner = compiled.iter().any(|(_, m)| m.needs_scanner());
+        Ok(Arc::new(Scenarios(compiled, needs_scanner)))
     }
 }
 
-type GroupKey = (u16, Ipv6Addr, String);
+/// (scenario index, address or network, hash of the site key): cheap to hash and copy.
+type GroupKey = (u16, Ipv6Addr, u64);
 
 struct OpenEvent {
     id: u64,
@@ -118,11 +120,14 @@ pub struct Detector {
     finished: Vec<EventRow>,
     signals: Vec<SignalRow>,
     signal_groups: HashMap<GroupKey, SignalGroup>,
+    scanners: ScannerList,
     pub evictions: u64,
 }
 
 const US: f64 = 1_000_000.0;
 const MAX_SAMPLES: usize = 5;
+/// How often (in records) idle buckets are looked for.
+const EXPIRE_EVERY: u64 = 65_536;
 /// Records of a partition a bucket must have been idle for before it may expire.
 const IDLE_OBSERVATIONS: u64 = 1_000_000;
 /// Near-miss signals count a group's matching requests within an hour.
@@ -130,6 +135,12 @@ const SIGNAL_WINDOW_US: i64 = 3_600_000_000;
 
 fn source_text(ip: &Ipv6Addr) -> String {
     ip.to_ipv4_mapped().map(|v4| v4.to_string()).unwrap_or_else(|| ip.to_string())
+}
+
+/// FNV-1a: a fast, stable hash of a site key for bucket keys (not an identity that leaves the
+/// process; collisions only merge two sites' buckets of one address, which is harmless).
+fn fast_hash(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| (h ^ x as u64).wrapping_mul(0x100_0000_01b3))
 }
 
 fn stable_hash(parts: &[&[u8]]) -> u64 {
@@ -154,6 +165,7 @@ impl Detector {
             finished: Vec::new(),
             signals: Vec::new(),
             signal_groups: HashMap::new(),
+            scanners: ScannerList::default(),
             evictions: 0,
         }
     }
@@ -170,21 +182,27 @@ impl Detector {
         let t = row.ts;
         self.watermark = self.watermark.max(t);
         self.observed += 1;
-        if self.observed.is_multiple_of(4096) {
+        if self.observed.is_multiple_of(EXPIRE_EVERY) {
             self.expire();
         }
-        let path = row.path.to_ascii_lowercase();
+        let path: std::borrow::Cow<'_, str> = if row.path.bytes().any(|b| b.is_ascii_uppercase()) {
+            row.path.to_ascii_lowercase().into()
+        } else {
+            row.path.as_str().into()
+        };
         let site_key = if row.site_id.is_empty() { &row.site_host } else { &row.site_id };
+        let site_hash = fast_hash(site_key.as_bytes());
+        let scanner = self.scenarios.1 && self.scanners.is_scanner(&row.user_agent);
         let scenarios = self.scenarios.clone();
         for (i, (s, m)) in scenarios.0.iter().enumerate() {
-            if !m.matches(row, &path) {
+            if !m.matches(row, &path, scanner) {
                 continue;
             }
-            let key: GroupKey = (i as u16, row.client_ip, site_key.clone());
+            let key: GroupKey = (i as u16, row.client_ip, site_hash);
             if !self.buckets.contains_key(&key) && self.buckets.len() >= self.max_buckets {
                 self.evict();
             }
-            let b = self.buckets.entry(key.clone()).or_default();
+            let b = self.buckets.entry(key).or_default();
             let fired = match s.kind {
                 Kind::Leaky => {
                     let elapsed = (t - b.last_ts).max(0) as f64 / US;
@@ -227,7 +245,7 @@ impl Detector {
                 // Near-miss signals count per network and site (an attacker spreading thin uses
                 // several addresses of one network), apart from the leaky level, which drains
                 // between slow attempts.
-                let gkey = (i as u16, row.client_net, site_key.clone());
+                let gkey = (i as u16, row.client_net, site_hash);
                 if !self.signal_groups.contains_key(&gkey) && self.signal_groups.len() >= self.max_buckets {
                     self.evict_signal_groups();
                 }
@@ -375,15 +393,11 @@ impl Detector {
         metrics::counter!("sitelog_security_bucket_evictions_total").increment(dropped);
     }
 
-    /// At the limit: expire first, then evict the least recently seen tenth.
+    /// At the limit: the least recently seen tenth goes (O(n) selection, once per tenth).
     fn evict(&mut self) {
-        self.expire();
-        if self.buckets.len() < self.max_buckets {
-            return;
-        }
-        let mut by_age: Vec<(i64, GroupKey)> = self.buckets.iter().map(|(k, b)| (b.last_ts, k.clone())).collect();
-        by_age.sort_unstable();
+        let mut by_age: Vec<(i64, GroupKey)> = self.buckets.iter().map(|(k, b)| (b.last_ts, *k)).collect();
         let n = (self.max_buckets / 10).max(1).min(by_age.len());
+        by_age.select_nth_unstable(n - 1);
         for (_, k) in by_age.into_iter().take(n) {
             self.remove_bucket(&k);
         }

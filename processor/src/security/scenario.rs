@@ -152,20 +152,48 @@ pub struct Matcher {
     methods: Vec<String>,
     path_prefix: Vec<String>,
     path_suffix: Vec<String>,
-    path_contains: Vec<String>,
     path_glob: Vec<(String, String)>,
     query_param: Vec<String>,
     status: Vec<(u16, u16)>,
     request_class: Vec<String>,
-    user_agents: Option<AhoCorasick>,
+    /// Whether the row's user agent must be on the scanners list (decided once per row by the
+    /// detector, cached per agent: see [`ScannerList`]).
+    scanner_agent: bool,
+    /// `path_contains` as one automaton (one pass over the path whatever the list's length).
+    path_contains_ac: Option<AhoCorasick>,
     exclude_known_bots: bool,
     exclude_static: bool,
     any: Vec<Matcher>,
 }
 
-fn scanners() -> AhoCorasick {
-    let pats: Vec<&str> = SCANNERS.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
-    AhoCorasickBuilder::new().ascii_case_insensitive(true).build(pats).expect("scanners.txt builds")
+/// The scanners list (`scanners.txt`) with a cache of verdicts per user agent: agents repeat
+/// far more than they vary, and a hash lookup is cheaper than a scan of the agent.
+pub struct ScannerList {
+    ac: AhoCorasick,
+    cache: std::collections::HashMap<String, bool>,
+}
+
+impl Default for ScannerList {
+    fn default() -> Self {
+        let pats: Vec<&str> =
+            SCANNERS.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+        let ac = AhoCorasickBuilder::new().ascii_case_insensitive(true).build(pats).expect("scanners.txt builds");
+        ScannerList { ac, cache: std::collections::HashMap::new() }
+    }
+}
+
+impl ScannerList {
+    pub fn is_scanner(&mut self, user_agent: &str) -> bool {
+        if let Some(&v) = self.cache.get(user_agent) {
+            return v;
+        }
+        let v = self.ac.is_match(user_agent);
+        if self.cache.len() >= 50_000 {
+            self.cache.clear(); // bounded: a spray of random agents cannot grow it
+        }
+        self.cache.insert(user_agent.to_owned(), v);
+        v
+    }
 }
 
 impl Matcher {
@@ -191,9 +219,9 @@ impl Matcher {
                     .ok_or_else(|| bad(format!("glob '{g}' needs one *")))
             })
             .collect::<Result<_, _>>()?;
-        let user_agents = match f.user_agent_list.as_deref() {
-            None => None,
-            Some("scanners") => Some(scanners()),
+        let scanner_agent = match f.user_agent_list.as_deref() {
+            None => false,
+            Some("scanners") => true,
             Some(other) => return Err(bad(format!("unknown user_agent_list '{other}' (known: scanners)"))),
         };
         let lower = |v: &[String]| v.iter().map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>();
@@ -201,36 +229,43 @@ impl Matcher {
             methods: f.methods.clone(),
             path_prefix: lower(&f.path_prefix),
             path_suffix: lower(&f.path_suffix),
-            path_contains: lower(&f.path_contains),
             path_glob,
             query_param: f.query_param.clone(),
             status,
             request_class: f.request_class.clone(),
-            user_agents,
+            scanner_agent,
+            path_contains_ac: (!f.path_contains.is_empty())
+                .then(|| AhoCorasick::new(lower(&f.path_contains)).expect("path_contains builds")),
             exclude_known_bots: f.exclude_known_bots,
             exclude_static: f.exclude_static,
             any: f.any.iter().map(|a| Matcher::new(a, scenario)).collect::<Result<_, _>>()?,
         })
     }
 
-    /// Whether `row` matches; `path` is its lower-cased path.
-    pub fn matches(&self, row: &AccessLogRow, path: &str) -> bool {
+    /// Whether `row` matches; `path` is its lower-cased path, `scanner` whether its user
+    /// agent is on the scanners list. Cheap, selective conditions are tested first.
+    pub fn matches(&self, row: &AccessLogRow, path: &str, scanner: bool) -> bool {
         let any_of = |v: &[String], f: &dyn Fn(&str) -> bool| v.is_empty() || v.iter().any(|x| f(x));
-        (self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(&row.method)))
+        (self.status.is_empty() || self.status.iter().any(|&(a, b)| (a..=b).contains(&row.status)))
+            && (self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(&row.method)))
+            && !(self.exclude_known_bots && row.is_bot)
+            && !(self.exclude_static && row.request_class == "static")
+            && (!self.scanner_agent || scanner)
+            && any_of(&self.request_class, &|c| row.request_class == c)
             && any_of(&self.path_prefix, &|p| path.starts_with(p))
             && any_of(&self.path_suffix, &|s| path.ends_with(s))
-            && any_of(&self.path_contains, &|c| path.contains(c))
             && (self.path_glob.is_empty()
                 || self.path_glob.iter().any(|(a, b)| {
                     path.len() >= a.len() + b.len() && path.starts_with(a.as_str()) && path.ends_with(b.as_str())
                 }))
             && any_of(&self.query_param, &|q| query_value(&row.query, q).is_some())
-            && (self.status.is_empty() || self.status.iter().any(|&(a, b)| (a..=b).contains(&row.status)))
-            && any_of(&self.request_class, &|c| row.request_class == c)
-            && self.user_agents.as_ref().is_none_or(|ac| ac.is_match(&row.user_agent))
-            && !(self.exclude_known_bots && row.is_bot)
-            && !(self.exclude_static && row.request_class == "static")
-            && (self.any.is_empty() || self.any.iter().any(|m| m.matches(row, path)))
+            && self.path_contains_ac.as_ref().is_none_or(|ac| ac.is_match(path))
+            && (self.any.is_empty() || self.any.iter().any(|m| m.matches(row, path, scanner)))
+    }
+
+    /// Whether this filter (or one of its alternatives) asks for the scanners list.
+    pub fn needs_scanner(&self) -> bool {
+        self.scanner_agent || self.any.iter().any(Matcher::needs_scanner)
     }
 }
 
@@ -291,7 +326,10 @@ mod tests {
 
     #[test]
     fn filters_match_what_their_scenarios_describe() {
-        let m = |name: &str, r: &AccessLogRow| matcher(name).matches(r, &r.path.to_ascii_lowercase());
+        let m = |name: &str, r: &AccessLogRow| {
+            let scanner = ScannerList::default().is_scanner(&r.user_agent);
+            matcher(name).matches(r, &r.path.to_ascii_lowercase(), scanner)
+        };
         assert!(m("wp-login-bruteforce", &row("POST", "/wp-login.php", "", 200, "x")));
         assert!(!m("wp-login-bruteforce", &row("GET", "/wp-login.php", "", 200, "x")));
         assert!(m("user-enumeration", &row("GET", "/", "author=3", 301, "x")));

@@ -1,0 +1,174 @@
+//! Security detection's cost in the processor (issue: ≤ 20 % more CPU per row) and its memory
+//! bound under a spray of distinct addresses.
+//!
+//! 1. CPU per row: the processor's per-row work — derive (attribution, classification, bot
+//!    list), keyed visitor identities — with and without every built-in scenario observing the
+//!    row, on a realistic mix (pages, assets, logins, bots, 404s and a brute force).
+//! 2. A spray of 1,000,000 distinct addresses each POSTing `wp-login.php`: the detector's
+//!    buckets stay within `[security] max_buckets` and the process's peak RSS is printed.
+//!
+//! Run: `cargo bench --bench detect`. No services needed.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Instant;
+
+use sitelog_processor::attribute::SiteMap;
+use sitelog_processor::derive::Deriver;
+use sitelog_processor::security::detector::{Detector, Scenarios};
+use sitelog_processor::security::scenario;
+use sitelog_processor::store::rows::AccessLogRow;
+use sitelog_processor::visitors::{KeyStore, VisitorStamper};
+use sitelog_schema::{AccessRecord, SourceId};
+
+const PATHS: &[&str] = &[
+    "/",
+    "/blog/syksyn-uutuudet/",
+    "/wp-content/themes/astra/style.css",
+    "/wp-content/uploads/2026/10/hero-1920x1080.jpg",
+    "/shop/",
+    "/wp-admin/admin-ajax.php",
+    "/product/lahjakortti/",
+    "/wp-content/plugins/woocommerce/assets/js/frontend.min.js",
+];
+const UAS: &[&str] = &[
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+];
+
+fn records(n: usize) -> Vec<AccessRecord<'static>> {
+    let start = 1_793_000_000_000_000i64;
+    (0..n)
+        .map(|i| {
+            // Visitors make a few requests each (a page and its assets): 12 in a row from one
+            // address on one site, 40,000 addresses in all; every 50th request is a brute force.
+            let brute = i % 50 == 0;
+            let visitor = (i / 12) % 40_000;
+            AccessRecord {
+                ts_micros: start + i as i64 * 20_000,
+                tz_offset_secs: 7200,
+                host: ["kahvilaaroma.fi", "kauppa.kahvilaaroma.fi", "rakennuskivi.fi", "puutarha.fi"][visitor % 4].into(),
+                client_ip: Some(IpAddr::V4(if brute {
+                    Ipv4Addr::new(185, 220, 101, 47)
+                } else {
+                    Ipv4Addr::new(84, 20, (visitor / 250 % 256) as u8, (visitor % 250) as u8)
+                })),
+                method: if brute { "POST".into() } else { "GET".into() },
+                path: if brute { "/wp-login.php".into() } else { PATHS[i % PATHS.len()].into() },
+                query: if i % 9 == 0 { "ver=6.6.2".into() } else { "".into() },
+                protocol: "HTTP/2.0".into(),
+                status: if i % 31 == 0 { 404 } else { 200 },
+                bytes_sent: 512 + (i as u64 * 7919) % 90_000,
+                referer: "https://www.google.com/".into(),
+                user_agent: UAS[i % UAS.len()].into(),
+                request_time_us: Some((i as u64 * 37) % 400_000),
+                source: SourceId { fingerprint: 1, offset: i as u64 * 200 },
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+fn rss_mb() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn per_row(recs: &[AccessRecord<'static>], detect: bool, passes: usize) -> f64 {
+    per_row_with(recs, detect, passes, &Default::default())
+}
+
+fn per_row_with(
+    recs: &[AccessRecord<'static>],
+    detect: bool,
+    passes: usize,
+    overrides: &std::collections::BTreeMap<String, scenario::Override>,
+) -> f64 {
+    let dir = std::env::temp_dir().join(format!("sitelog-bench-keys-{}", std::process::id()));
+    let scenarios = Scenarios::new(scenario::load(overrides).unwrap()).unwrap();
+    let map = SiteMap::default();
+    let mut best = f64::MAX;
+    for _ in 0..passes {
+        let mut deriver = Deriver::new();
+        let mut stamper = VisitorStamper::new(KeyStore::open(&dir).unwrap());
+        let mut detector = Detector::new(scenarios.clone(), 200_000);
+        let t = Instant::now();
+        let mut n_events = 0usize;
+        for r in recs {
+            let mut row: AccessLogRow = deriver.row(r, &map);
+            stamper.stamp(&mut row).unwrap();
+            if detect {
+                detector.observe(&row);
+            }
+            std::hint::black_box(&row);
+        }
+        if detect {
+            n_events = detector.drain().0.len();
+        }
+        std::hint::black_box(n_events);
+        best = best.min(t.elapsed().as_secs_f64() * 1e9 / recs.len() as f64);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    best
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        println!("detect: benchmark");
+        return;
+    }
+    let recs = records(500_000);
+    println!("## Processor CPU per row (derive + visitor identities), best of 5 passes over {} rows", recs.len());
+    let off = per_row(&recs, false, 5);
+    let on = per_row(&recs, true, 5);
+    println!("detection off: {off:.0} ns/row ({:.2} M rows/s)", 1e3 / off);
+    println!("detection on:  {on:.0} ns/row ({:.2} M rows/s), +{:.1} %", 1e3 / on, (on / off - 1.0) * 100.0);
+    let names: Vec<String> = scenario::load(&Default::default()).unwrap().into_iter().map(|s| s.name).collect();
+    for only in &names {
+        let o = names
+            .iter()
+            .filter(|n| *n != only)
+            .map(|n| (n.clone(), scenario::Override { enabled: Some(false), ..Default::default() }))
+            .collect();
+        let t = per_row_with(&recs, true, 3, &o);
+        println!("  only {only:<22} +{:>4.0} ns/row", t - off);
+    }
+
+    println!("\n## A spray of 1,000,000 distinct addresses (POST /wp-login.php), max_buckets 200000");
+    let scenarios = Scenarios::new(scenario::load(&Default::default()).unwrap()).unwrap();
+    let mut d = Detector::new(scenarios, 200_000);
+    let rss_before = rss_mb();
+    let t = Instant::now();
+    let mut peak = 0;
+    for i in 0..1_000_000u32 {
+        let ip = Ipv4Addr::from(0x0a00_0000 + i).to_ipv6_mapped();
+        let row = AccessLogRow {
+            ts: 1_793_000_000_000_000 + i as i64 * 1_000,
+            site_host: "kahvilaaroma.fi".into(),
+            site_id: "S1".into(),
+            customer_id: "C1".into(),
+            client_ip: ip,
+            client_net: ip,
+            method: "POST".into(),
+            path: "/wp-login.php".into(),
+            status: 200,
+            user_agent: "Mozilla/5.0".into(),
+            request_class: "wp-login".into(),
+            ..Default::default()
+        };
+        d.observe(&row);
+        peak = peak.max(d.buckets());
+    }
+    println!(
+        "{:.1} s; buckets + signal groups at most {peak} (each bounded by 200000); {} evicted; peak RSS {:.0} MB (before the spray {:.0} MB)",
+        t.elapsed().as_secs_f64(),
+        d.evictions,
+        rss_mb(),
+        rss_before
+    );
+}
