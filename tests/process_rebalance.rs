@@ -167,9 +167,12 @@ async fn usage_by_customer_day(client: &clickhouse::Client) -> BTreeMap<(String,
 
 async fn assert_exact(client: &clickhouse::Client, total: u64, expected: &BTreeMap<(String, String), u64>, when: &str) {
     let stored = count(client, "SELECT count() FROM access_log").await;
-    let distinct = count(client, "SELECT uniqExact(source_fingerprint, source_offset, site_host) FROM access_log").await;
+    let distinct =
+        count(client, "SELECT uniqExact(source_fingerprint, source_offset, site_host) FROM access_log").await;
     let intents: Vec<(i32, i64, i64)> = client
-        .query("SELECT partition, start_offset, end_offset FROM sink_intents ORDER BY partition, start_offset, end_offset")
+        .query(
+            "SELECT partition, start_offset, end_offset FROM sink_intents ORDER BY partition, start_offset, end_offset",
+        )
         .fetch_all()
         .await
         .unwrap();
@@ -225,7 +228,11 @@ fn a_batch_in_flight_across_a_revocation_is_stored_once() {
     let t = Instant::now();
     while proxy.sent_count("INSERT INTO `sink_intents`") == 0 {
         let text = proxy.sent_text();
-        assert!(t.elapsed() < Duration::from_secs(60), "A writes no intent; sent:\n{}", &text[text.len().saturating_sub(3000)..]);
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "A writes no intent; sent:\n{}",
+            &text[text.len().saturating_sub(3000)..]
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let mut b = spawn_processor(&b_cfg, true);

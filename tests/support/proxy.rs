@@ -75,12 +75,12 @@ struct Upward {
 
 fn decode(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes)
-            .replace("%20", " ")
-            .replace('+', " ")
-            .replace("%60", "`")
-            .replace("%28", "(")
-            .replace("%29", ")")
-            .replace("%2C", ",")
+        .replace("%20", " ")
+        .replace('+', " ")
+        .replace("%60", "`")
+        .replace("%28", "(")
+        .replace("%29", ")")
+        .replace("%2C", ",")
 }
 
 /// Forwards `from` → `to`, each chunk `delay` after it was read.
