@@ -787,10 +787,22 @@ impl Processor {
             }
         }
         metrics::gauge!("sitelog_process_inserts_in_flight").set(self.inflight.len() as f64);
+        // Held (paused) partitions lost their sealed batches above; librdkafka may keep a
+        // partition paused across an unassign and assign, so newly assigned ones are resumed
+        // (their batches are re-read from the committed offset).
+        let mut resume = TopicPartitionList::new();
         for p in assigned {
             self.fresh.insert(p);
             self.detectors.remove(&p);
             self.assigned.insert(p);
+            if !self.held.contains(&p) {
+                resume.add_partition(&self.cfg.kafka.topic, p);
+            }
+        }
+        if resume.count() > 0 {
+            if let Err(e) = self.consumer.resume(&resume) {
+                tracing::warn!(error = %e, "resuming assigned partitions failed");
+            }
         }
         self.ever_assigned |= !self.assigned.is_empty();
         tracing::info!(partitions = ?self.assigned, "assignment changed");
