@@ -47,7 +47,8 @@ fn records(n: usize) -> Vec<AccessRecord<'static>> {
             AccessRecord {
                 ts_micros: start + i as i64 * 20_000,
                 tz_offset_secs: 7200,
-                host: ["kahvilaaroma.fi", "kauppa.kahvilaaroma.fi", "rakennuskivi.fi", "puutarha.fi"][visitor % 4].into(),
+                host: ["kahvilaaroma.fi", "kauppa.kahvilaaroma.fi", "rakennuskivi.fi", "puutarha.fi"][visitor % 4]
+                    .into(),
                 client_ip: Some(IpAddr::V4(if brute {
                     Ipv4Addr::new(185, 220, 101, 47)
                 } else {

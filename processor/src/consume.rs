@@ -17,11 +17,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clickhouse::Client;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -218,8 +218,104 @@ struct PartBuf {
 }
 
 /// Routes librdkafka's errors to `tracing`, minus the end-of-partition notices this loop
-/// asks for (`enable.partition.eof`) to know when it has caught up.
-pub struct Context;
+/// asks for (`enable.partition.eof`) to know when it has caught up; and handles revocations
+/// (see [`Context::revoke`]).
+pub struct Context {
+    rt: tokio::runtime::Handle,
+    topic: String,
+    state: Mutex<Rebalancing>,
+}
+
+/// What the rebalance callbacks share with the loop. The callbacks run inside `poll()` on the
+/// loop's own thread, so the lock is never contended; it only makes the sharing explicit.
+#[derive(Default)]
+struct Rebalancing {
+    /// The insert task in flight per partition.
+    tasks: BTreeMap<i32, Task>,
+    /// Revoked since the loop last looked: their buffers are dropped.
+    revoked: BTreeSet<i32>,
+    /// Assigned since the loop last looked: progress is re-read before their first batch.
+    assigned: BTreeSet<i32>,
+    /// Tasks joined during a revocation, with their outcome.
+    joined: Vec<(i32, Result<Outcome, sink::SinkError>)>,
+}
+
+struct Task {
+    handle: tokio::task::JoinHandle<Result<Outcome, sink::SinkError>>,
+    /// Set when the partition is revoked: the task starts no further write.
+    revoked: Arc<AtomicBool>,
+    end: i64,
+}
+
+/// How an insert task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Intent, rows and progress acknowledged: the offset may be committed.
+    Stored,
+    /// Its partition was revoked between two writes: nothing more was written, nothing is
+    /// committed; the new owner repeats the batch (same range if the intent was written).
+    Abandoned,
+}
+
+impl Context {
+    fn new(rt: tokio::runtime::Handle, topic: String) -> Self {
+        Context { rt, topic, state: Mutex::new(Rebalancing::default()) }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Rebalancing> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A revocation (eager protocol: before this member rejoins, so before any other member
+    /// can be given these partitions). Why a range cannot be stored twice:
+    ///
+    /// A batch's rows reach ClickHouse only after its intent was acknowledged, and a new
+    /// owner reads the intent at its first offset before it cuts its first batch. The one
+    /// danger is an intent (or rows of a batch cut without the intent the new owner saw)
+    /// landing *after* the new owner looked: the old owner keeps inserting while the group
+    /// has already moved on (issue 12; `tests/process_rebalance.rs` reproduces it: A's
+    /// intent 0-15 landed after B cut 0-1, 2-3, ...; both were kept). So here, before
+    /// returning (and so before this member rejoins and the group can hand the partitions
+    /// on), every insert task of a revoked partition is told to stop and is waited for: the
+    /// write in progress completes (it may already be on its way and cannot be recalled),
+    /// no further one starts. Whatever the task wrote is then in ClickHouse before the new
+    /// owner reads intents and progress, so it cuts the same range and its token matches; a
+    /// task that finished everything is committed here. The loop drops the partitions'
+    /// buffers and sealed batches before it seals or starts anything again.
+    ///
+    /// What this relies on: the group protocol (no partition is assigned elsewhere before
+    /// its old owner rejoined, or was expelled after `max.poll.interval.ms` / the session
+    /// timeout). A write hanging for longer than that is not covered.
+    fn revoke(&self, consumer: &BaseConsumer<Context>, tpl: &TopicPartitionList) {
+        let mut st = self.state();
+        let revoked: Vec<i32> =
+            tpl.elements().iter().filter(|e| e.topic() == self.topic).map(|e| e.partition()).collect();
+        let mut tasks = Vec::new();
+        for &p in &revoked {
+            st.revoked.insert(p);
+            st.assigned.remove(&p);
+            if let Some(t) = st.tasks.remove(&p) {
+                t.revoked.store(true, Ordering::Relaxed);
+                tasks.push((p, t));
+            }
+        }
+        let waited = Instant::now();
+        let mut commit = TopicPartitionList::new();
+        for (p, t) in tasks {
+            let outcome = self.rt.block_on(t.handle).expect("insert task panicked");
+            if matches!(outcome, Ok(Outcome::Stored)) {
+                let _ = commit.add_partition_offset(&self.topic, p, Offset::Offset(t.end + 1));
+            }
+            st.joined.push((p, outcome));
+        }
+        if commit.count() > 0 {
+            if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
+                tracing::warn!(error = %e, "offset commit on revocation failed; the new owner repeats the batch with the same token");
+            }
+        }
+        tracing::info!(partitions = ?revoked, waited_ms = waited.elapsed().as_millis() as u64, "partitions revoked");
+    }
+}
 
 impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
@@ -230,7 +326,20 @@ impl ClientContext for Context {
     }
 }
 
-impl ConsumerContext for Context {}
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            self.revoke(consumer, tpl);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let mut st = self.state();
+            st.assigned.extend(tpl.elements().iter().filter(|e| e.topic() == self.topic).map(|e| e.partition()));
+        }
+    }
+}
 
 pub struct Processor {
     cfg: ProcessorConfig,
@@ -270,13 +379,14 @@ pub struct Processor {
     held: BTreeSet<i32>,
     /// Set on shutdown: an insert that fails from then on gives up instead of retrying.
     give_up: Arc<AtomicBool>,
+    /// Assigned partitions whose source progress must be re-read before their first batch
+    /// (another replica may have advanced it).
+    fresh: BTreeSet<i32>,
     pub stats: Stats,
 }
 
-/// One batch being stored by a task on the runtime.
+/// One batch being stored by a task on the runtime (the task itself is in [`Rebalancing`]).
 struct InFlight {
-    /// Taken when the task is joined.
-    task: Option<tokio::task::JoinHandle<Result<(), sink::SinkError>>>,
     end: i64,
     rows: u64,
     unattributed: u64,
@@ -312,7 +422,8 @@ impl Processor {
         if let Some(id) = &cfg.kafka.group_instance_id {
             kafka.set("group.instance.id", id);
         }
-        let consumer: BaseConsumer<Context> = kafka.create_with_context(Context)?;
+        let consumer: BaseConsumer<Context> =
+            kafka.create_with_context(Context::new(rt.clone(), cfg.kafka.topic.clone()))?;
         consumer.subscribe(&[&cfg.kafka.topic])?;
         let quarantine = Quarantine::new(&cfg.kafka)?;
         let visitors = VisitorStamper::new(KeyStore::open(&cfg.privacy.key_dir())?);
@@ -345,6 +456,7 @@ impl Processor {
             inflight: BTreeMap::new(),
             held: BTreeSet::new(),
             give_up: Arc::new(AtomicBool::new(false)),
+            fresh: BTreeSet::new(),
             stats: Stats::default(),
             cfg,
         };
@@ -401,12 +513,13 @@ impl Processor {
             }
             // Short waits while inserts are in flight, so a finished one is committed promptly.
             let poll_wait = if self.inflight.is_empty() { 100 } else { 5 };
-            match self.consumer.poll(Duration::from_millis(poll_wait)) {
-                Some(Ok(m)) => {
+            let polled = self.consumer.poll(Duration::from_millis(poll_wait)).map(|r| r.map(|m| Fetched::of(&m)));
+            // Revocations and assignments that happened inside `poll()`, before anything else.
+            self.apply_rebalance()?;
+            match polled {
+                Some(Ok(f)) => {
                     idle_since = Instant::now();
-                    self.eof.remove(&m.partition());
-                    let f = Fetched::of(&m);
-                    drop(m);
+                    self.eof.remove(&f.partition);
                     self.push(f, stop)?;
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => {
@@ -603,10 +716,21 @@ impl Processor {
                         }
                     }
                     let until = Instant::now() + delay;
+                    let mut failed = None;
                     while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-                        if let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(100)) {
-                            self.stash.push_back(Fetched::of(&m));
+                        let polled = self
+                            .consumer
+                            .poll(Duration::from_millis(100))
+                            .and_then(Result::ok)
+                            .map(|m| Fetched::of(&m));
+                        if let Err(e) = self.apply_rebalance() {
+                            failed = Some(e);
+                            break;
                         }
+                        self.stash.extend(polled);
+                    }
+                    if let Some(e) = failed {
+                        break Err(e);
                     }
                 }
             }
@@ -628,27 +752,82 @@ impl Processor {
         }
     }
 
-    /// Drops buffers of revoked partitions (their new owner re-reads them) and reloads the
-    /// progress another replica may have advanced for newly assigned ones.
-    /// Returns whether the assignment changed.
-    fn check_assignment(&mut self) -> Result<bool, ProcessError> {
-        let now: BTreeSet<i32> = self.consumer.assignment()?.elements().iter().map(|e| e.partition()).collect();
-        if now == self.assigned {
-            return Ok(false);
+    /// Takes in what the rebalance callbacks did inside `poll()` (see [`Context::revoke`]),
+    /// before anything is sealed or started again: revoked partitions lose their buffers,
+    /// sealed batches, detectors and stashed messages (the new owner re-reads them from the
+    /// committed offset); tasks joined on revocation are counted (and were committed there
+    /// if stored); newly assigned partitions re-read the source progress before their first
+    /// batch.
+    fn apply_rebalance(&mut self) -> Result<(), ProcessError> {
+        let (revoked, assigned, joined) = {
+            let mut st = self.consumer.context().state();
+            if st.revoked.is_empty() && st.assigned.is_empty() && st.joined.is_empty() {
+                return Ok(());
+            }
+            (std::mem::take(&mut st.revoked), std::mem::take(&mut st.assigned), std::mem::take(&mut st.joined))
+        };
+        for p in &revoked {
+            self.parts.remove(p);
+            // The detector is kept: if the partition comes back at the offset it stopped at,
+            // it continues (see `detectors`).
+            self.sealed.remove(p);
+            self.held.remove(p);
+            self.eof.remove(p);
+            self.fresh.remove(p);
+            self.assigned.remove(p);
         }
-        // Batches in flight for a revoked partition finish (their token makes a repeat by the
-        // new owner harmless); buffered and sealed ones are dropped and re-read by the owner.
-        self.parts.retain(|p, _| now.contains(p));
-        self.sealed.retain(|p, _| now.contains(p));
-        self.held.retain(|p| now.contains(p));
-        self.eof.retain(|p| now.contains(p));
-        tracing::info!(partitions = ?now, "assignment changed");
-        self.ever_assigned |= !now.is_empty();
-        self.assigned = now;
-        let client = self.client.clone();
-        self.progress =
-            self.storage("reading source progress", &AtomicBool::new(false), || sink::load_progress(&client))?;
-        Ok(true)
+        self.stash.retain(|f| !revoked.contains(&f.partition));
+        for (p, outcome) in joined {
+            let f = self.inflight.remove(&p).expect("a joined task was in flight");
+            match outcome? {
+                Outcome::Stored => self.finish(p, f, false),
+                Outcome::Abandoned => {
+                    tracing::info!(
+                        partition = p,
+                        end = f.end,
+                        "insert of a revoked partition stopped; its new owner repeats it"
+                    )
+                }
+            }
+        }
+        metrics::gauge!("sitelog_process_inserts_in_flight").set(self.inflight.len() as f64);
+        // Held (paused) partitions lost their sealed batches above; librdkafka may keep a
+        // partition paused across an unassign and assign, so newly assigned ones are resumed
+        // (their batches are re-read from the committed offset).
+        let mut resume = TopicPartitionList::new();
+        for p in assigned {
+            self.fresh.insert(p);
+            self.assigned.insert(p);
+            if !self.held.contains(&p) {
+                resume.add_partition(&self.cfg.kafka.topic, p);
+            }
+        }
+        if resume.count() > 0 {
+            if let Err(e) = self.consumer.resume(&resume) {
+                tracing::warn!(error = %e, "resuming assigned partitions failed");
+            }
+        }
+        self.ever_assigned |= !self.assigned.is_empty();
+        tracing::info!(partitions = ?self.assigned, "assignment changed");
+        Ok(())
+    }
+
+    /// Whether the assignment changed (the callbacks keep it; this also notices a change
+    /// librdkafka made without them).
+    fn check_assignment(&mut self) -> Result<bool, ProcessError> {
+        let before = self.assigned.clone();
+        self.apply_rebalance()?;
+        let now: BTreeSet<i32> = self.consumer.assignment()?.elements().iter().map(|e| e.partition()).collect();
+        if now != self.assigned {
+            let gone: BTreeSet<i32> = self.assigned.difference(&now).copied().collect();
+            {
+                let mut st = self.consumer.context().state();
+                st.revoked.extend(gone);
+                st.assigned.extend(now.difference(&self.assigned));
+            }
+            self.apply_rebalance()?;
+        }
+        Ok(before != self.assigned)
     }
 
     /// Adds one message to its partition's open batch. A message that is not exactly one
@@ -656,6 +835,9 @@ impl Processor {
     /// its offset is inside the batch's range but it adds no rows. Nothing is ever allocated
     /// from a header's claims: `wire::check` decodes within the message's own bytes.
     fn push(&mut self, f: Fetched, stop: &AtomicBool) -> Result<(), ProcessError> {
+        if !self.assigned.contains(&f.partition) {
+            return Ok(()); // revoked: its new owner reads it
+        }
         self.stats.messages += 1;
         let (p, offset) = (f.partition, f.offset);
         let valid = match wire::check(&f.payload) {
@@ -667,8 +849,22 @@ impl Processor {
         };
         if !self.parts.contains_key(&p) {
             let (client, topic) = (self.client.clone(), self.cfg.kafka.topic.clone());
+            // First batch since the partition was assigned: the previous owner stored and
+            // committed up to this offset (or its intent is there), so the progress read now
+            // includes everything it stored.
+            if self.fresh.contains(&p) {
+                let progress = self.storage("reading source progress", stop, || sink::load_progress(&client))?;
+                if !self.assigned.contains(&p) {
+                    return Ok(()); // revoked meanwhile: the new owner reads it again
+                }
+                self.fresh.remove(&p);
+                self.progress = progress;
+            }
             let planned =
                 self.storage("reading batch intents", stop, || sink::planned_end(&client, &topic, p, offset))?;
+            if !self.assigned.contains(&p) {
+                return Ok(());
+            }
             self.parts.insert(
                 p,
                 PartBuf {
@@ -762,6 +958,10 @@ impl Processor {
 
     /// Starts the next sealed batch of `p` when nothing of `p` is in flight and the limit allows.
     fn dispatch(&mut self, p: i32) -> Result<(), ProcessError> {
+        if !self.assigned.contains(&p) {
+            self.sealed.remove(&p);
+            return Ok(());
+        }
         if self.inflight.contains_key(&p) || self.inflight.len() >= self.cfg.sink.max_inflight_batches {
             return Ok(());
         }
@@ -788,22 +988,24 @@ impl Processor {
     /// Collects finished inserts (waiting for one when `wait`): commits their offsets and
     /// starts what they held back. Returns whether anything finished.
     fn reap(&mut self, wait: bool) -> Result<bool, ProcessError> {
-        let done: Vec<i32> = self
-            .inflight
-            .iter()
-            .filter(|(_, f)| f.task.as_ref().is_none_or(|t| t.is_finished()))
-            .map(|(p, _)| *p)
-            .collect();
+        self.apply_rebalance()?;
+        let (done, any) = {
+            let st = self.consumer.context().state();
+            let done: Vec<i32> = st.tasks.iter().filter(|(_, t)| t.handle.is_finished()).map(|(p, _)| *p).collect();
+            (done, st.tasks.keys().next().copied())
+        };
         let done = match (done.is_empty(), wait) {
-            (true, true) => self.inflight.keys().next().copied().into_iter().collect(),
+            (true, true) => any.into_iter().collect(),
             (true, false) => return Ok(false),
             _ => done,
         };
         for p in done {
-            let mut f = self.inflight.remove(&p).expect("listed");
-            let task = f.task.take().expect("joined once");
-            self.rt.block_on(task).expect("insert task panicked")?;
-            self.finish(p, f);
+            let task = self.consumer.context().state().tasks.remove(&p).expect("listed");
+            let f = self.inflight.remove(&p).expect("a task is in flight");
+            match self.rt.block_on(task.handle).expect("insert task panicked")? {
+                Outcome::Stored => self.finish(p, f, true),
+                Outcome::Abandoned => unreachable!("only a revocation stops a task, and it joins the task itself"),
+            }
         }
         // Freed slots: start waiting batches (lowest partition first), resume drained partitions.
         let waiting: Vec<i32> = self.sealed.keys().copied().collect();
@@ -824,13 +1026,17 @@ impl Processor {
         Ok(true)
     }
 
-    /// A stored batch: remember its progress, commit its offsets, count it.
-    fn finish(&mut self, p: i32, f: InFlight) {
+    /// A stored batch: remember its progress, commit its offsets (unless the revocation
+    /// already did), count it.
+    fn finish(&mut self, p: i32, f: InFlight, commit: bool) {
         self.progress.extend(f.advanced);
         let mut tpl = TopicPartitionList::new();
-        let committed = tpl
-            .add_partition_offset(&self.cfg.kafka.topic, p, Offset::Offset(f.end + 1))
-            .and_then(|()| self.consumer.commit(&tpl, CommitMode::Sync));
+        let committed = if commit {
+            tpl.add_partition_offset(&self.cfg.kafka.topic, p, Offset::Offset(f.end + 1))
+                .and_then(|()| self.consumer.commit(&tpl, CommitMode::Sync))
+        } else {
+            Ok(())
+        };
         if let Err(e) = committed {
             // Safe: the batch is stored; a re-read repeats it with the same token.
             tracing::warn!(partition = p, error = %e, "offset commit failed; the batch will be re-read and deduplicated");
@@ -925,38 +1131,64 @@ impl Processor {
 
         let changed: Vec<((u64, String), StreamProgress)> = advanced.iter().map(|(k, v)| (k.clone(), *v)).collect();
         let (client, give_up) = (self.client.clone(), self.give_up.clone());
+        let revoked = Arc::new(AtomicBool::new(false));
+        let stop = revoked.clone();
         let (planned, start, end, n) = (b.planned_end.is_some(), b.start, b.end, rows.len() as u64);
-        let task = self.rt.spawn(async move {
-            if !planned {
-                retrying(&give_up, "writing a batch intent", || sink::write_intent(&client, &topic, p, start, end))
-                    .await?;
+        let handle = self.rt.spawn(async move {
+            // Each write starts only while the partition is still ours (`Context::revoke`).
+            if !planned
+                && !retrying(&give_up, &stop, "writing a batch intent", || {
+                    sink::write_intent(&client, &topic, p, start, end)
+                })
+                .await?
+            {
+                return Ok(Outcome::Abandoned);
             }
-            retrying(&give_up, "inserting access_log rows", || sink::insert_rows(&client, &token, &rows)).await?;
-            if !events.is_empty() || !signals.is_empty() {
-                retrying(&give_up, "inserting security events", || {
+            if !retrying(&give_up, &stop, "inserting access_log rows", || sink::insert_rows(&client, &token, &rows))
+                .await?
+            {
+                return Ok(Outcome::Abandoned);
+            }
+            if (!events.is_empty() || !signals.is_empty())
+                && !retrying(&give_up, &stop, "inserting security events", || {
                     sink::insert_security(&client, &token, &events, &signals)
                 })
-                .await?;
+                .await?
+            {
+                return Ok(Outcome::Abandoned);
             }
-            retrying(&give_up, "writing source progress", || sink::write_progress(&client, &changed)).await
+            let stored =
+                retrying(&give_up, &stop, "writing source progress", || sink::write_progress(&client, &changed))
+                    .await?;
+            Ok(if stored { Outcome::Stored } else { Outcome::Abandoned })
         });
-        self.inflight.insert(p, InFlight { task: Some(task), end, rows: n, unattributed, advanced, started });
+        self.consumer.context().state().tasks.insert(p, Task { handle, revoked, end });
+        self.inflight.insert(p, InFlight { end, rows: n, unattributed, advanced, started });
         metrics::gauge!("sitelog_process_inserts_in_flight").set(self.inflight.len() as f64);
         Ok(())
     }
 }
 
 /// Runs one ClickHouse step until it succeeds, with backoff; gives up on an error once
-/// `give_up` is set (shutdown). Nothing is committed for a batch that gave up.
-async fn retrying<F, Fut>(give_up: &AtomicBool, what: &str, mut step: F) -> Result<(), sink::SinkError>
+/// `give_up` is set (shutdown). Nothing is committed for a batch that gave up. Returns
+/// `Ok(false)` without trying (again) once `revoked` is set: the partition was revoked.
+async fn retrying<F, Fut>(
+    give_up: &AtomicBool,
+    revoked: &AtomicBool,
+    what: &str,
+    mut step: F,
+) -> Result<bool, sink::SinkError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), sink::SinkError>>,
 {
     let mut backoff = Backoff::default();
     loop {
+        if revoked.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
         match step().await {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(true),
             Err(e) if give_up.load(Ordering::Relaxed) => return Err(e),
             Err(e) => tokio::time::sleep(backoff.failed(what, "retrying", &e)).await,
         }

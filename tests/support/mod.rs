@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
+pub mod proxy;
+
 use sitelog::stack::LocalStack;
 use sitelog_processor::store::ClickHouseConfig;
 use sitelog_schema::register::{Address, Customer, Plan, Site};

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use siphasher::sip::SipHasher24;
 
-use super::scenario::{DistinctField, Kind, Matcher, Scenario, ScannerList};
+use super::scenario::{DistinctField, Kind, Matcher, ScannerList, Scenario};
 use crate::store::rows::AccessLogRow;
 
 /// A row of `security_events`: the current state of one event (newest `version` wins).
@@ -371,7 +371,7 @@ impl Detector {
                 let horizon = ((drain + s.cooldown_secs as f64) * US) as i64;
                 b.last_ts + horizon < now && seen - b.last_obs > IDLE_OBSERVATIONS
             })
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| *k)
             .collect();
         for k in &expired {
             self.remove_bucket(k);
