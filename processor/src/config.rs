@@ -1,10 +1,12 @@
 //! `processor.toml`: one file for `sitelog process`, `schema migrate`, `customers` and reports.
 //! Serde with defaults in one place, unknown keys refused, `validate()` naming the bad key,
-//! secrets from the environment (`SITELOG_CLICKHOUSE_PASSWORD`, `SITELOG_KAFKA_PASSWORD`).
+//! secrets from the environment (`SITELOG_CLICKHOUSE_PASSWORD`, `SITELOG_KAFKA_PASSWORD`) or
+//! from files (`password_file`, `sasl_password_file`), never from this file.
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use sitelog_schema::kafka::{self, KafkaSecurity};
 use sitelog_schema::migrations::Retention;
 
 use crate::billing::BillingConfig;
@@ -94,13 +96,11 @@ pub struct KafkaConfig {
     /// At most this many bytes of a quarantined message are kept in its dead-letter entry.
     pub deadletter_max_bytes: usize,
     pub group_id: String,
-    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
-    pub security_protocol: String,
-    pub sasl_mechanism: Option<String>,
-    pub sasl_username: Option<String>,
-    /// Prefer `SITELOG_KAFKA_PASSWORD`.
-    pub sasl_password: Option<String>,
-    pub ssl_ca_location: Option<String>,
+    /// `security_protocol`, `ssl_*` and `sasl_*`: the same keys as the collector's `[kafka]`,
+    /// one definition (`sitelog_schema::kafka`). The SASL password comes from
+    /// `SITELOG_KAFKA_PASSWORD` or `sasl_password_file`, never from this file.
+    #[serde(flatten)]
+    pub security: KafkaSecurity,
 }
 
 impl Default for KafkaConfig {
@@ -112,11 +112,7 @@ impl Default for KafkaConfig {
             deadletter_topic: sitelog_schema::wire::DEADLETTER_TOPIC.into(),
             deadletter_max_bytes: 256 * 1024,
             group_id: "sitelog-processor".into(),
-            security_protocol: "plaintext".into(),
-            sasl_mechanism: None,
-            sasl_username: None,
-            sasl_password: None,
-            ssl_ca_location: None,
+            security: KafkaSecurity::default(),
         }
     }
 }
@@ -132,25 +128,39 @@ pub enum ConfigError {
 }
 
 impl KafkaConfig {
-    /// librdkafka settings shared by consumers and admin clients; the password comes from
-    /// `SITELOG_KAFKA_PASSWORD` when set.
-    pub fn client_config(&self) -> rdkafka::ClientConfig {
+    /// librdkafka settings shared by consumers and producers: brokers, TLS and SASL, the
+    /// password from `SITELOG_KAFKA_PASSWORD` or `sasl_password_file`.
+    pub fn client_config(&self) -> Result<rdkafka::ClientConfig, rdkafka::error::KafkaError> {
         let mut c = rdkafka::ClientConfig::new();
-        c.set("bootstrap.servers", &self.brokers).set("security.protocol", &self.security_protocol);
-        if let Some(m) = &self.sasl_mechanism {
-            c.set("sasl.mechanism", m);
+        c.set("bootstrap.servers", &self.brokers);
+        for (key, v) in self.security.properties() {
+            c.set(key, v);
         }
-        if let Some(u) = &self.sasl_username {
-            c.set("sasl.username", u);
+        // Info-level lines reach the log callback, which needs them to see a plaintext client's
+        // first request dropped by a TLS listener (`consume::Context`); tracing filters output.
+        if !matches!(c.log_level, rdkafka::config::RDKafkaLogLevel::Debug) {
+            c.set_log_level(rdkafka::config::RDKafkaLogLevel::Info);
         }
-        if let Some(p) = std::env::var("SITELOG_KAFKA_PASSWORD").ok().or_else(|| self.sasl_password.clone()) {
+        let password = self
+            .security
+            .sasl_password(std::env::var(kafka::PASSWORD_ENV).ok(), |p| std::fs::read_to_string(p))
+            .map_err(rdkafka::error::KafkaError::ClientCreation)?;
+        if let Some(p) = password {
             c.set("sasl.password", p);
         }
-        if let Some(ca) = &self.ssl_ca_location {
-            c.set("ssl.ca.location", ca);
-        }
-        c
+        Ok(c)
     }
+}
+
+/// librdkafka's `builtin.features` (e.g. `gzip,snappy,ssl,sasl,sasl_scram,lz4,zstd`).
+pub fn builtin_features() -> String {
+    rdkafka::ClientConfig::new().create_native_config().and_then(|c| c.get("builtin.features")).unwrap_or_default()
+}
+
+/// Errors of a Kafka client that no retry can fix: wrong credentials, an untrusted
+/// certificate, plaintext against a TLS listener. `None` for transient ones (broker down).
+pub fn kafka_refusal(err: &rdkafka::error::KafkaError, reason: &str) -> Option<String> {
+    sitelog_schema::kafka::refusal(err.rdkafka_error_code().map(|c| c as i32), reason)
 }
 
 impl ProcessorConfig {
@@ -202,12 +212,9 @@ impl ProcessorConfig {
         if k.brokers.trim().is_empty() {
             return Err(("kafka.brokers", "must name at least one broker".into()));
         }
-        if !["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"].contains(&k.security_protocol.as_str()) {
-            return Err((
-                "kafka.security_protocol",
-                format!("'{}' is not plaintext|ssl|sasl_plaintext|sasl_ssl", k.security_protocol),
-            ));
-        }
+        k.security.validate()?;
+        // What the config asks for must be compiled into librdkafka (TLS, SCRAM).
+        kafka::check_supported(&k.security, None, &builtin_features())?;
         Ok(())
     }
 }

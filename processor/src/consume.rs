@@ -53,6 +53,9 @@ pub enum ProcessError {
     /// A quarantine that cannot succeed (no such dead-letter topic, not allowed): what, where, why.
     #[error("{0}")]
     DeadLetter(String),
+    /// Kafka refuses this configuration (credentials, TLS): retrying cannot help.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Totals of one run, for the CLI's summary and for tests.
@@ -99,13 +102,38 @@ struct PartBuf {
 }
 
 /// Routes librdkafka's errors to `tracing`, minus the end-of-partition notices this loop
-/// asks for (`enable.partition.eof`) to know when it has caught up.
-pub struct Context;
+/// asks for (`enable.partition.eof`) to know when it has caught up. Errors no retry can fix
+/// (the broker refuses the credentials or the TLS set-up) are kept for the loop, which stops.
+#[derive(Default)]
+pub struct Context {
+    refused: Arc<std::sync::Mutex<Option<String>>>,
+    /// The protocol, when it is not TLS: then dropped first requests are counted.
+    plaintext: Option<String>,
+    dropped: std::sync::atomic::AtomicU32,
+}
 
 impl ClientContext for Context {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        use sitelog_schema::kafka;
+        if let Some(protocol) = &self.plaintext {
+            if kafka::dropped_in_first_request(log_message) {
+                if self.dropped.fetch_add(1, Ordering::Relaxed) + 1 == kafka::PLAINTEXT_TO_TLS_LIMIT {
+                    let msg = kafka::plaintext_to_tls_message(protocol, log_message);
+                    self.refused.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(msg);
+                }
+            } else if log_message.contains("ApiVersion") || fac == "AUTH" {
+                self.dropped.store(0, Ordering::Relaxed);
+            }
+        }
+        rdkafka::client::DefaultClientContext.log(level, fac, log_message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         let eof = matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF));
-        if !eof {
+        if let Some(msg) = crate::config::kafka_refusal(&error, reason) {
+            tracing::error!("{msg}");
+            self.refused.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(msg);
+        } else if !eof {
             tracing::error!(error = %error, reason, "kafka client error");
         }
     }
@@ -164,7 +192,7 @@ impl Processor {
         let client = cfg.clickhouse.client()?;
         let consumer: BaseConsumer<Context> = cfg
             .kafka
-            .client_config()
+            .client_config()?
             .set("group.id", &cfg.kafka.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -173,7 +201,10 @@ impl Processor {
             .set("max.poll.interval.ms", cfg.sink.max_poll_interval_ms.to_string())
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1000")
-            .create_with_context(Context)?;
+            .create_with_context(Context {
+                plaintext: (!cfg.kafka.security.uses_tls()).then(|| cfg.kafka.security.security_protocol.clone()),
+                ..Context::default()
+            })?;
         consumer.subscribe(&[&cfg.kafka.topic])?;
         let quarantine = Quarantine::new(&cfg.kafka)?;
         let visitors = VisitorStamper::new(KeyStore::open(&cfg.privacy.key_dir())?);
@@ -227,6 +258,9 @@ impl Processor {
         let mut idle_since = Instant::now();
         let mut last_assignment_check = Instant::now() - Duration::from_secs(1);
         while !stop.load(Ordering::Relaxed) {
+            if let Some(msg) = self.consumer.context().refused.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                return Err(ProcessError::Refused(msg));
+            }
             if last_assignment_check.elapsed() >= Duration::from_millis(250) {
                 if self.check_assignment()? {
                     idle_since = Instant::now();
