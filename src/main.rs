@@ -78,8 +78,22 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let text = format!("{e:#}");
+            eprintln!("error: {text}{}", hint(&text));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A hint for errors whose cause the client library cannot see. A TLS server answers a plain
+/// HTTP request by closing or resetting the connection; the clickhouse crate then reports
+/// only that.
+fn hint(error: &str) -> &'static str {
+    let closed = ["reset by peer", "connection closed before message completed"];
+    if error.contains("network error:") && closed.iter().any(|c| error.contains(c)) {
+        " (hint: a ClickHouse server that expects TLS drops plain http:// requests like this: \
+         is [clickhouse] url https://?)"
+    } else {
+        ""
     }
 }

@@ -264,7 +264,19 @@ fn tansu_storage() -> String {
     std::env::var("SITELOG_TANSU_STORAGE").unwrap_or_else(|_| "sqlite://tansu.db".into())
 }
 
+/// How the broker is reached: directly (plaintext, no authentication), or through a TLS
+/// terminator on `tls_port` with SASL required (the broker advertises the TLS port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KafkaAccess {
+    Plain,
+    SaslBehindTls { tls_port: u16 },
+}
+
 fn start_kafka(dir: &Path, port: u16, how: Ownership) -> Result<Proc, StackError> {
+    start_kafka_with(dir, port, how, KafkaAccess::Plain)
+}
+
+fn start_kafka_with(dir: &Path, port: u16, how: Ownership, access: KafkaAccess) -> Result<Proc, StackError> {
     ensure_port_free("tansu (Kafka)", port)?;
     let data = dir.join("kafka");
     fs::create_dir_all(&data).map_err(io(format!("creating {}", data.display())))?;
@@ -272,10 +284,16 @@ fn start_kafka(dir: &Path, port: u16, how: Ownership) -> Result<Proc, StackError
     let out = open_log(&log)?;
     let err = out.try_clone().map_err(io("cloning a log handle"))?;
     let url = format!("tcp://127.0.0.1:{port}");
+    let advertised = match access {
+        KafkaAccess::Plain => url.clone(),
+        KafkaAccess::SaslBehindTls { tls_port } => format!("tcp://127.0.0.1:{tls_port}"),
+    };
     let mut cmd = Command::new(tansu_bin());
-    cmd.current_dir(&data)
-        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-        .args(["--storage-engine", &tansu_storage()])
+    cmd.current_dir(&data).args(["broker", "--listener-url", &url, "--advertised-listener-url", &advertised]);
+    if access != KafkaAccess::Plain {
+        cmd.arg("--authentication");
+    }
+    cmd.args(["--storage-engine", &tansu_storage()])
         .env("RUST_LOG", std::env::var("SITELOG_TANSU_LOG").unwrap_or_else(|_| "warn".into()))
         .stdin(Stdio::null())
         .stdout(out)
@@ -290,6 +308,10 @@ fn start_kafka(dir: &Path, port: u16, how: Ownership) -> Result<Proc, StackError
 }
 
 fn start_clickhouse(dir: &Path, port: u16, how: Ownership) -> Result<Proc, StackError> {
+    start_clickhouse_with(dir, port, how, None)
+}
+
+fn start_clickhouse_with(dir: &Path, port: u16, how: Ownership, secure: Option<&Secure>) -> Result<Proc, StackError> {
     ensure_port_free("ClickHouse (chDB endpoint)", port)?;
     let data = dir.join("clickhouse");
     fs::create_dir_all(&data).map_err(io(format!("creating {}", data.display())))?;
@@ -301,10 +323,12 @@ fn start_clickhouse(dir: &Path, port: u16, how: Ownership) -> Result<Proc, Stack
         .arg("--data-dir")
         .arg(&data)
         .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--log-file"])
-        .arg(&log)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(open_log(&log)?);
+        .arg(&log);
+    if let Some(s) = secure {
+        cmd.arg("--tls-cert").arg(&s.cert).arg("--tls-key").arg(&s.key);
+        cmd.arg("--password-file").arg(&s.clickhouse_password_file);
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(open_log(&log)?);
     let mut child = spawn(cmd, how).map_err(io(format!("starting {}", chdb_python().display())))?;
     // The endpoint prints `READY <url>` once it serves; read it on a thread to bound the wait.
     let stdout = child.stdout.take().expect("piped stdout");
@@ -345,9 +369,105 @@ pub struct LocalStack {
     pub clickhouse_url: String,
     kafka: Proc,
     clickhouse: Proc,
+    /// The TLS terminator in front of the broker ([`LocalStack::start_secure`]).
+    tls: Option<Proc>,
+    access: KafkaAccess,
+    secure: Option<Secure>,
+}
+
+/// TLS and authentication for [`LocalStack::start_secure`].
+#[derive(Debug, Clone)]
+pub struct Secure {
+    /// Server certificate (PEM, valid for 127.0.0.1) and its key, for both TLS endpoints.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// SCRAM-SHA-512 users of the broker: (name, password).
+    pub kafka_users: Vec<(String, String)>,
+    /// Topics to create (name, partitions): with authentication on, tansu's own CLI cannot.
+    pub topics: Vec<(String, i32)>,
+    /// The password the ClickHouse endpoint requires (first line).
+    pub clickhouse_password_file: PathBuf,
+}
+
+/// The TLS terminator of the local broker: tansu 0.6.0 cannot take `--cert` and `--key`
+/// together, so `stunnel4` (Debian) accepts TLS on `tls_port` and forwards to the broker.
+fn start_stunnel(dir: &Path, tls_port: u16, broker_port: u16, s: &Secure) -> Result<Proc, StackError> {
+    let service = "stunnel (Kafka TLS)";
+    ensure_port_free(service, tls_port)?;
+    let conf = dir.join("stunnel.conf");
+    let text = format!(
+        "foreground = yes\nsyslog = no\npid =\ndebug = notice\n\n[kafka]\naccept = 127.0.0.1:{tls_port}\n\
+         connect = 127.0.0.1:{broker_port}\ncert = {}\nkey = {}\n",
+        s.cert.display(),
+        s.key.display()
+    );
+    fs::write(&conf, text).map_err(io(format!("writing {}", conf.display())))?;
+    let log = dir.join("stunnel.log");
+    let out = open_log(&log)?;
+    let err = out.try_clone().map_err(io("cloning a log handle"))?;
+    let mut cmd = Command::new("stunnel4");
+    cmd.arg(&conf).stdin(Stdio::null()).stdout(out).stderr(err);
+    let mut child = spawn(cmd, Ownership::Owned)
+        .map_err(io("starting stunnel4 (Debian package stunnel4; scripts/test installs it)"))?;
+    if let Err(e) = wait_tcp(service, tls_port, &mut child, &log) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
+    Ok(Proc { pid: child.id(), child: Some(child) })
+}
+
+fn create_user(port: u16, name: &str, password: &str) -> Result<(), StackError> {
+    let out = Command::new(tansu_bin())
+        .args(["user", "create", "--broker", &format!("tcp://127.0.0.1:{port}"), "--mechanism", "scram512"])
+        .args([name, password])
+        .output()
+        .map_err(io("running tansu user create"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(StackError::Io {
+        what: format!("tansu user create {name}"),
+        source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+    })
 }
 
 impl LocalStack {
+    /// Starts both services with TLS and authentication: the broker requires SASL
+    /// (SCRAM-SHA-512) and is reached through a TLS terminator (`kafka_bootstrap` is the TLS
+    /// port, `kafka_port` the broker's own); ClickHouse serves HTTPS and requires the password
+    /// (`clickhouse_url` is `https://`). Users and topics are made before authentication is
+    /// switched on (tansu's CLI cannot authenticate), on the same durable storage.
+    pub fn start_secure(dir: &Path, secure: &Secure) -> Result<LocalStack, StackError> {
+        check_installed()?;
+        fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+        let (kp, tp, cp) = (free_port()?, free_port()?, free_port()?);
+        let mut setup = start_kafka(dir, kp, Ownership::Owned)?;
+        let made = secure
+            .kafka_users
+            .iter()
+            .try_for_each(|(u, p)| create_user(kp, u, p))
+            .and_then(|()| secure.topics.iter().try_for_each(|(t, n)| create_topic(kp, t, *n)));
+        setup.stop();
+        made?;
+        let access = KafkaAccess::SaslBehindTls { tls_port: tp };
+        let kafka = start_kafka_with(dir, kp, Ownership::Owned, access)?;
+        let tls = start_stunnel(dir, tp, kp, secure)?;
+        let clickhouse = start_clickhouse_with(dir, cp, Ownership::Owned, Some(secure))?;
+        Ok(LocalStack {
+            dir: dir.to_path_buf(),
+            kafka_port: kp,
+            clickhouse_port: cp,
+            kafka_bootstrap: format!("127.0.0.1:{tp}"),
+            clickhouse_url: format!("https://127.0.0.1:{cp}"),
+            kafka,
+            clickhouse,
+            tls: Some(tls),
+            access,
+            secure: Some(secure.clone()),
+        })
+    }
+
     /// Starts both services with their data under `dir` on free ports.
     pub fn start(dir: &Path) -> Result<LocalStack, StackError> {
         check_installed()?;
@@ -363,6 +483,9 @@ impl LocalStack {
             clickhouse_url: format!("http://127.0.0.1:{cp}"),
             kafka,
             clickhouse,
+            tls: None,
+            access: KafkaAccess::Plain,
+            secure: None,
         })
     }
 
@@ -387,7 +510,7 @@ impl LocalStack {
     /// Restarts the broker on the same port with the same data.
     pub fn start_kafka(&mut self) -> Result<(), StackError> {
         self.kafka.stop();
-        self.kafka = start_kafka(&self.dir, self.kafka_port, Ownership::Owned)?;
+        self.kafka = start_kafka_with(&self.dir, self.kafka_port, Ownership::Owned, self.access)?;
         Ok(())
     }
 
@@ -405,7 +528,8 @@ impl LocalStack {
 
     pub fn start_clickhouse(&mut self) -> Result<(), StackError> {
         self.clickhouse.stop();
-        self.clickhouse = start_clickhouse(&self.dir, self.clickhouse_port, Ownership::Owned)?;
+        self.clickhouse =
+            start_clickhouse_with(&self.dir, self.clickhouse_port, Ownership::Owned, self.secure.as_ref())?;
         Ok(())
     }
 
@@ -438,6 +562,9 @@ impl LocalStack {
 
 impl Drop for LocalStack {
     fn drop(&mut self) {
+        if let Some(t) = &mut self.tls {
+            t.stop();
+        }
         self.kafka.stop();
         self.clickhouse.stop();
     }

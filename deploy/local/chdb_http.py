@@ -2,8 +2,10 @@
 """ClickHouse HTTP interface over chDB (in-process ClickHouse), for local runs and tests.
 
     python chdb_http.py --data-dir DIR [--host 127.0.0.1] [--port 0] [--log-file F]
+                        [--tls-cert PEM --tls-key PEM] [--password-file F]
 
-Prints exactly one line ``READY http://<host>:<port>`` on stdout once it is serving.
+Prints exactly one line ``READY http://<host>:<port>`` (``https://`` with ``--tls-cert``) on
+stdout once it is serving.
 Exit codes: 0 after SIGTERM/SIGINT, 2 if the port cannot be bound, 1 on other
 startup failures.
 
@@ -15,7 +17,14 @@ with compression off and curl users need):
   If both are present and the URL query is ``INSERT ... FORMAT X`` (or ``VALUES``),
   the body is the data; otherwise the query is ``url_query + "\\n" + body``.
   A body-only ``INSERT ... FORMAT X\\n<data>`` is split like ClickHouse does.
-  GET requests run with ``readonly=2`` like ClickHouse.
+  GET requests run with ``readonly=2`` like ClickHouse; a ``readonly`` URL parameter can
+  only make them stricter (``readonly=1``), never lift it (``readonly=0`` is refused, 164).
+* ``--tls-cert``/``--tls-key``: HTTPS only (the handshake runs on the request's thread, so a
+  slow or plaintext client cannot stall the others; it is logged and dropped).
+* ``--password-file F``: every request but ``/ping`` must carry the password (first line of
+  F) as ClickHouse accepts it: ``X-ClickHouse-Key`` header, HTTP basic auth, or the
+  ``password`` URL parameter; otherwise 403 with code 516 AUTHENTICATION_FAILED. The user
+  name is not checked (chDB runs every query as ``default``).
 * ``database``, ``default_format`` (default TabSeparated), ``param_<name>`` (native
   chDB query parameters: ``{name:Type}``, values in ClickHouse's escaped-text form,
   exactly like clickhouse-server), ``query_id`` (echoed in X-ClickHouse-Query-Id);
@@ -41,12 +50,15 @@ quotas, response compression.
 """
 
 import argparse
+import base64
 import errno
+import hmac
 import json
 import logging
 import os
 import re
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -110,6 +122,8 @@ CLIENT_ERROR_CODES = frozenset({
     691,  # UNKNOWN_ELEMENT_OF_ENUM
 })
 NOT_IMPLEMENTED = 48
+READONLY = 164
+AUTHENTICATION_FAILED = 516
 STD_EXCEPTION = 1001
 
 READ_CHUNK = 1 << 20            # insert data is appended to chDB in pieces of this size
@@ -619,11 +633,34 @@ class Handler(BaseHTTPRequestHandler):
         if url.path != "/":
             return self._send(404, f"There is no handle {url.path}\n".encode())
         params = dict(parse_qsl(url.query, keep_blank_values=True))
+        self._authenticate(params)
         if "query" not in params and not self._body.present and method != "POST":
             return self._send(200, b"Ok.\n")
         if method == "HEAD":
             return self._send(405, b"HEAD is only supported without a query\n")
         self._run(method, params)
+
+    def _authenticate(self, params):
+        expected = self.server.password
+        if expected is None:
+            return
+        user, given = "default", None
+        auth = self.headers.get("Authorization") or ""
+        if auth[:6].lower() == "basic ":
+            try:
+                user, _, given = base64.b64decode(auth[6:].strip()).decode("utf-8").partition(":")
+            except (ValueError, UnicodeDecodeError):
+                given = None
+        if self.headers.get("X-ClickHouse-Key") is not None:
+            given = self.headers.get("X-ClickHouse-Key")
+        elif "password" in params:
+            given = params["password"]
+        user = self.headers.get("X-ClickHouse-User") or params.get("user") or user or "default"
+        if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
+            raise CHError.make(
+                AUTHENTICATION_FAILED, "AUTHENTICATION_FAILED",
+                f"{user}: Authentication failed: password is incorrect, or there is no user with such name",
+                403)
 
     def _run(self, method, params):
         self._qtext = params.get("query", "")
@@ -654,6 +691,13 @@ class Handler(BaseHTTPRequestHandler):
                 raise CHError.make(115, "UNKNOWN_SETTING", f"Invalid setting name {k!r}")
             settings[k] = v
         readonly = method == "GET"
+        if readonly and "readonly" in settings:
+            # GET is read-only, as in ClickHouse: readonly=1 (stricter) is fine, 0 would lift it.
+            if settings["readonly"].strip() not in ("1", "2"):
+                raise CHError.make(
+                    READONLY, "READONLY",
+                    f"Cannot modify 'readonly' setting in readonly mode (GET requests are read-only; "
+                    f"readonly={settings['readonly']!r} asked for)")
         ctx = (database, settings, readonly)
         url_query = params.get("query", "")
         body = self._body
@@ -786,11 +830,32 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, addr):
+    def __init__(self, addr, tls=None, password=None):
         super().__init__(addr, Handler)
+        self.tls = tls            # ssl.SSLContext: HTTPS only
+        self.password = password  # None: no authentication
         self.engine = None
         self._active = 0
         self._cv = threading.Condition()
+
+    def finish_request(self, request, client_address):
+        """Runs on the request's thread: the TLS handshake happens here, not in the accept loop."""
+        if self.tls is None:
+            return super().finish_request(request, client_address)
+        request.settimeout(30)
+        try:
+            conn = self.tls.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as e:
+            log.warning("TLS handshake with %s:%d failed: %s", client_address[0], client_address[1], e)
+            return
+        try:
+            conn.settimeout(None)
+            super().finish_request(conn, client_address)
+        finally:
+            try:
+                conn.close()
+            except OSError:
+                pass
 
     def request_started(self):
         with self._cv:
@@ -822,6 +887,10 @@ def main(argv=None):
     ap.add_argument("--log-file", help="append one line per request here (default: stderr)")
     ap.add_argument("--max-concurrency", type=int, default=16,
                     help="queries executing at once; more wait (default 16)")
+    ap.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM, chain first)")
+    ap.add_argument("--tls-key", help="the private key of --tls-cert (PEM)")
+    ap.add_argument("--password-file",
+                    help="require this password (first line of the file) on every query")
     ap.add_argument("--shutdown-timeout", type=float, default=10.0,
                     help="seconds to let running requests finish on SIGTERM")
     args = ap.parse_args(argv)
@@ -832,8 +901,24 @@ def main(argv=None):
     log.setLevel(logging.INFO)
     log.propagate = False
 
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("chdb_http: error: --tls-cert and --tls-key go together", file=sys.stderr, flush=True)
+        return 1
+    tls = password = None
     try:
-        server = Server((args.host, args.port))
+        if args.tls_cert:
+            tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            tls.minimum_version = ssl.TLSVersion.TLSv1_2
+            tls.load_cert_chain(args.tls_cert, args.tls_key)
+        if args.password_file:
+            with open(args.password_file, encoding="utf-8") as f:
+                password = f.readline().rstrip("\r\n")
+    except (OSError, ssl.SSLError) as e:
+        print(f"chdb_http: error: TLS certificate or password file: {e}", file=sys.stderr, flush=True)
+        return 1
+
+    try:
+        server = Server((args.host, args.port), tls, password)
     except OSError as e:
         what = "address already in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
         print(f"chdb_http: error: cannot listen on {args.host}:{args.port}: {what}",
@@ -862,9 +947,11 @@ def main(argv=None):
     signal.signal(signal.SIGINT, on_signal)
 
     host, port = server.server_address[:2]
-    log.info("serving http://%s:%d data=%s chdb=%s", host, port,
-             os.path.abspath(args.data_dir), server.engine.version)
-    sys.stdout.write(f"READY http://{host}:{port}\n")
+    scheme = "https" if tls else "http"
+    log.info("serving %s://%s:%d data=%s chdb=%s auth=%s", scheme, host, port,
+             os.path.abspath(args.data_dir), server.engine.version,
+             "password" if password is not None else "none")
+    sys.stdout.write(f"READY {scheme}://{host}:{port}\n")
     sys.stdout.flush()
 
     try:

@@ -3,11 +3,13 @@
 Run: /root/.cache/sitelog/chdb-venv-26.9.0/bin/python -m pytest -q deploy/local/test_chdb_http.py
 """
 
+import base64
 import http.client
 import json
 import os
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -26,16 +28,16 @@ SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "chdb_http.py"
 # --------------------------------------------------------------------------- helpers
 
 class Srv:
-    def __init__(self, data_dir, log_file=None, port=0):
+    def __init__(self, data_dir, log_file=None, port=0, extra=()):
         cmd = [sys.executable, SERVER, "--data-dir", str(data_dir), "--host", "127.0.0.1",
-               "--port", str(port)]
+               "--port", str(port), *extra]
         if log_file:
             cmd += ["--log-file", str(log_file)]
         # stderr goes to a file: a pipe nobody reads would fill up and block the server
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.stderr, text=True)
         line = self.proc.stdout.readline()
-        if not line.startswith("READY http://127.0.0.1:"):
+        if not line.startswith(("READY http://127.0.0.1:", "READY https://127.0.0.1:")):
             self.proc.kill()
             self.proc.wait()
             self.stderr.seek(0)
@@ -52,7 +54,7 @@ class Srv:
                 self.proc.kill()
 
 
-def req(base, query=None, body=None, method=None, headers=None, **params):
+def req(base, query=None, body=None, method=None, headers=None, context=None, **params):
     """Returns (status, headers, body bytes); never raises on HTTP errors."""
     if query is not None:
         params["query"] = query
@@ -64,7 +66,7 @@ def req(base, query=None, body=None, method=None, headers=None, **params):
     r = urllib.request.Request(url, data=body, method=method or ("POST" if body is not None else "GET"),
                                headers=headers or {})
     try:
-        with urllib.request.urlopen(r, timeout=60) as resp:
+        with urllib.request.urlopen(r, timeout=60, context=context) as resp:
             return resp.status, resp.headers, resp.read()
     except urllib.error.HTTPError as e:
         return e.code, e.headers, e.read()
@@ -456,8 +458,16 @@ def test_error_codes(url, server):
     assert status == 400 and hdrs["X-ClickHouse-Exception-Code"] == "62"
     status, hdrs, body = req(url, body="")
     assert status == 400 and b"Empty query" in body
-    # GET is read-only, like clickhouse-server
+    # GET is read-only, like clickhouse-server, and a URL setting cannot lift that
     status, hdrs, _ = req(url, "CREATE TABLE get_t (a UInt8) ENGINE = Memory", method="GET")
+    assert status == 400 and hdrs["X-ClickHouse-Exception-Code"] == "164"
+    for value in ("0", " 0", "false"):
+        status, hdrs, body = req(url, "CREATE TABLE get_t (a UInt8) ENGINE = Memory", method="GET",
+                                 readonly=value)
+        assert status == 400 and hdrs["X-ClickHouse-Exception-Code"] == "164", (value, body)
+    assert ok(url, "SELECT count() FROM system.tables WHERE name = 'get_t'") == b"0\n"
+    assert ok(url, "SELECT 1", method="GET", readonly="1") == b"1\n"  # stricter is fine
+    status, hdrs, _ = req(url, "SET max_threads = 1", method="GET", readonly="1")
     assert status == 400 and hdrs["X-ClickHouse-Exception-Code"] == "164"
     # non-client errors are 500
     status, hdrs, body = req(url, "SELECT throwIf(1, 'boom')")
@@ -532,6 +542,66 @@ def test_request_log_has_no_password(url, server):
     line = [l for l in text.splitlines() if "log-marker-1" in l]
     assert line and " GET / 200 " in line[0] and "ms" in line[0]
     assert "hunter2" not in text and "hunter3" not in text
+
+
+# --------------------------------------------------------------------------- TLS and password
+
+def make_cert(d, name, ca=None):
+    """A throwaway certificate for 127.0.0.1 (self-signed CA when `ca` is None)."""
+    key, crt = d / f"{name}.key", d / f"{name}.pem"
+    if ca is None:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(crt)],
+                       check=True, capture_output=True)
+        return crt, key
+    csr = d / f"{name}.csr"
+    ext = d / f"{name}.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+                    "-keyout", str(key), "-out", str(csr)], check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]),
+                    "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(crt)],
+                   check=True, capture_output=True)
+    return crt, key
+
+
+def test_https_and_password(tmp_path):
+    ca = make_cert(tmp_path, "ca")
+    crt, key = make_cert(tmp_path, "server", ca)
+    pw = tmp_path / "password"
+    pw.write_text("s3cret-pw\n")
+    s = Srv(tmp_path / "data", log_file=tmp_path / "requests.log",
+            extra=["--tls-cert", str(crt), "--tls-key", str(key), "--password-file", str(pw)])
+    try:
+        assert s.url.startswith("https://127.0.0.1:")
+        trusted = ssl.create_default_context(cafile=str(ca[0]))
+        # /ping needs no password, as in ClickHouse
+        with urllib.request.urlopen(s.url + "/ping", context=trusted) as r:
+            assert r.read() == b"Ok.\n"
+        # every way the clickhouse crate and curl send credentials
+        auth = base64.b64encode(b"default:s3cret-pw").decode()
+        for kw in ({"headers": {"X-ClickHouse-User": "default", "X-ClickHouse-Key": "s3cret-pw"}},
+                   {"headers": {"Authorization": "Basic " + auth}},
+                   {"password": "s3cret-pw", "user": "default"}):
+            assert ok(s.url, "SELECT 1", context=trusted, **kw) == b"1\n"
+        # wrong or missing password: 403, code 516
+        for kw in ({"headers": {"X-ClickHouse-Key": "wrong"}}, {}):
+            status, hdrs, body = req(s.url, "SELECT 1", context=trusted, **kw)
+            assert status == 403 and hdrs["X-ClickHouse-Exception-Code"] == "516", body
+            assert b"Authentication failed" in body
+        # an untrusted certificate is refused by the client
+        with pytest.raises(urllib.error.URLError) as e:
+            req(s.url, "SELECT 1", context=ssl.create_default_context())
+        assert "CERTIFICATE_VERIFY_FAILED" in str(e.value)
+        # plaintext against the TLS port: no answer, and the server keeps serving
+        with pytest.raises((http.client.HTTPException, ConnectionError, urllib.error.URLError)):
+            req(s.url.replace("https://", "http://"), "SELECT 1")
+        assert ok(s.url, "SELECT 2", context=trusted, headers={"X-ClickHouse-Key": "s3cret-pw"}) == b"2\n"
+        time.sleep(0.2)
+        text = (tmp_path / "requests.log").read_text()
+        assert "TLS handshake" in text and "s3cret" not in text
+    finally:
+        assert s.stop() == 0
 
 
 # --------------------------------------------------------------------------- process lifecycle

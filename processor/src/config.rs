@@ -1,10 +1,12 @@
 //! `processor.toml`: one file for `sitelog process`, `schema migrate`, `customers` and reports.
 //! Serde with defaults in one place, unknown keys refused, `validate()` naming the bad key,
-//! secrets from the environment (`SITELOG_CLICKHOUSE_PASSWORD`, `SITELOG_KAFKA_PASSWORD`).
+//! secrets from the environment (`SITELOG_CLICKHOUSE_PASSWORD`, `SITELOG_KAFKA_PASSWORD`) or
+//! from files (`password_file`, `sasl_password_file`), never from this file.
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use sitelog_schema::kafka::{self, KafkaSecurity};
 use sitelog_schema::migrations::Retention;
 
 use crate::billing::BillingConfig;
@@ -101,13 +103,11 @@ pub struct KafkaConfig {
     /// membership. tansu 0.6.0 does not give a restarted static member its partitions back:
     /// leave it unset there. See `Processor::new` in `processor/src/consume.rs`.
     pub group_instance_id: Option<String>,
-    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
-    pub security_protocol: String,
-    pub sasl_mechanism: Option<String>,
-    pub sasl_username: Option<String>,
-    /// Prefer `SITELOG_KAFKA_PASSWORD`.
-    pub sasl_password: Option<String>,
-    pub ssl_ca_location: Option<String>,
+    /// `security_protocol`, `ssl_*` and `sasl_*`: the same keys as the collector's `[kafka]`,
+    /// one definition (`sitelog_schema::kafka`). The SASL password comes from
+    /// `SITELOG_KAFKA_PASSWORD` or `sasl_password_file`, never from this file.
+    #[serde(flatten)]
+    pub security: KafkaSecurity,
 }
 
 impl Default for KafkaConfig {
@@ -120,11 +120,7 @@ impl Default for KafkaConfig {
             deadletter_max_bytes: 256 * 1024,
             group_id: "sitelog-processor".into(),
             group_instance_id: None,
-            security_protocol: "plaintext".into(),
-            sasl_mechanism: None,
-            sasl_username: None,
-            sasl_password: None,
-            ssl_ca_location: None,
+            security: KafkaSecurity::default(),
         }
     }
 }
@@ -140,25 +136,39 @@ pub enum ConfigError {
 }
 
 impl KafkaConfig {
-    /// librdkafka settings shared by consumers and admin clients; the password comes from
-    /// `SITELOG_KAFKA_PASSWORD` when set.
-    pub fn client_config(&self) -> rdkafka::ClientConfig {
+    /// librdkafka settings shared by consumers and producers: brokers, TLS and SASL, the
+    /// password from `SITELOG_KAFKA_PASSWORD` or `sasl_password_file`.
+    pub fn client_config(&self) -> Result<rdkafka::ClientConfig, rdkafka::error::KafkaError> {
         let mut c = rdkafka::ClientConfig::new();
-        c.set("bootstrap.servers", &self.brokers).set("security.protocol", &self.security_protocol);
-        if let Some(m) = &self.sasl_mechanism {
-            c.set("sasl.mechanism", m);
+        c.set("bootstrap.servers", &self.brokers);
+        for (key, v) in self.security.properties() {
+            c.set(key, v);
         }
-        if let Some(u) = &self.sasl_username {
-            c.set("sasl.username", u);
+        // Info-level lines reach the log callback, which needs them to see a plaintext client's
+        // first request dropped by a TLS listener (`consume::Context`); tracing filters output.
+        if !matches!(c.log_level, rdkafka::config::RDKafkaLogLevel::Debug) {
+            c.set_log_level(rdkafka::config::RDKafkaLogLevel::Info);
         }
-        if let Some(p) = std::env::var("SITELOG_KAFKA_PASSWORD").ok().or_else(|| self.sasl_password.clone()) {
+        let password = self
+            .security
+            .sasl_password(std::env::var(kafka::PASSWORD_ENV).ok(), |p| std::fs::read_to_string(p))
+            .map_err(rdkafka::error::KafkaError::ClientCreation)?;
+        if let Some(p) = password {
             c.set("sasl.password", p);
         }
-        if let Some(ca) = &self.ssl_ca_location {
-            c.set("ssl.ca.location", ca);
-        }
-        c
+        Ok(c)
     }
+}
+
+/// librdkafka's `builtin.features` (e.g. `gzip,snappy,ssl,sasl,sasl_scram,lz4,zstd`).
+pub fn builtin_features() -> String {
+    rdkafka::ClientConfig::new().create_native_config().and_then(|c| c.get("builtin.features")).unwrap_or_default()
+}
+
+/// Errors of a Kafka client that no retry can fix: wrong credentials, an untrusted
+/// certificate, plaintext against a TLS listener. `None` for transient ones (broker down).
+pub fn kafka_refusal(err: &rdkafka::error::KafkaError, reason: &str) -> Option<String> {
+    sitelog_schema::kafka::refusal(err.rdkafka_error_code().map(|c| c as i32), reason)
 }
 
 impl ProcessorConfig {
@@ -213,12 +223,9 @@ impl ProcessorConfig {
         if k.brokers.trim().is_empty() {
             return Err(("kafka.brokers", "must name at least one broker".into()));
         }
-        if !["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"].contains(&k.security_protocol.as_str()) {
-            return Err((
-                "kafka.security_protocol",
-                format!("'{}' is not plaintext|ssl|sasl_plaintext|sasl_ssl", k.security_protocol),
-            ));
-        }
+        k.security.validate()?;
+        // What the config asks for must be compiled into librdkafka (TLS, SCRAM).
+        kafka::check_supported(&k.security, None, &builtin_features())?;
         Ok(())
     }
 }
@@ -226,6 +233,15 @@ impl ProcessorConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the configs may ask for is compiled in: TLS, SCRAM, every codec.
+    #[test]
+    fn librdkafka_has_tls_scram_and_zstd() {
+        let f = builtin_features();
+        for feature in ["ssl", "sasl_scram", "zstd", "lz4", "snappy", "gzip"] {
+            assert!(f.split(',').any(|x| x == feature), "{feature} missing from builtin.features {f}");
+        }
+    }
 
     #[test]
     fn example_configs_parse() {
@@ -239,9 +255,27 @@ mod tests {
 
     #[test]
     fn errors_name_line_and_key() {
+        let e = ProcessorConfig::from_toml("[sink]\nlinger_ms = 5\nbogus = 1\n", "x.toml").unwrap_err().to_string();
+        assert!(e.starts_with("x.toml: line 3"), "{e}");
+        // [kafka] flattens the shared security keys: an unknown key there is named, but serde
+        // reports it at the table, not its own line.
         let e =
             ProcessorConfig::from_toml("[kafka]\nbrokers = \"a:1\"\nbogus = 1\n", "x.toml").unwrap_err().to_string();
-        assert!(e.starts_with("x.toml: line 3"), "{e}");
+        assert!(e.contains("unknown field `bogus`"), "{e}");
+        let e = ProcessorConfig::from_toml("[kafka]\nsasl_password = \"hunter2\"\n", "x.toml").unwrap_err().to_string();
+        assert!(e.contains("kafka.sasl_password") && e.contains("SITELOG_KAFKA_PASSWORD"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        let e = ProcessorConfig::from_toml(
+            "[kafka]\nsecurity_protocol = \"sasl_ssl\"\nsasl_mechanism = \"GSSAPI\"\n",
+            "x.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("kafka.sasl_mechanism"), "{e}");
+        let e = ProcessorConfig::from_toml("[clickhouse]\nurl = \"http://h:8123\"\nca_file = \"/ca.pem\"\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ca_file"), "{e}");
         let e = ProcessorConfig::from_toml("[retention]\nraw_days = 0\n", "x.toml").unwrap_err().to_string();
         assert!(e.contains("raw_days"), "{e}");
     }

@@ -60,6 +60,9 @@ pub enum ProcessError {
     /// (group, topic, lag and the likely cause).
     #[error("{0}")]
     NotCaughtUp(String),
+    /// Kafka refuses this configuration (credentials, TLS): retrying cannot help.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// How [`Processor::run`] ends besides SIGTERM.
@@ -219,11 +222,16 @@ struct PartBuf {
 
 /// Routes librdkafka's errors to `tracing`, minus the end-of-partition notices this loop
 /// asks for (`enable.partition.eof`) to know when it has caught up; and handles revocations
-/// (see [`Context::revoke`]).
+/// (see [`Context::revoke`]). Errors no retry can fix (the broker refuses the credentials
+/// or the TLS set-up) are kept for the loop, which stops.
 pub struct Context {
     rt: tokio::runtime::Handle,
     topic: String,
     state: Mutex<Rebalancing>,
+    refused: Arc<std::sync::Mutex<Option<String>>>,
+    /// The protocol, when it is not TLS: then dropped first requests are counted.
+    plaintext: Option<String>,
+    dropped: std::sync::atomic::AtomicU32,
 }
 
 /// What the rebalance callbacks share with the loop. The callbacks run inside `poll()` on the
@@ -258,8 +266,15 @@ enum Outcome {
 }
 
 impl Context {
-    fn new(rt: tokio::runtime::Handle, topic: String) -> Self {
-        Context { rt, topic, state: Mutex::new(Rebalancing::default()) }
+    fn new(rt: tokio::runtime::Handle, topic: String, plaintext: Option<String>) -> Self {
+        Context {
+            rt,
+            topic,
+            state: Mutex::new(Rebalancing::default()),
+            refused: Default::default(),
+            plaintext,
+            dropped: Default::default(),
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, Rebalancing> {
@@ -318,9 +333,27 @@ impl Context {
 }
 
 impl ClientContext for Context {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        use sitelog_schema::kafka;
+        if let Some(protocol) = &self.plaintext {
+            if kafka::dropped_in_first_request(log_message) {
+                if self.dropped.fetch_add(1, Ordering::Relaxed) + 1 == kafka::PLAINTEXT_TO_TLS_LIMIT {
+                    let msg = kafka::plaintext_to_tls_message(protocol, log_message);
+                    self.refused.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(msg);
+                }
+            } else if log_message.contains("ApiVersion") || fac == "AUTH" {
+                self.dropped.store(0, Ordering::Relaxed);
+            }
+        }
+        rdkafka::client::DefaultClientContext.log(level, fac, log_message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         let eof = matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF));
-        if !eof {
+        if let Some(msg) = crate::config::kafka_refusal(&error, reason) {
+            tracing::error!("{msg}");
+            self.refused.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(msg);
+        } else if !eof {
             tracing::error!(error = %error, reason, "kafka client error");
         }
     }
@@ -398,7 +431,7 @@ impl Processor {
     /// Connects, loads the register and the source progress, and subscribes.
     pub fn new(cfg: ProcessorConfig, rt: tokio::runtime::Handle) -> Result<Processor, ProcessError> {
         let client = cfg.clickhouse.client()?;
-        let mut kafka = cfg.kafka.client_config();
+        let mut kafka = cfg.kafka.client_config()?;
         kafka
             .set("group.id", &cfg.kafka.group_id)
             .set("enable.auto.commit", "false")
@@ -422,8 +455,11 @@ impl Processor {
         if let Some(id) = &cfg.kafka.group_instance_id {
             kafka.set("group.instance.id", id);
         }
-        let consumer: BaseConsumer<Context> =
-            kafka.create_with_context(Context::new(rt.clone(), cfg.kafka.topic.clone()))?;
+        let consumer: BaseConsumer<Context> = kafka.create_with_context(Context::new(
+            rt.clone(),
+            cfg.kafka.topic.clone(),
+            (!cfg.kafka.security.uses_tls()).then(|| cfg.kafka.security.security_protocol.clone()),
+        ))?;
         consumer.subscribe(&[&cfg.kafka.topic])?;
         let quarantine = Quarantine::new(&cfg.kafka)?;
         let visitors = VisitorStamper::new(KeyStore::open(&cfg.privacy.key_dir())?);
@@ -493,6 +529,9 @@ impl Processor {
         let mut wait = GroupWait::new(opts.max_wait_unassigned);
         let mut last_unassigned_log = Instant::now();
         while !stop.load(Ordering::Relaxed) {
+            if let Some(msg) = self.consumer.context().refused.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                return Err(ProcessError::Refused(msg));
+            }
             if last_assignment_check.elapsed() >= Duration::from_millis(250) {
                 if self.check_assignment()? {
                     idle_since = Instant::now();

@@ -67,7 +67,7 @@ pub fn is_permanent(e: &KafkaError) -> bool {
 impl Quarantine {
     pub fn new(cfg: &KafkaConfig) -> Result<Self, KafkaError> {
         let producer: FutureProducer = cfg
-            .client_config()
+            .client_config()?
             .set("enable.idempotence", "true")
             .set("message.timeout.ms", "30000")
             .set("topic.metadata.refresh.interval.ms", "5000")
@@ -131,7 +131,7 @@ impl Entry {
 /// source position (a re-written duplicate is dropped), in source order.
 pub fn read_all(cfg: &KafkaConfig, timeout: Duration) -> Result<Vec<Entry>, KafkaError> {
     let consumer: BaseConsumer = cfg
-        .client_config()
+        .client_config()?
         .set("group.id", "sitelog-deadletter-reader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")

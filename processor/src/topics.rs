@@ -67,7 +67,7 @@ pub fn line_topics(k: &KafkaConfig) -> [&str; 3] {
 }
 
 fn admin(k: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, TopicsError> {
-    k.client_config().create().map_err(TopicsError::Client)
+    k.client_config().map_err(TopicsError::Client)?.create().map_err(TopicsError::Client)
 }
 
 /// Whether `current` keeps lines no longer than `want` asks (a shorter retention is fine).

@@ -12,6 +12,7 @@
 //! small and boring on purpose: `ingest` and `processor` both depend on it and never on each
 //! other.
 
+pub mod kafka;
 pub mod migrations;
 pub mod record;
 pub mod register;

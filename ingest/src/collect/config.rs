@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use sitelog_schema::kafka::{self, KafkaSecurity};
+
 use super::pattern::PathPattern;
 
 /// The whole `collector.toml`.
@@ -58,17 +60,11 @@ pub struct KafkaConfig {
     pub topic: String,
     pub rejects_topic: String,
     pub client_id: String,
-    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
-    pub security_protocol: String,
-    pub ssl_ca_location: Option<PathBuf>,
-    pub ssl_certificate_location: Option<PathBuf>,
-    pub ssl_key_location: Option<PathBuf>,
-    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
-    pub sasl_mechanism: Option<String>,
-    pub sasl_username: Option<String>,
-    /// File holding the SASL password (first line). The environment variable
-    /// `SITELOG_KAFKA_PASSWORD` wins over it. Never put the password itself in this file.
-    pub sasl_password_file: Option<PathBuf>,
+    /// `security_protocol`, `ssl_*` and `sasl_*`: the keys the processor's `[kafka]` has too,
+    /// one definition (`sitelog_schema::kafka`). The SASL password comes from
+    /// `SITELOG_KAFKA_PASSWORD` or `sasl_password_file`, never from this file.
+    #[serde(flatten)]
+    pub security: KafkaSecurity,
     /// How long a message may stay unacknowledged before the collector gives up on the
     /// producer session: it stops sending, drops the session (purging its queue) and starts a
     /// new one from the last checkpoints. 0 (default) = wait forever: while the broker is down
@@ -92,13 +88,7 @@ impl Default for KafkaConfig {
             topic: sitelog_schema::wire::ACCESS_TOPIC.into(),
             rejects_topic: sitelog_schema::wire::REJECTS_TOPIC.into(),
             client_id: "sitelog-collect".into(),
-            security_protocol: "plaintext".into(),
-            ssl_ca_location: None,
-            ssl_certificate_location: None,
-            ssl_key_location: None,
-            sasl_mechanism: None,
-            sasl_username: None,
-            sasl_password_file: None,
+            security: KafkaSecurity::default(),
             message_timeout_ms: 0,
             compression: "lz4".into(),
             properties: Default::default(),
@@ -291,16 +281,13 @@ impl CollectorConfig {
         if kf.rejects_topic.is_empty() {
             return bad("kafka.rejects_topic", "must not be empty");
         }
-        match kf.security_protocol.as_str() {
-            "plaintext" | "ssl" | "sasl_plaintext" | "sasl_ssl" => {}
-            _ => return bad("kafka.security_protocol", "must be plaintext, ssl, sasl_plaintext or sasl_ssl"),
-        }
-        if kf.security_protocol.starts_with("sasl") && (kf.sasl_mechanism.is_none() || kf.sasl_username.is_none()) {
-            return bad("kafka.sasl_mechanism", "sasl_* protocols need sasl_mechanism and sasl_username");
-        }
-        if !matches!(kf.compression.as_str(), "none" | "lz4" | "zstd" | "snappy" | "gzip") {
+        kf.security.validate().map_err(|(k, m)| (k.to_owned(), m))?;
+        if !kafka::COMPRESSIONS.contains(&kf.compression.as_str()) {
             return bad("kafka.compression", "must be none, lz4, zstd, snappy or gzip");
         }
+        // What the config asks for must be compiled into librdkafka (TLS, SCRAM, the codec).
+        kafka::check_supported(&kf.security, Some(&kf.compression), &super::deliver::builtin_features())
+            .map_err(|(k, m)| (k.to_owned(), m))?;
         for key in kf.properties.keys() {
             if super::deliver::GUARANTEE_KEYS.contains(&key.as_str()) {
                 return Err((
@@ -442,7 +429,7 @@ format = "combined"
         assert_eq!(c.sources[0].host_from(), HostFrom::Path);
         assert_eq!(c.limits, Limits::default());
         assert_eq!(c.tail, TailConfig::default());
-        assert_eq!(c.kafka.security_protocol, "sasl_ssl");
+        assert_eq!(c.kafka.security.security_protocol, "sasl_ssl");
     }
 
     #[test]

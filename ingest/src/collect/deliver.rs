@@ -11,7 +11,6 @@
 //! what it was given, per partition: if message N fails and N+1 is written, the re-sent N is
 //! dropped as a duplicate. See [`client_config`] for how the session is kept gap-less.
 
-use std::path::Path;
 use std::time::Duration;
 
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -23,15 +22,44 @@ use tracing::{debug, error, info, warn};
 use super::config::KafkaConfig;
 use super::sink::{Ack, Event, EventSender, Sink, SinkError, Token, Topic};
 
+use sitelog_schema::kafka;
 /// Environment variable that holds the SASL password.
-pub const PASSWORD_ENV: &str = "SITELOG_KAFKA_PASSWORD";
+pub use sitelog_schema::kafka::PASSWORD_ENV;
+
+/// librdkafka's `builtin.features` (e.g. `gzip,snappy,ssl,sasl,sasl_scram,lz4,zstd`): what
+/// this build can do, checked against the config at start-up.
+pub fn builtin_features() -> String {
+    ClientConfig::new().create_native_config().and_then(|c| c.get("builtin.features")).unwrap_or_default()
+}
+
+/// Errors that no retry can fix: the broker or the network path refuses this client's
+/// configuration (wrong password, untrusted certificate, plaintext against a TLS listener or
+/// the reverse). The collector stops with the message instead of waiting forever; a broker
+/// that is merely down stays a transient error. `None` for everything else.
+pub fn refusal(err: &KafkaError, reason: &str) -> Option<String> {
+    sitelog_schema::kafka::refusal(err.rdkafka_error_code().map(|c| c as i32), reason)
+}
 
 struct Ctx {
     events: EventSender,
+    /// The protocol, when it is not TLS: then dropped first requests are counted.
+    plaintext: Option<String>,
+    dropped: std::sync::atomic::AtomicU32,
 }
 
 impl ClientContext for Ctx {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if let Some(protocol) = &self.plaintext {
+            if kafka::dropped_in_first_request(log_message) {
+                let n = self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if n == kafka::PLAINTEXT_TO_TLS_LIMIT {
+                    let _ = self.events.send(Event::Refused(kafka::plaintext_to_tls_message(protocol, log_message)));
+                }
+            } else if log_message.contains("ApiVersion") || fac == "AUTH" {
+                // The first request was answered: this listener speaks plaintext Kafka.
+                self.dropped.store(0, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         match level {
             RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
                 error!(target: "librdkafka", fac, "{log_message}")
@@ -45,7 +73,9 @@ impl ClientContext for Ctx {
     }
 
     fn error(&self, err: KafkaError, reason: &str) {
-        if err.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+        if let Some(msg) = refusal(&err, reason) {
+            let _ = self.events.send(Event::Refused(msg));
+        } else if err.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
             let _ = self.events.send(Event::Fatal(format!("{err}: {reason}")));
         } else {
             // Transient (broker down, reconnecting): librdkafka retries, reading pauses on
@@ -108,25 +138,21 @@ pub fn client_config(k: &KafkaConfig) -> Result<ClientConfig, SinkError> {
         .set("compression.type", &k.compression)
         .set("linger.ms", "5")
         .set("message.timeout.ms", "0")
-        .set("security.protocol", &k.security_protocol);
-    let path = |p: &Path| p.display().to_string();
-    if let Some(p) = &k.ssl_ca_location {
-        c.set("ssl.ca.location", path(p));
+        .set("message.timeout.ms", "0");
+    for (key, v) in k.security.properties() {
+        c.set(key, v);
     }
-    if let Some(p) = &k.ssl_certificate_location {
-        c.set("ssl.certificate.location", path(p));
+    // Info-level lines reach the log callback, which needs them to see a plaintext client's
+    // first request dropped by a TLS listener (`Ctx::log`); tracing filters what is printed.
+    if !matches!(c.log_level, RDKafkaLogLevel::Debug) {
+        c.set_log_level(RDKafkaLogLevel::Info);
     }
-    if let Some(p) = &k.ssl_key_location {
-        c.set("ssl.key.location", path(p));
-    }
-    if let Some(m) = &k.sasl_mechanism {
-        c.set("sasl.mechanism", m);
-    }
-    if let Some(u) = &k.sasl_username {
-        c.set("sasl.username", u);
-    }
-    if k.security_protocol.starts_with("sasl") {
-        c.set("sasl.password", sasl_password(k)?);
+    let password = k
+        .security
+        .sasl_password(std::env::var(PASSWORD_ENV).ok(), |p| std::fs::read_to_string(p))
+        .map_err(SinkError::Producer)?;
+    if let Some(p) = password {
+        c.set("sasl.password", p);
     }
     for (key, v) in &k.properties {
         if !GUARANTEE_KEYS.contains(&key.as_str()) {
@@ -136,22 +162,9 @@ pub fn client_config(k: &KafkaConfig) -> Result<ClientConfig, SinkError> {
     Ok(c)
 }
 
-fn sasl_password(k: &KafkaConfig) -> Result<String, SinkError> {
-    if let Ok(p) = std::env::var(PASSWORD_ENV) {
-        return Ok(p);
-    }
-    match &k.sasl_password_file {
-        Some(file) => std::fs::read_to_string(file)
-            .map(|s| s.lines().next().unwrap_or_default().to_owned())
-            .map_err(|e| SinkError::Producer(format!("kafka.sasl_password_file {}: {e}", file.display()))),
-        None => {
-            Err(SinkError::Producer(format!("SASL needs a password: set {PASSWORD_ENV} or kafka.sasl_password_file")))
-        }
-    }
-}
-
 pub struct KafkaSink {
     config: ClientConfig,
+    plaintext: Option<String>,
     topic: String,
     rejects_topic: String,
     events: EventSender,
@@ -161,12 +174,25 @@ pub struct KafkaSink {
 impl KafkaSink {
     pub fn new(k: &KafkaConfig, events: EventSender) -> Result<Self, SinkError> {
         let config = client_config(k)?;
-        let producer = Self::producer(&config, &events)?;
-        Ok(KafkaSink { config, topic: k.topic.clone(), rejects_topic: k.rejects_topic.clone(), events, producer })
+        let plaintext = (!k.security.uses_tls()).then(|| k.security.security_protocol.clone());
+        let producer = Self::producer(&config, &events, &plaintext)?;
+        Ok(KafkaSink {
+            config,
+            plaintext,
+            topic: k.topic.clone(),
+            rejects_topic: k.rejects_topic.clone(),
+            events,
+            producer,
+        })
     }
 
-    fn producer(config: &ClientConfig, events: &EventSender) -> Result<ThreadedProducer<Ctx>, SinkError> {
-        config.create_with_context(Ctx { events: events.clone() }).map_err(|e| SinkError::Producer(e.to_string()))
+    fn producer(
+        config: &ClientConfig,
+        events: &EventSender,
+        plaintext: &Option<String>,
+    ) -> Result<ThreadedProducer<Ctx>, SinkError> {
+        let ctx = Ctx { events: events.clone(), plaintext: plaintext.clone(), dropped: Default::default() };
+        config.create_with_context(ctx).map_err(|e| SinkError::Producer(e.to_string()))
     }
 
     /// Waits up to `timeout` for queued messages (their acks arrive as events).
@@ -196,7 +222,7 @@ impl Sink for KafkaSink {
     }
 
     fn restart(&mut self) -> Result<(), SinkError> {
-        let fresh = Self::producer(&self.config, &self.events)?;
+        let fresh = Self::producer(&self.config, &self.events, &self.plaintext)?;
         // Dropping the old producer purges its queue; those failures arrive with the old
         // session number and are ignored.
         drop(std::mem::replace(&mut self.producer, fresh));

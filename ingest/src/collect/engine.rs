@@ -46,6 +46,8 @@ pub enum CollectError {
     Format { source_name: String, msg: String },
     #[error("--backfill {path}: {msg}")]
     Backfill { path: PathBuf, msg: String },
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// What the collector is asked to do.
@@ -165,6 +167,8 @@ pub struct Collector<S: Sink> {
     restart_at: Option<Instant>,
     restart_backoff: Duration,
     shutdown_deadline: Option<Instant>,
+    /// Kafka refused the configuration ([`Event::Refused`]): `step` returns it as an error.
+    refused: Option<String>,
     wake: bool,
     rescan: bool,
     more_to_read: bool,
@@ -258,6 +262,7 @@ impl<S: Sink> Collector<S> {
             restart_at: None,
             restart_backoff: Duration::ZERO,
             shutdown_deadline: None,
+            refused: None,
             wake: true,
             rescan: false,
             more_to_read: false,
@@ -316,6 +321,10 @@ impl<S: Sink> Collector<S> {
             self.start()?;
         }
         self.wait_events(wait);
+        if let Some(msg) = self.refused.take() {
+            // Nothing unacknowledged is checkpointed; the next start re-sends it.
+            return Err(CollectError::Refused(msg));
+        }
         let now = Instant::now();
         self.check_deadline(now);
         if let Some(at) = self.restart_at {
@@ -424,6 +433,10 @@ impl<S: Sink> Collector<S> {
             Event::Rescan => {
                 self.wake = true;
                 self.rescan = true;
+            }
+            Event::Refused(msg) => {
+                error!(error = %msg, "stopping: Kafka refuses this configuration");
+                self.refused.get_or_insert(msg);
             }
             Event::Fatal(msg) => {
                 error!(error = %msg, "fatal producer error; restarting the producer from the checkpoints");

@@ -50,6 +50,9 @@ pub enum Event {
     Rescan,
     /// The producer hit a fatal error; restart it from the checkpoints.
     Fatal(String),
+    /// Kafka refuses this client's configuration (authentication, TLS, protocol): retrying
+    /// cannot help, the collector stops with this message.
+    Refused(String),
     /// Flush, checkpoint, exit.
     Shutdown,
 }

@@ -19,6 +19,9 @@ pub struct ClickHouseConfig {
     /// Never put a real password here: use `SITELOG_CLICKHOUSE_PASSWORD` or `password_file`.
     pub password: Option<String>,
     pub password_file: Option<std::path::PathBuf>,
+    /// CA certificate(s) (PEM) the server's certificate must chain to, for `https://` URLs;
+    /// default: the system's trust store (`SSL_CERT_FILE` / `SSL_CERT_DIR` honoured).
+    pub ca_file: Option<std::path::PathBuf>,
     /// ClickHouse's LZ4 block compression on the wire. On for clickhouse-server; the local chDB
     /// endpoint does not speak it, so local configs turn it off. A switch, not a code path.
     pub compression: bool,
@@ -32,6 +35,7 @@ impl Default for ClickHouseConfig {
             user: "default".into(),
             password: None,
             password_file: None,
+            ca_file: None,
             compression: true,
         }
     }
@@ -43,6 +47,8 @@ pub enum ConfigError {
     Invalid { key: &'static str, msg: String },
     #[error("clickhouse.password_file {path}: {source}")]
     PasswordFile { path: String, source: std::io::Error },
+    #[error("clickhouse.ca_file {path}: {msg}")]
+    CaFile { path: String, msg: String },
 }
 
 impl ClickHouseConfig {
@@ -51,6 +57,12 @@ impl ClickHouseConfig {
             return Err(ConfigError::Invalid {
                 key: "url",
                 msg: format!("'{}' must start with http:// or https://", self.url),
+            });
+        }
+        if self.ca_file.is_some() && !self.url.starts_with("https://") {
+            return Err(ConfigError::Invalid {
+                key: "ca_file",
+                msg: format!("is only used with an https:// url, not '{}'", self.url),
             });
         }
         if self.database.is_empty() || !self.database.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
@@ -85,19 +97,57 @@ impl ClickHouseConfig {
     pub fn client_as(&self, user: &str, password: Option<String>) -> Result<clickhouse::Client, ConfigError> {
         self.validate()?;
         let compression = if self.compression { clickhouse::Compression::Lz4 } else { clickhouse::Compression::None };
-        let c = clickhouse::Client::default()
-            .with_url(&self.url)
-            .with_database(&self.database)
-            .with_user(user)
-            .with_compression(compression);
+        let c = match &self.ca_file {
+            Some(ca) => clickhouse::Client::with_http_client(
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .pool_idle_timeout(std::time::Duration::from_secs(2))
+                    .build(https_connector(ca)?),
+            ),
+            None => clickhouse::Client::default(),
+        };
+        let c = c.with_url(&self.url).with_database(&self.database).with_user(user).with_compression(compression);
         Ok(match password {
             Some(p) => c.with_password(p),
             None => c,
         })
     }
 
+    /// Whether the server is reached over TLS.
+    pub fn uses_tls(&self) -> bool {
+        self.url.starts_with("https://")
+    }
+
     /// A client without a database, for statements that create it.
     pub fn server_client(&self) -> Result<clickhouse::Client, ConfigError> {
         Ok(self.client()?.with_database("default"))
     }
+}
+
+/// A connector like the clickhouse crate's own (rustls with ring, HTTP/1, TCP keep-alive)
+/// that trusts the certificates in `ca` and nothing else.
+fn https_connector(
+    ca: &std::path::Path,
+) -> Result<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, ConfigError> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let err = |msg: String| ConfigError::CaFile { path: ca.display().to_string(), msg };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| err(e.to_string()))? {
+        roots.add(cert.map_err(|e| err(e.to_string()))?).map_err(|e| err(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(err("no PEM certificate in the file".into()));
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.set_keepalive(Some(std::time::Duration::from_secs(60)));
+    http.enforce_http(false);
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http))
 }
