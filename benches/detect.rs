@@ -9,6 +9,10 @@
 //!
 //! Run: `cargo bench --bench detect`. No services needed.
 
+mod support {
+    pub mod usage;
+}
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
@@ -68,16 +72,6 @@ fn records(n: usize) -> Vec<AccessRecord<'static>> {
             }
         })
         .collect()
-}
-
-fn rss_mb() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
 }
 
 fn per_row(recs: &[AccessRecord<'static>], detect: bool, passes: usize) -> f64 {
@@ -143,7 +137,7 @@ fn main() {
     println!("\n## A spray of 1,000,000 distinct addresses (POST /wp-login.php), max_buckets 200000");
     let scenarios = Scenarios::new(scenario::load(&Default::default()).unwrap()).unwrap();
     let mut d = Detector::new(scenarios, 200_000);
-    let rss_before = rss_mb();
+    let rss_before = support::usage::peak_rss_mb();
     let t = Instant::now();
     let mut peak = 0;
     for i in 0..1_000_000u32 {
@@ -169,7 +163,7 @@ fn main() {
         "{:.1} s; buckets + signal groups at most {peak} (each bounded by 200000); {} evicted; peak RSS {:.0} MB (before the spray {:.0} MB)",
         t.elapsed().as_secs_f64(),
         d.evictions,
-        rss_mb(),
+        support::usage::peak_rss_mb(),
         rss_before
     );
 }

@@ -4,6 +4,10 @@
 //!
 //! Prints MB/s, records/s and bytes/record. Run: `cargo bench --bench pipeline`.
 
+mod support {
+    pub mod usage;
+}
+
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -62,16 +66,6 @@ fn records(n: usize) -> Vec<AccessRecord<'static>> {
             ..Default::default()
         })
         .collect()
-}
-
-fn rss_mb() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
 }
 
 fn kafka(stack: &LocalStack, recs: &[AccessRecord<'static>]) {
@@ -207,7 +201,7 @@ fn main() {
     let recs = records(300_000);
     kafka(&stack, &recs);
     clickhouse(&stack, &recs);
-    println!("\npeak RSS of the bench process: {:.0} MB", rss_mb());
+    println!("\npeak RSS of the bench process: {:.0} MB", support::usage::peak_rss_mb());
     drop(stack);
     let _ = std::fs::remove_dir_all(dir);
 }

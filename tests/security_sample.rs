@@ -104,6 +104,40 @@ fn injected_attacks_are_found_benign_traffic_is_not_and_a_replay_adds_nothing() 
         got.iter().filter(|(_, src, _, site)| !attacked.contains(&(src.clone(), site.clone()))).collect();
     assert!(extra.is_empty(), "events about sources the generator did not inject: {extra:#?}");
 
+    // Investigation: the brute force's address across all customers, and its site.
+    let brute = attacks.iter().find(|a| a.scenario == "wp-login-bruteforce").expect("a brute force");
+    let reason = ["--reason", "test: security_sample"];
+    let ip = support::sitelog(
+        &[&["investigate", "ip", &brute.source, "-c", cfg, "--since", "30d", "--format", "json"][..], &reason[..]]
+            .concat(),
+        &[],
+    );
+    let ip: serde_json::Value = serde_json::from_str(ip.trim()).unwrap();
+    let site = ip["sites"].as_array().unwrap().iter().find(|s| s["site_host"] == brute.site_host.as_str()).unwrap();
+    assert!(site["logins"].as_u64().unwrap() >= 60, "{site}");
+    assert_eq!(site["customer_id"], brute.customer_id.as_str());
+    assert!(ip["events"].as_array().unwrap().iter().any(|e| e["scenario"] == "wp-login-bruteforce"), "{ip}");
+    let s = support::sitelog(
+        &[&["investigate", "site", &brute.site_host, "-c", cfg, "--since", "30d", "--format", "json"][..], &reason[..]]
+            .concat(),
+        &[],
+    );
+    let s: serde_json::Value = serde_json::from_str(s.trim()).unwrap();
+    assert!(s["mix"]["from_event_sources"].as_u64().unwrap() >= 60, "{s}");
+    assert!(s["events"].as_array().unwrap().iter().any(|e| e["source"] == brute.source.as_str()), "{s}");
+
+    // The blocklist: attack sources only (never a benign look-alike such as Googlebot).
+    let csv = support::sitelog(
+        &["security", "blocklist", "-c", cfg, "--format", "csv", "--since", "30d", "--min-severity", "low"],
+        &[],
+    );
+    let listed: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    let sources: BTreeSet<&str> = attacks.iter().map(|a| a.source.as_str()).collect();
+    assert!(listed.iter().all(|l| sources.contains(l)), "{csv}");
+    for (_, b) in &benign {
+        assert!(!listed.contains(&b.as_str()), "{csv}");
+    }
+
     // A second consumer group replays the whole topic into the same database: no new event.
     let replay = run.config.with_file_name("replay.toml");
     let text = std::fs::read_to_string(&run.config)
@@ -137,7 +171,9 @@ fn injected_attacks_are_found_benign_traffic_is_not_and_a_replay_adds_nothing() 
         run.client.query("SELECT count() FROM access_audit WHERE reason = 'test: security_sample'").fetch_one(),
     )
     .unwrap();
-    assert_eq!(audited, 2);
+    assert_eq!(audited, 4, "two event queries and two investigations");
+    let audit = support::sitelog(&["audit", "list", "-c", cfg, "--format", "json"], &[]);
+    assert!(audit.lines().filter(|l| l.contains("investigate ip")).count() == 1, "{audit}");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sitelog"))
         .args(["security", "events", "-c", cfg, "--reason", " "])
         .output()

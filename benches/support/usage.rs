@@ -1,4 +1,5 @@
 //! What a benchmarked process cost: peak RSS and CPU seconds (shared by the benches).
+#![allow(dead_code)] // each bench uses a part of it
 
 use std::process::Child;
 
@@ -41,4 +42,16 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     f.iter().sum::<f64>() / hz
+}
+
+/// This process's peak RSS so far (MB), from `/proc/self/status` (`VmHWM`).
+#[allow(dead_code)] // not every bench measures itself
+pub fn peak_rss_mb() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
 }

@@ -40,7 +40,7 @@ pub fn run(a: AuditArgs) -> anyhow::Result<ExitCode> {
         super::runtime()?.block_on(audit_list(&client, from.timestamp_micros())).context("reading access_audit")?;
     let mut out = std::io::stdout().lock();
     for r in &rows {
-        let ts = chrono::DateTime::from_timestamp_micros(r.ts)
+        let ts = chrono::DateTime::from_timestamp_micros(r.ts_us)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
             .unwrap_or_default();
         if format == "json" {

@@ -133,8 +133,8 @@ pub fn run(a: InvestigateArgs) -> anyhow::Result<ExitCode> {
                             e.source,
                             e.site_host,
                             e.customer_id,
-                            t(e.first_seen),
-                            t(e.last_seen),
+                            t(e.first_seen_us),
+                            t(e.last_seen_us),
                             e.count,
                             e.severity
                         )?;
@@ -179,8 +179,8 @@ pub fn run(a: InvestigateArgs) -> anyhow::Result<ExitCode> {
                             e.source,
                             e.scenario,
                             e.count,
-                            t(e.first_seen),
-                            t(e.last_seen),
+                            t(e.first_seen_us),
+                            t(e.last_seen_us),
                             e.severity
                         )?;
                     }

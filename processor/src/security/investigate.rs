@@ -86,11 +86,17 @@ pub struct EventBrief {
     pub source: String,
     pub site_host: String,
     pub customer_id: String,
-    pub first_seen: i64,
-    pub last_seen: i64,
+    pub first_seen_us: i64,
+    pub last_seen_us: i64,
     pub count: u64,
     pub severity: String,
 }
+
+/// The columns of [`EventBrief`] from the newest state of each event.
+/// (µs aliases named apart from the columns: ClickHouse resolves WHERE names to aliases first.)
+const EVENT_BRIEF: &str = "SELECT scenario, source, site_host, customer_id, \
+     toUnixTimestamp64Micro(first_seen) AS first_seen_us, toUnixTimestamp64Micro(last_seen) AS last_seen_us, count, severity \
+     FROM security_events FINAL";
 
 pub async fn ip_events(
     client: &Client,
@@ -100,11 +106,11 @@ pub async fn ip_events(
 ) -> Result<Vec<EventBrief>, clickhouse::error::Error> {
     client
         .query(
-            "SELECT scenario, source, site_host, customer_id, toUnixTimestamp64Micro(first_seen) AS first_seen, \
-             toUnixTimestamp64Micro(last_seen) AS last_seen, count, severity FROM security_events FINAL \
-             WHERE isIPAddressInRange(toString(source_ip), ?) \
+            &format!(
+                "{EVENT_BRIEF} WHERE isIPAddressInRange(toString(source_ip), ?) \
              AND last_seen >= fromUnixTimestamp64Micro(toInt64(?), 'UTC') AND first_seen < fromUnixTimestamp64Micro(toInt64(?), 'UTC') \
-             ORDER BY first_seen",
+             ORDER BY first_seen"
+            ),
         )
         .bind(cidr6)
         .bind(from_us)
@@ -132,12 +138,10 @@ pub async fn site_events(
     to_us: i64,
 ) -> Result<Vec<EventBrief>, clickhouse::error::Error> {
     client
-        .query(
-            "SELECT scenario, source, site_host, customer_id, toUnixTimestamp64Micro(first_seen) AS first_seen, \
-             toUnixTimestamp64Micro(last_seen) AS last_seen, count, severity FROM security_events FINAL \
-             WHERE site_host = ? AND last_seen >= fromUnixTimestamp64Micro(toInt64(?), 'UTC') \
-             AND first_seen < fromUnixTimestamp64Micro(toInt64(?), 'UTC') ORDER BY count DESC",
-        )
+        .query(&format!(
+            "{EVENT_BRIEF} WHERE site_host = ? AND last_seen >= fromUnixTimestamp64Micro(toInt64(?), 'UTC') \
+             AND first_seen < fromUnixTimestamp64Micro(toInt64(?), 'UTC') ORDER BY count DESC"
+        ))
         .bind(host)
         .bind(from_us)
         .bind(to_us)
@@ -206,7 +210,7 @@ pub fn is_good_bot(user_agent: &str) -> bool {
 /// An audit record as `sitelog audit list` shows it.
 #[derive(Debug, Clone, clickhouse::Row, Deserialize, Serialize)]
 pub struct AuditRow {
-    pub ts: i64,
+    pub ts_us: i64,
     pub os_user: String,
     pub db_user: String,
     pub command: String,
@@ -217,7 +221,7 @@ pub struct AuditRow {
 pub async fn audit_list(client: &Client, from_us: i64) -> Result<Vec<AuditRow>, clickhouse::error::Error> {
     client
         .query(
-            "SELECT toUnixTimestamp64Micro(ts) AS ts, os_user, db_user, command, arguments, reason FROM access_audit \
+            "SELECT toUnixTimestamp64Micro(ts) AS ts_us, os_user, db_user, command, arguments, reason FROM access_audit \
              WHERE ts >= fromUnixTimestamp64Micro(toInt64(?), 'UTC') ORDER BY ts",
         )
         .bind(from_us)
