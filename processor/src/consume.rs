@@ -742,11 +742,14 @@ impl Processor {
     {
         let mut backoff = Backoff::default();
         let mut paused: Option<TopicPartitionList> = None;
+        let mut permanent = 0;
         let result = loop {
             match self.rt.block_on(step()) {
                 Ok(v) => break Ok(v),
                 Err(e) if stop.load(Ordering::Relaxed) => break Err(e.into()),
+                Err(e) if e.is_permanent() && permanent + 1 >= PERMANENT_TRIES => break Err(e.into()),
                 Err(e) => {
+                    permanent = if e.is_permanent() { permanent + 1 } else { 0 };
                     let delay = backoff.failed(what, "consumption paused, retrying", &e);
                     if paused.is_none() {
                         if let Ok(tpl) = self.consumer.assignment() {
@@ -1222,6 +1225,7 @@ where
     Fut: std::future::Future<Output = Result<(), sink::SinkError>>,
 {
     let mut backoff = Backoff::default();
+    let mut permanent = 0;
     loop {
         if revoked.load(Ordering::Relaxed) {
             return Ok(false);
@@ -1229,10 +1233,20 @@ where
         match step().await {
             Ok(()) => return Ok(true),
             Err(e) if give_up.load(Ordering::Relaxed) => return Err(e),
-            Err(e) => tokio::time::sleep(backoff.failed(what, "retrying", &e)).await,
+            // Retrying cannot fix it (missing table, refused user): stop after a few tries
+            // so systemd and ops see it, instead of retrying forever.
+            Err(e) if e.is_permanent() && permanent + 1 >= PERMANENT_TRIES => return Err(e),
+            Err(e) => {
+                permanent = if e.is_permanent() { permanent + 1 } else { 0 };
+                tokio::time::sleep(backoff.failed(what, "retrying", &e)).await
+            }
         }
     }
 }
+
+/// Consecutive failures that retrying cannot fix (`SinkError::is_permanent`) before a step
+/// gives up and the process ends with the error.
+const PERMANENT_TRIES: u32 = 5;
 
 /// The retry schedule of a step that failed transiently (a ClickHouse write of an insert task
 /// or of the consumer loop, a dead-letter write): 200 ms doubling to 10 s, each wait drawn

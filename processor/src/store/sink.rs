@@ -24,6 +24,29 @@ pub struct SinkError {
     pub source: clickhouse::error::Error,
 }
 
+impl SinkError {
+    /// Whether retrying cannot fix this: the server refuses the user, or a table, column or
+    /// database is missing, or the rows do not fit the table (ClickHouse error codes 16, 47,
+    /// 60, 81, 192, 194, 497, 516; the crate's schema check). The loops still retry a few
+    /// times (a server that is starting may answer oddly) before they give up.
+    pub fn is_permanent(&self) -> bool {
+        use clickhouse::error::Error;
+        match &self.source {
+            Error::SchemaMismatch(_) => true,
+            Error::BadResponse(text) => response_code(text).is_some_and(|c| PERMANENT_CODES.contains(&c)),
+            _ => false,
+        }
+    }
+}
+
+const PERMANENT_CODES: &[u32] = &[16, 47, 60, 81, 192, 194, 497, 516];
+
+/// The `Code: N.` of a ClickHouse error response.
+fn response_code(text: &str) -> Option<u32> {
+    let rest = &text[text.find("Code: ")? + 6..];
+    rest[..rest.find(|c: char| !c.is_ascii_digit())?].parse().ok()
+}
+
 fn err(what: &'static str) -> impl FnOnce(clickhouse::error::Error) -> SinkError {
     move |source| SinkError { what, source }
 }
@@ -177,4 +200,18 @@ pub async fn write_progress(client: &Client, changed: &[((u64, String), StreamPr
         .map_err(err("writing source progress"))?;
     }
     ins.end().await.map_err(err("writing source progress"))
+}
+
+#[cfg(test)]
+mod permanent_tests {
+    use super::*;
+
+    #[test]
+    fn permanent_errors_are_told_by_their_code() {
+        let e = |t: &str| SinkError { what: "x", source: clickhouse::error::Error::BadResponse(t.into()) };
+        assert!(e("Code: 60. DB::Exception: Table db.access_log does not exist. (UNKNOWN_TABLE)").is_permanent());
+        assert!(e("Code: 516. DB::Exception: default: Authentication failed").is_permanent());
+        assert!(!e("Code: 241. DB::Exception: Memory limit exceeded").is_permanent());
+        assert!(!e("connection reset").is_permanent());
+    }
 }
