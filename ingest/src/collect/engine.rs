@@ -1288,7 +1288,8 @@ impl<S: Sink> Collector<S> {
                 line: f.split.lines(),
                 finished: now_unix(),
             };
-            info!(path = %f.path.display(), lines = done.line, bytes = done.offset, "file complete");
+            // Debug: a backfill completes hundreds of files; `collect` prints one summary line.
+            debug!(path = %f.path.display(), lines = done.line, bytes = done.offset, "file complete");
             self.sources[f.source].metrics.completed.increment(1);
             self.stats.files_completed.fetch_add(1, Ordering::Relaxed);
             self.backfill_completed_bytes += f.disk_size;
