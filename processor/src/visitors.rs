@@ -111,12 +111,7 @@ pub fn default_dir() -> PathBuf {
 }
 
 fn check_month(month: &str) -> Result<(), KeyError> {
-    let ok = month.len() == 7 && NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d").is_ok();
-    if ok {
-        Ok(())
-    } else {
-        Err(KeyError::Month(month.to_owned()))
-    }
+    month.parse::<crate::billing::Month>().map(|_| ()).map_err(|_| KeyError::Month(month.to_owned()))
 }
 
 impl KeyStore {

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use sitelog_processor::security::investigate as inv;
+use sitelog_processor::security::query::rfc3339 as t;
 
 use super::security::{audit, parse_duration};
 use super::ProcessorOpts;
@@ -56,12 +57,6 @@ enum Action {
 enum Format {
     Table,
     Json,
-}
-
-fn t(us: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(us)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default()
 }
 
 pub fn run(a: InvestigateArgs) -> anyhow::Result<ExitCode> {

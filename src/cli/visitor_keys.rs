@@ -48,10 +48,9 @@ pub fn run(a: VisitorKeysArgs) -> anyhow::Result<ExitCode> {
             }
         }
         Action::Destroy { through, .. } => {
-            anyhow::ensure!(
-                through.len() == 7 && chrono::NaiveDate::parse_from_str(&format!("{through}-01"), "%Y-%m-%d").is_ok(),
-                "--through '{through}' is not a month: use YYYY-MM"
-            );
+            through
+                .parse::<sitelog_processor::billing::Month>()
+                .map_err(|_| anyhow::anyhow!("--through '{through}' is not a month: use YYYY-MM"))?;
             let mut n = 0;
             for (month, state) in store.list()? {
                 if month.as_str() <= through.as_str() && state == KeyState::Active {

@@ -2,7 +2,7 @@
 //! customer (`investigate ip`), one site's attackers and request mix (`investigate site`), a
 //! blocklist for the edge, and the audit trail of who looked.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 
 use clickhouse::Client;
 use serde::{Deserialize, Serialize};
@@ -227,11 +227,6 @@ pub async fn audit_list(client: &Client, from_us: i64) -> Result<Vec<AuditRow>, 
         .bind(from_us)
         .fetch_all()
         .await
-}
-
-/// Addresses of `ip_events` etc. as people read them.
-pub fn display_ip(ip: &Ipv6Addr) -> String {
-    ip.to_ipv4_mapped().map(|v| v.to_string()).unwrap_or_else(|| ip.to_string())
 }
 
 #[cfg(test)]

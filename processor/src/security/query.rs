@@ -41,7 +41,8 @@ pub struct Event {
     pub sample_user_agents: Vec<String>,
 }
 
-fn rfc3339(us: i64) -> String {
+/// Microseconds since the epoch as RFC 3339 UTC, to the second (how events are shown).
+pub fn rfc3339(us: i64) -> String {
     chrono::DateTime::from_timestamp_micros(us)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_default()
