@@ -522,6 +522,20 @@ class Engine:
         self.anchor.close()
 
 
+class QueryLog:
+    """`--query-log`: one JSON line per query (database, full text, HTTP status)."""
+
+    def __init__(self, path):
+        self._f = open(path, "a", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def write(self, database, query, status):
+        line = json.dumps({"database": database, "query": query, "status": status})
+        with self._lock:
+            self._f.write(line + "\n")
+            self._f.flush()
+
+
 # --------------------------------------------------------------------------- HTTP
 
 class Handler(BaseHTTPRequestHandler):
@@ -556,6 +570,7 @@ class Handler(BaseHTTPRequestHandler):
         t0 = time.monotonic()
         self._status = 0
         self._qtext = ""
+        self._database = ""
         self._error = ""
         self._body = None
         try:
@@ -584,6 +599,8 @@ class Handler(BaseHTTPRequestHandler):
             log.info("%s %s %d %.1fms in=%d%s q=%s", method, urlsplit(self.path).path,
                      self._status, (time.monotonic() - t0) * 1000,
                      self._body.bytes_read if self._body else 0, self._error, q)
+            if srv.query_log is not None and self._qtext:
+                srv.query_log.write(self._database, self._qtext, self._status)
 
     def _finish_body(self):
         """Consume what is left of the request body so the connection can be reused."""
@@ -678,6 +695,7 @@ class Handler(BaseHTTPRequestHandler):
                 f"The local chDB endpoint does not support Content-Encoding: {enc}; "
                 "send the body uncompressed", 501)
         database = params.get("database") or self.headers.get("X-ClickHouse-Database") or ""
+        self._database = database
         default_format = (params.get("default_format") or self.headers.get("X-ClickHouse-Format")
                           or "TabSeparated")
         if default_format.lower() in _UNSUPPORTED_OUTPUT:
@@ -835,6 +853,7 @@ class Server(ThreadingHTTPServer):
         self.tls = tls            # ssl.SSLContext: HTTPS only
         self.password = password  # None: no authentication
         self.engine = None
+        self.query_log = None     # QueryLog: --query-log only
         self._active = 0
         self._cv = threading.Condition()
 
@@ -891,6 +910,10 @@ def main(argv=None):
     ap.add_argument("--tls-key", help="the private key of --tls-cert (PEM)")
     ap.add_argument("--password-file",
                     help="require this password (first line of the file) on every query")
+    ap.add_argument("--query-log",
+                    help="append every query's full text as a JSON line (database, query, status) "
+                         "here: what clickhouse-server keeps in system.query_log, which chDB lacks; "
+                         "for tests that check what a command sends")
     ap.add_argument("--shutdown-timeout", type=float, default=10.0,
                     help="seconds to let running requests finish on SIGTERM")
     args = ap.parse_args(argv)
@@ -925,6 +948,7 @@ def main(argv=None):
               file=sys.stderr, flush=True)
         return 2
 
+    server.query_log = QueryLog(args.query_log) if args.query_log else None
     try:
         os.makedirs(args.data_dir, exist_ok=True)
         server.engine = Engine(args.data_dir, args.max_concurrency)

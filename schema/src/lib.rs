@@ -6,12 +6,14 @@
 //! - [`reject::Reject`]: an unparseable line with its place (source, line, byte offset),
 //! - [`register`]: the customer register export (customers, contacts, sites, plans),
 //! - [`migrations`]: the ClickHouse DDL as ordered, checksummed migration files,
+//! - [`access`]: every ClickHouse role and user and what each may do (one table-driven definition),
 //! - [`ttl`]: the TTLs `[retention]` decides and reading the ones in force from DDL text.
 //!
 //! Must not know about: I/O, tokio, Kafka clients, ClickHouse clients, file tailing. It is
 //! small and boring on purpose: `ingest` and `processor` both depend on it and never on each
 //! other.
 
+pub mod access;
 pub mod kafka;
 pub mod migrations;
 pub mod record;

@@ -127,19 +127,14 @@ pub(crate) async fn migrate_with(
         current_version: applied.iter().map(|a| a.version).max().unwrap_or(0),
         retention_changes: Vec::new(),
     };
-    let mut sql_access: Option<bool> = None;
     for m in migrations.iter().filter(|m| !applied.iter().any(|a| a.version == m.version)) {
         let mut skipped = 0;
         for (index, stmt) in m.statements(db, retention).iter().enumerate() {
+            // Roles and grants are not the migrator's: `sitelog schema grants` defines every
+            // role from one definition (sitelog_schema::access) and an administrator applies it.
             if is_access_statement(stmt) {
-                if sql_access.is_none() {
-                    sql_access =
-                        Some(has_sql_access_storage(server).await.map_err(ch("reading system.user_directories"))?);
-                }
-                if sql_access == Some(false) {
-                    skipped += 1;
-                    continue;
-                }
+                skipped += 1;
+                continue;
             }
             server.query(stmt).execute().await.map_err(|source| MigrateError::Statement {
                 version: m.version,
@@ -149,12 +144,11 @@ pub(crate) async fn migrate_with(
             })?;
         }
         if skipped > 0 {
-            tracing::warn!(
+            tracing::info!(
                 version = m.version,
                 name = m.name,
                 skipped,
-                "the server keeps users in users.xml only (no SQL-managed access storage, e.g. chDB): \
-                 this migration's role and grant statements were skipped; define them in users.xml"
+                "role and grant statements skipped: roles are applied by `sitelog schema grants --apply`"
             );
         }
         // Recorded only after every statement succeeded.
@@ -263,17 +257,6 @@ pub fn is_access_statement(stmt: &str) -> bool {
     head.starts_with("GRANT ")
         || head.starts_with("REVOKE ")
         || matches!(head.as_str(), "CREATE ROLE" | "CREATE USER" | "ALTER ROLE" | "ALTER USER")
-}
-
-/// Whether the server can store SQL-defined roles and grants (a `local_directory` or
-/// `replicated` user directory). clickhouse-server has one by default; clickhouse-local and
-/// chDB keep users in users.xml only, where roles are defined in the XML instead.
-async fn has_sql_access_storage(server: &Client) -> Result<bool, clickhouse::error::Error> {
-    let n: u64 = server
-        .query("SELECT count() FROM system.user_directories WHERE type IN ('local_directory', 'replicated', 'memory')")
-        .fetch_one()
-        .await?;
-    Ok(n > 0)
 }
 
 #[cfg(test)]

@@ -25,6 +25,10 @@ pub struct ClickHouseConfig {
     /// ClickHouse's LZ4 block compression on the wire. On for clickhouse-server; the local chDB
     /// endpoint does not speak it, so local configs turn it off. A switch, not a code path.
     pub compression: bool,
+    /// A ClickHouse cluster (`remote_servers` name): `schema migrate` creates Replicated
+    /// tables `ON CLUSTER` and Distributed tables for the sharded ones, `schema grants` puts
+    /// roles and users on the cluster. Unset: one server.
+    pub cluster: Option<String>,
 }
 
 impl Default for ClickHouseConfig {
@@ -37,6 +41,7 @@ impl Default for ClickHouseConfig {
             password_file: None,
             ca_file: None,
             compression: true,
+            cluster: None,
         }
     }
 }
@@ -70,6 +75,11 @@ impl ClickHouseConfig {
                 key: "database",
                 msg: format!("'{}' must be [A-Za-z0-9_]+", self.database),
             });
+        }
+        if let Some(c) = &self.cluster {
+            if c.is_empty() || !c.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(ConfigError::Invalid { key: "cluster", msg: format!("'{c}' must be [A-Za-z0-9_]+") });
+            }
         }
         Ok(())
     }
