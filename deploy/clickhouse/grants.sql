@@ -1,33 +1,112 @@
--- Access by need (privacy notice): separate roles per purpose. Applied on clickhouse-server.
-CREATE ROLE IF NOT EXISTS sitelog_ops;      -- incidents: raw records, health, security
-CREATE ROLE IF NOT EXISTS sitelog_auditor;  -- read-only view of imports and billing runs
+-- sitelog roles and users for database `sitelog` (sitelog schema grants).
+-- Generated from schema/src/access.rs: edit the definition there, never this output.
+-- Needs SQL-managed access control (clickhouse-server's local_directory or replicated
+-- user directory) and a user allowed to manage access. No password appears here.
 
-GRANT SELECT ON sitelog.access_log TO sitelog_ops;
-GRANT SELECT ON sitelog.site_health_minute TO sitelog_ops;
-GRANT SELECT ON sitelog.register_imports TO sitelog_auditor;
-GRANT SELECT ON sitelog.billing_runs TO sitelog_auditor;
-GRANT SELECT ON sitelog.billing_run_lines TO sitelog_auditor;
+-- sitelog_processor: sitelog process: inserts what the sink stores, reads its bookkeeping and the site map
+CREATE ROLE IF NOT EXISTS sitelog_processor;
+GRANT
+    INSERT ON sitelog.access_log,
+    INSERT ON sitelog.usage_daily,
+    INSERT ON sitelog.site_health_minute,
+    INSERT ON sitelog.health_minute,
+    INSERT ON sitelog.collector_heartbeats,
+    SELECT(version) ON sitelog.register_imports,
+    SELECT(version, site_id, customer_id, primary_domain, aliases, plan, valid_from, valid_to) ON sitelog.sites,
+    SELECT, INSERT ON sitelog.sink_intents,
+    SELECT, INSERT ON sitelog.source_progress,
+    INSERT ON sitelog.security_events,
+    INSERT ON sitelog.security_signals
+TO sitelog_processor WITH REPLACE OPTION;
 
--- Month end: usage and the register's billing fields only, never client IPs, user agents,
--- paths or contact persons. Identical to schema/migrations/0005_billing_access.sql for the
--- database `sitelog` (tests/billing_access.rs keeps them the same).
+-- sitelog_migrator: sitelog schema migrate: the only role that creates or alters tables
+CREATE ROLE IF NOT EXISTS sitelog_migrator;
+GRANT
+    CREATE DATABASE, CREATE TABLE, CREATE VIEW, ALTER ADD COLUMN, ALTER MODIFY COLUMN, ALTER TTL, ALTER VIEW MODIFY QUERY ON sitelog.*,
+    SELECT ON sitelog.access_log,
+    INSERT ON sitelog.usage_daily,
+    INSERT ON sitelog.site_health_minute,
+    INSERT ON sitelog.health_minute,
+    INSERT ON sitelog.retention_changes,
+    SELECT, INSERT ON sitelog.schema_migrations
+TO sitelog_migrator WITH REPLACE OPTION;
+
+-- sitelog_register: sitelog customers import: writes the register, deletes superseded versions
+CREATE ROLE IF NOT EXISTS sitelog_register;
+GRANT
+    SELECT, INSERT ON sitelog.register_imports,
+    INSERT, ALTER DELETE ON sitelog.customers,
+    INSERT, ALTER DELETE ON sitelog.contacts,
+    INSERT, ALTER DELETE ON sitelog.sites,
+    INSERT, ALTER DELETE ON sitelog.plans
+TO sitelog_register WITH REPLACE OPTION;
+
+-- sitelog_ops: incidents and attacks: raw records, health, security events, who to tell
+CREATE ROLE IF NOT EXISTS sitelog_ops;
+GRANT
+    SELECT ON sitelog.access_log,
+    SELECT ON sitelog.usage_daily,
+    SELECT ON sitelog.site_health_minute,
+    SELECT ON sitelog.health_minute,
+    SELECT ON sitelog.collector_heartbeats,
+    SELECT ON sitelog.incidents,
+    SELECT ON sitelog.incident_notifications,
+    SELECT(version) ON sitelog.register_imports,
+    SELECT(version, customer_id, company_name) ON sitelog.customers,
+    SELECT ON sitelog.contacts,
+    SELECT ON sitelog.sites,
+    SELECT ON sitelog.security_events,
+    SELECT ON sitelog.security_signals,
+    INSERT ON sitelog.access_audit
+TO sitelog_ops WITH REPLACE OPTION;
+
+-- sitelog_billing: month end: usage and the register's billing fields, never addresses or contacts
 CREATE ROLE IF NOT EXISTS sitelog_billing;
-GRANT SELECT ON sitelog.usage_daily TO sitelog_billing;
-GRANT SELECT(version, customer_id, company_name, business_id, billing_street, billing_postal_code, billing_city, billing_country, billing_email) ON sitelog.customers TO sitelog_billing;
-GRANT SELECT(version, site_id, customer_id, primary_domain, plan, valid_from, valid_to) ON sitelog.sites TO sitelog_billing;
-GRANT SELECT(version, plan, metering, included) ON sitelog.plans TO sitelog_billing;
-GRANT SELECT(version, imported_at) ON sitelog.register_imports TO sitelog_billing;
-GRANT SELECT(fingerprint, site_host, max_offset, max_ts, records) ON sitelog.source_progress TO sitelog_billing;
-GRANT SELECT(ts, customer_id, site_id, bytes_sent, is_bot) ON sitelog.access_log TO sitelog_billing;
-GRANT SELECT, INSERT ON sitelog.billing_runs TO sitelog_billing;
-GRANT SELECT, INSERT ON sitelog.billing_run_lines TO sitelog_billing;
+GRANT
+    SELECT(ts, customer_id, site_id, bytes_sent, is_bot) ON sitelog.access_log,
+    SELECT ON sitelog.usage_daily,
+    SELECT ON sitelog.collector_heartbeats,
+    SELECT(version, imported_at) ON sitelog.register_imports,
+    SELECT(version, customer_id, company_name, business_id, billing_street, billing_postal_code, billing_city, billing_country, billing_email) ON sitelog.customers,
+    SELECT(version, site_id, customer_id, primary_domain, plan, valid_from, valid_to) ON sitelog.sites,
+    SELECT(version, plan, metering, included) ON sitelog.plans,
+    SELECT(fingerprint, site_host, max_offset, max_ts, records) ON sitelog.source_progress,
+    SELECT, INSERT ON sitelog.billing_runs,
+    SELECT, INSERT ON sitelog.billing_run_lines
+TO sitelog_billing WITH REPLACE OPTION;
 
--- The billing run's user (`[billing] user` in processor.toml) holds that role only. No
--- password here: the deploy sets it from a secret, e.g.
---   ALTER USER sitelog_billing_user IDENTIFIED WITH sha256_hash BY '<hex>' HOST ANY
--- and until then HOST NONE keeps anyone from logging in as it.
-CREATE USER IF NOT EXISTS sitelog_billing_user NOT IDENTIFIED HOST NONE;
-GRANT sitelog_billing TO sitelog_billing_user;
+-- sitelog_auditor: accountability: the access audit, imports, billing runs, retention changes
+CREATE ROLE IF NOT EXISTS sitelog_auditor;
+GRANT
+    SELECT ON sitelog.register_imports,
+    SELECT ON sitelog.billing_runs,
+    SELECT ON sitelog.billing_run_lines,
+    SELECT ON sitelog.access_audit,
+    SELECT ON sitelog.retention_changes
+TO sitelog_auditor WITH REPLACE OPTION;
+
+-- sitelog_alerts: sitelog alerts run: reads health, writes incidents and notifications
+CREATE ROLE IF NOT EXISTS sitelog_alerts;
+GRANT
+    SELECT ON sitelog.site_health_minute,
+    SELECT ON sitelog.health_minute,
+    SELECT, INSERT ON sitelog.incidents,
+    SELECT, INSERT ON sitelog.incident_notifications
+TO sitelog_alerts WITH REPLACE OPTION;
+
+-- Users: each holds exactly one role. Created with HOST NONE (nobody can log in) until `sitelog schema grants --apply --password-sha256-dir DIR` sets the SHA-256 of its password
+CREATE USER IF NOT EXISTS sitelog_processor_user HOST NONE;
+GRANT sitelog_processor TO sitelog_processor_user WITH REPLACE OPTION;
+ALTER USER sitelog_processor_user DEFAULT ROLE sitelog_processor;
+CREATE USER IF NOT EXISTS sitelog_migrator_user HOST NONE;
+GRANT sitelog_migrator TO sitelog_migrator_user WITH REPLACE OPTION;
+ALTER USER sitelog_migrator_user DEFAULT ROLE sitelog_migrator;
+CREATE USER IF NOT EXISTS sitelog_register_user HOST NONE;
+GRANT sitelog_register TO sitelog_register_user WITH REPLACE OPTION;
+ALTER USER sitelog_register_user DEFAULT ROLE sitelog_register;
+CREATE USER IF NOT EXISTS sitelog_billing_user HOST NONE;
+GRANT sitelog_billing TO sitelog_billing_user WITH REPLACE OPTION;
 ALTER USER sitelog_billing_user DEFAULT ROLE sitelog_billing;
-
-GRANT INSERT, SELECT ON sitelog.* TO sitelog_processor;
+CREATE USER IF NOT EXISTS sitelog_alerts_user HOST NONE;
+GRANT sitelog_alerts TO sitelog_alerts_user WITH REPLACE OPTION;
+ALTER USER sitelog_alerts_user DEFAULT ROLE sitelog_alerts;

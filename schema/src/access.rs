@@ -258,10 +258,31 @@ pub const TABLES: &[TableAccess] = &[
         grants: &[
             REGISTER_WRITE[0],
             REGISTER_WRITE[1],
-            g(Processor, SelectColumns(&["version", "site_id", "primary_domain", "aliases", "valid_from", "valid_to", "customer_id"]), Command),
+            g(
+                Processor,
+                SelectColumns(&[
+                    "version",
+                    "site_id",
+                    "customer_id",
+                    "primary_domain",
+                    "aliases",
+                    "plan",
+                    "valid_from",
+                    "valid_to",
+                ]),
+                Command,
+            ),
             g(
                 Billing,
-                SelectColumns(&["version", "site_id", "customer_id", "primary_domain", "plan", "valid_from", "valid_to"]),
+                SelectColumns(&[
+                    "version",
+                    "site_id",
+                    "customer_id",
+                    "primary_domain",
+                    "plan",
+                    "valid_from",
+                    "valid_to",
+                ]),
                 Command,
             ),
             g(Ops, Select, Pending(ALERTS_BRANCH)),
@@ -292,14 +313,8 @@ pub const TABLES: &[TableAccess] = &[
         table: "billing_run_lines",
         grants: &[g(Billing, Select, Command), g(Billing, Insert, Command), g(Auditor, Select, Direct(DASHBOARDS))],
     },
-    TableAccess {
-        table: "security_events",
-        grants: &[g(Processor, Insert, Command), g(Ops, Select, Command)],
-    },
-    TableAccess {
-        table: "security_signals",
-        grants: &[g(Processor, Insert, Command), g(Ops, Select, Command)],
-    },
+    TableAccess { table: "security_events", grants: &[g(Processor, Insert, Command), g(Ops, Select, Command)] },
+    TableAccess { table: "security_signals", grants: &[g(Processor, Insert, Command), g(Ops, Select, Command)] },
     TableAccess {
         table: "access_audit",
         // Ops write who looked and why before anything is shown; only auditors read it; no
@@ -372,8 +387,7 @@ impl Render<'_> {
     }
 
     fn check(&self) -> Result<(), RenderError> {
-        for name in [self.database].into_iter().chain(self.cluster).chain(self.people.iter().map(|(u, _)| u.as_str()))
-        {
+        for name in [self.database].into_iter().chain(self.cluster).chain(self.people.iter().map(|(u, _)| u.as_str())) {
             if !valid_name(name) {
                 return Err(RenderError::Name(name.to_owned()));
             }
@@ -393,7 +407,8 @@ impl Render<'_> {
     /// The GRANT statement of one role (privileges only), without `TO …`.
     pub fn role_privileges(&self, role: Role) -> String {
         let db = self.database;
-        let mut parts: Vec<String> = DATABASE.iter().filter(|(r, _)| *r == role).map(|(_, p)| format!("{p} ON {db}.*")).collect();
+        let mut parts: Vec<String> =
+            DATABASE.iter().filter(|(r, _)| *r == role).map(|(_, p)| format!("{p} ON {db}.*")).collect();
         if role == Migrator && self.cluster.is_some() {
             parts.push("CLUSTER ON *.*".into());
         }
@@ -482,7 +497,8 @@ mod tests {
     fn every_role_has_one_replacing_grant_and_users_one_role() {
         let st = render().statements().unwrap();
         for role in Role::ALL {
-            let grants: Vec<_> = st.iter().filter(|s| s.ends_with(&format!("TO {} WITH REPLACE OPTION", role.name()))).collect();
+            let grants: Vec<_> =
+                st.iter().filter(|s| s.ends_with(&format!("TO {} WITH REPLACE OPTION", role.name()))).collect();
             assert_eq!(grants.len(), 1, "{role:?}");
             assert!(st.contains(&format!("CREATE ROLE IF NOT EXISTS {}", role.name())));
         }
@@ -500,7 +516,11 @@ mod tests {
             assert!(seen.insert(t.table), "{} twice", t.table);
             for (i, a) in t.grants.iter().enumerate() {
                 for b in &t.grants[i + 1..] {
-                    assert!(!(a.role == b.role && a.privilege.kind() == b.privilege.kind()), "{}: {a:?} twice", t.table);
+                    assert!(
+                        !(a.role == b.role && a.privilege.kind() == b.privilege.kind()),
+                        "{}: {a:?} twice",
+                        t.table
+                    );
                 }
             }
         }
