@@ -412,11 +412,19 @@ impl Render<'_> {
         if role == Migrator && self.cluster.is_some() {
             parts.push("CLUSTER ON *.*".into());
         }
-        let mut by_table: Vec<(&str, Vec<String>)> = Vec::new();
+        let mut by_table: Vec<(String, Vec<String>)> = Vec::new();
         for (table, grant) in grants_of(role) {
-            match by_table.iter_mut().find(|(t, _)| *t == table) {
-                Some((_, ps)) => ps.push(grant.privilege.sql()),
-                None => by_table.push((table, vec![grant.privilege.sql()])),
+            // On a cluster a sharded table is a Distributed table over `<table>_local`; reads
+            // and inserts reach the local tables as the same user.
+            let mut names = vec![table.to_owned()];
+            if self.cluster.is_some() && crate::cluster::SHARDED.contains(&table) {
+                names.push(crate::cluster::local_name(table));
+            }
+            for name in names {
+                match by_table.iter_mut().find(|(t, _)| *t == name) {
+                    Some((_, ps)) => ps.push(grant.privilege.sql()),
+                    None => by_table.push((name, vec![grant.privilege.sql()])),
+                }
             }
         }
         parts.extend(by_table.into_iter().map(|(t, ps)| format!("{} ON {db}.{t}", ps.join(", "))));
@@ -553,6 +561,9 @@ mod tests {
             assert!(s.contains(" ON CLUSTER logs"), "{s}");
         }
         assert!(r.role_privileges(Migrator).contains("CLUSTER ON *.*"));
+        let ops = r.role_privileges(Ops);
+        assert!(ops.contains("SELECT ON sitelog.access_log,") && ops.contains("SELECT ON sitelog.access_log_local,"));
+        assert!(!ops.contains("access_audit_local"));
     }
 
     #[test]

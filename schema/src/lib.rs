@@ -7,6 +7,7 @@
 //! - [`register`]: the customer register export (customers, contacts, sites, plans),
 //! - [`migrations`]: the ClickHouse DDL as ordered, checksummed migration files,
 //! - [`access`]: every ClickHouse role and user and what each may do (one table-driven definition),
+//! - [`cluster`]: the migrations' DDL for a ClickHouse cluster (Replicated, Distributed),
 //! - [`ttl`]: the TTLs `[retention]` decides and reading the ones in force from DDL text.
 //!
 //! Must not know about: I/O, tokio, Kafka clients, ClickHouse clients, file tailing. It is
@@ -14,6 +15,7 @@
 //! other.
 
 pub mod access;
+pub mod cluster;
 pub mod kafka;
 pub mod migrations;
 pub mod record;

@@ -117,10 +117,16 @@ pub fn run(args: SchemaArgs) -> anyhow::Result<ExitCode> {
             let cfg = opts.load()?;
             let server = cfg.clickhouse.server_client()?;
             let rt = super::runtime()?;
-            let report =
-                rt.block_on(migrate::migrate(&server, &cfg.clickhouse.database, &cfg.retention)).with_context(
-                    || format!("migrating database '{}' at {}", cfg.clickhouse.database, cfg.clickhouse.url),
-                )?;
+            let report = rt
+                .block_on(migrate::migrate_on(
+                    &server,
+                    &cfg.clickhouse.database,
+                    &cfg.retention,
+                    cfg.clickhouse.cluster.as_deref(),
+                ))
+                .with_context(|| {
+                    format!("migrating database '{}' at {}", cfg.clickhouse.database, cfg.clickhouse.url)
+                })?;
             if report.applied.is_empty() {
                 println!("schema is up to date (version {})", report.current_version);
             }

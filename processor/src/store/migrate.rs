@@ -11,6 +11,7 @@
 
 use clickhouse::Client;
 use serde::Deserialize;
+use sitelog_schema::cluster;
 use sitelog_schema::migrations::{Migration, Retention, MIGRATIONS};
 use sitelog_schema::ttl::{self, TtlInForce};
 
@@ -26,6 +27,8 @@ pub enum MigrateError {
     Statement { version: u32, name: &'static str, index: usize, source: clickhouse::error::Error },
     #[error("{what}: {source}")]
     ClickHouse { what: &'static str, source: clickhouse::error::Error },
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
     #[error("setting the TTL of {place} to {new} (was {old}): {source}")]
     Ttl { place: String, old: String, new: String, source: clickhouse::error::Error },
 }
@@ -74,7 +77,26 @@ impl std::fmt::Display for RetentionChange {
 /// Migrates `db` to the newest known version. `server` must not be bound to `db` (it may not
 /// exist yet).
 pub async fn migrate(server: &Client, db: &str, retention: &Retention) -> Result<MigrateReport, MigrateError> {
-    migrate_with(server, db, retention, MIGRATIONS).await
+    migrate_with(server, db, retention, MIGRATIONS, None).await
+}
+
+/// [`migrate`] on a cluster (`Some(name)`: every statement `ON CLUSTER`, Replicated and
+/// Distributed tables, see [`sitelog_schema::cluster`]) or on one server (`None`).
+pub async fn migrate_on(
+    server: &Client,
+    db: &str,
+    retention: &Retention,
+    cluster: Option<&str>,
+) -> Result<MigrateReport, MigrateError> {
+    migrate_with(server, db, retention, MIGRATIONS, cluster).await
+}
+
+/// `stmt` as it runs: unchanged on one server, rewritten for the cluster otherwise.
+fn for_target(stmt: &str, db: &str, cluster: Option<&str>) -> Result<Vec<String>, MigrateError> {
+    match cluster {
+        None => Ok(vec![stmt.to_owned()]),
+        Some(c) => Ok(cluster::render(stmt, db, c)?),
+    }
 }
 
 pub(crate) async fn migrate_with(
@@ -82,22 +104,16 @@ pub(crate) async fn migrate_with(
     db: &str,
     retention: &Retention,
     migrations: &'static [Migration],
+    cluster: Option<&str>,
 ) -> Result<MigrateReport, MigrateError> {
     retention.validate()?;
     let ch = |what| move |source| MigrateError::ClickHouse { what, source };
-    server
-        .query(&format!("CREATE DATABASE IF NOT EXISTS {db}"))
-        .execute()
-        .await
-        .map_err(ch("creating the database"))?;
-    server
-        .query(&format!(
-            "CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, name String, checksum String, \
-             applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY version"
-        ))
-        .execute()
-        .await
-        .map_err(ch("creating schema_migrations"))?;
+    for st in for_target(&format!("CREATE DATABASE IF NOT EXISTS {db}"), db, cluster)? {
+        server.query(&st).execute().await.map_err(ch("creating the database"))?;
+    }
+    for st in for_target(&bookkeeping_table(db), db, cluster)? {
+        server.query(&st).execute().await.map_err(ch("creating schema_migrations"))?;
+    }
     let applied: Vec<Applied> = server
         .query(&format!("SELECT version, name, checksum FROM {db}.schema_migrations FINAL ORDER BY version"))
         .fetch_all()
@@ -136,12 +152,14 @@ pub(crate) async fn migrate_with(
                 skipped += 1;
                 continue;
             }
-            server.query(stmt).execute().await.map_err(|source| MigrateError::Statement {
-                version: m.version,
-                name: m.name,
-                index: index + 1,
-                source,
-            })?;
+            for st in for_target(stmt, db, cluster)? {
+                server.query(&st).execute().await.map_err(|source| MigrateError::Statement {
+                    version: m.version,
+                    name: m.name,
+                    index: index + 1,
+                    source,
+                })?;
+            }
         }
         if skipped > 0 {
             tracing::info!(
@@ -164,7 +182,7 @@ pub(crate) async fn migrate_with(
         report.applied.push((m.version, m.name));
         report.current_version = m.version;
     }
-    report.retention_changes = sync_retention(server, db, retention).await?;
+    report.retention_changes = sync_retention_on(server, db, retention, cluster).await?;
     Ok(report)
 }
 
@@ -200,12 +218,24 @@ pub async fn sync_retention(
     db: &str,
     retention: &Retention,
 ) -> Result<Vec<RetentionChange>, MigrateError> {
+    sync_retention_on(server, db, retention, None).await
+}
+
+/// [`sync_retention`] on a cluster: the TTLs of the local (storage) tables, altered `ON
+/// CLUSTER`; changes are recorded under the table's own name.
+pub async fn sync_retention_on(
+    server: &Client,
+    db: &str,
+    retention: &Retention,
+    cluster: Option<&str>,
+) -> Result<Vec<RetentionChange>, MigrateError> {
+    let storage = |t: &str| if cluster.is_some() { cluster::local_name(t) } else { t.to_owned() };
     let ch = |what| move |source| MigrateError::ClickHouse { what, source };
     let mut changes = Vec::new();
     let mut tables: std::collections::BTreeMap<&str, Option<TtlInForce>> = Default::default();
     for t in ttl::targets(retention) {
         if !tables.contains_key(t.table) {
-            let found = ttl_in_force(server, db, t.table).await.map_err(ch("reading the TTLs in force"))?;
+            let found = ttl_in_force(server, db, &storage(t.table)).await.map_err(ch("reading the TTLs in force"))?;
             tables.insert(t.table, found);
         }
         let Some(Some(in_force)) = tables.get(t.table) else {
@@ -225,10 +255,7 @@ pub async fn sync_retention(
         }
         // mutations_sync = 2: the ALTER returns once the new TTL is materialized in every part
         // (on every replica), so what the new limit excludes is gone when migrate reports it.
-        let alter = match t.column {
-            Some(c) => format!("ALTER TABLE {db}.{} MODIFY COLUMN {c} TTL {}", t.table, t.expr),
-            None => format!("ALTER TABLE {db}.{} MODIFY TTL {}", t.table, t.expr),
-        };
+        let alter = ttl_alter(db, &t, cluster);
         let change =
             RetentionChange { table: t.table.to_owned(), column: t.column.map(str::to_owned), key: t.key, old, new };
         server.query(&format!("{alter} SETTINGS mutations_sync = 2")).execute().await.map_err(|source| {
@@ -249,6 +276,48 @@ pub async fn sync_retention(
         changes.push(change);
     }
     Ok(changes)
+}
+
+/// The ALTER that sets `t` (without `SETTINGS`): on the local table `ON CLUSTER` on a cluster.
+pub fn ttl_alter(db: &str, t: &ttl::TtlTarget, cluster: Option<&str>) -> String {
+    let (table, on_cluster) = match cluster {
+        Some(c) => (cluster::local_name(t.table), format!(" ON CLUSTER {c}")),
+        None => (t.table.to_owned(), String::new()),
+    };
+    match t.column {
+        Some(c) => format!("ALTER TABLE {db}.{table}{on_cluster} MODIFY COLUMN {c} TTL {}", t.expr),
+        None => format!("ALTER TABLE {db}.{table}{on_cluster} MODIFY TTL {}", t.expr),
+    }
+}
+
+/// The runner's own statements (database, `schema_migrations`) as they run.
+pub fn bookkeeping_statements(db: &str, cluster: Option<&str>) -> Result<Vec<String>, MigrateError> {
+    let mut out = for_target(&format!("CREATE DATABASE IF NOT EXISTS {db}"), db, cluster)?;
+    out.extend(for_target(&bookkeeping_table(db), db, cluster)?);
+    Ok(out)
+}
+
+fn bookkeeping_table(db: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, name String, checksum String, \
+         applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY version"
+    )
+}
+
+/// Every statement of every migration as it runs for `db` (access statements left out: they
+/// are `sitelog schema grants`'s).
+pub fn migration_statements(
+    db: &str,
+    retention: &Retention,
+    cluster: Option<&str>,
+) -> Result<Vec<String>, MigrateError> {
+    let mut out = Vec::new();
+    for m in MIGRATIONS {
+        for st in m.statements(db, retention).iter().filter(|s| !is_access_statement(s)) {
+            out.extend(for_target(st, db, cluster)?);
+        }
+    }
+    Ok(out)
 }
 
 /// Roles, users and grants: statements that need SQL-managed access control on the server.
