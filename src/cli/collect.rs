@@ -35,8 +35,10 @@ pub struct CollectArgs {
     /// suffixes such as `.1` or `-20250101.gz`).
     #[arg(long, requires = "backfill")]
     source: Option<String>,
-    /// Serve Prometheus metrics here (overrides `collector.metrics_addr`).
-    #[arg(long)]
+    /// Serve Prometheus metrics (overrides `collector.metrics_addr`): alone 127.0.0.1:10471;
+    /// `PORT` on loopback; `HOST:PORT` where given.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:10471",
+          value_parser = super::metrics_addr)]
     metrics_addr: Option<SocketAddr>,
     /// Overrides `[kafka] brokers`.
     #[arg(long, env = "SITELOG_KAFKA_BROKERS")]
@@ -71,7 +73,9 @@ pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
     let rt = super::runtime()?;
     let metrics_addr = match (args.metrics_addr, &cfg.collector.metrics_addr) {
         (Some(a), _) => Some(a),
-        (None, Some(s)) => Some(s.parse().with_context(|| format!("collector.metrics_addr {s:?}"))?),
+        (None, Some(s)) => {
+            Some(super::metrics_addr(s).map_err(|e| anyhow::anyhow!("collector.metrics_addr: {e}"))?)
+        }
         (None, None) => None,
     };
     if let Some(addr) = metrics_addr {

@@ -69,6 +69,18 @@ impl ProcessorOpts {
     }
 }
 
+/// A metrics listen address: `PORT` (loopback), `HOST:PORT` or `[V6]:PORT`. Metrics listen on
+/// loopback unless an address says otherwise. Default ports (`--metrics-addr` alone): 10471
+/// `collect`, 10472 `process` — outside 9100–9999, which the Prometheus exporters' port list
+/// has fully allocated (node_exporter 9100, statsd_exporter 9102, postgres_exporter 9187, …):
+/// a web host runs several exporters, and sitelog must not take their ports.
+pub fn metrics_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse().map_err(|_| format!("'{text}' is not PORT or HOST:PORT"))
+}
+
 /// Serves Prometheus `/metrics` for everything recorded through the `metrics` facade.
 pub fn serve_metrics(rt: &tokio::runtime::Runtime, addr: std::net::SocketAddr) -> anyhow::Result<()> {
     let _guard = rt.enter();
@@ -92,4 +104,15 @@ pub fn stop_on_signals(rt: &tokio::runtime::Runtime, stop: std::sync::Arc<std::s
         tracing::info!("signal received: draining");
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn metrics_listen_on_loopback_unless_an_address_is_given() {
+        assert_eq!(super::metrics_addr("10472").unwrap().to_string(), "127.0.0.1:10472");
+        assert_eq!(super::metrics_addr("0.0.0.0:10472").unwrap().to_string(), "0.0.0.0:10472");
+        assert_eq!(super::metrics_addr("[::1]:10471").unwrap().to_string(), "[::1]:10471");
+        assert!(super::metrics_addr("localhost").is_err());
+    }
 }

@@ -29,8 +29,10 @@ pub struct ProcessArgs {
     /// moved. Any progress by another member restarts the clock.
     #[arg(long, value_name = "SECS", default_value_t = 300, requires = "exit_when_idle")]
     max_wait_unassigned: u64,
-    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9102).
-    #[arg(long, env = "SITELOG_PROCESS_METRICS_ADDR")]
+    /// Serve Prometheus metrics: `--metrics-addr` alone listens on 127.0.0.1:10472; `PORT`
+    /// on loopback; `HOST:PORT` where given (e.g. 0.0.0.0:10472 in a container). Off without it.
+    #[arg(long, env = "SITELOG_PROCESS_METRICS_ADDR", value_name = "ADDR", num_args = 0..=1,
+          default_missing_value = "127.0.0.1:10472", value_parser = super::metrics_addr)]
     metrics_addr: Option<SocketAddr>,
 }
 

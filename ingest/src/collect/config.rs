@@ -34,7 +34,7 @@ pub struct CollectorConfig {
 pub struct CollectorSection {
     /// Where checkpoints live (one state file per collector plus a lock file).
     pub checkpoint_dir: PathBuf,
-    /// Prometheus `/metrics` listen address, e.g. `127.0.0.1:9187`; none by default
+    /// Prometheus `/metrics` listen address, e.g. `127.0.0.1:10471` (a bare port listens on loopback); none by default
     /// (`--metrics-addr` overrides).
     pub metrics_addr: Option<String>,
     /// How long a clean shutdown waits for outstanding acknowledgements.
