@@ -73,9 +73,7 @@ pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
     let rt = super::runtime()?;
     let metrics_addr = match (args.metrics_addr, &cfg.collector.metrics_addr) {
         (Some(a), _) => Some(a),
-        (None, Some(s)) => {
-            Some(super::metrics_addr(s).map_err(|e| anyhow::anyhow!("collector.metrics_addr: {e}"))?)
-        }
+        (None, Some(s)) => Some(super::metrics_addr(s).map_err(|e| anyhow::anyhow!("collector.metrics_addr: {e}"))?),
         (None, None) => None,
     };
     if let Some(addr) = metrics_addr {

@@ -118,7 +118,7 @@ impl ClickHouseConfig {
         let c = c.with_url(&self.url).with_database(&self.database).with_user(user).with_compression(compression);
         // On a cluster the sharded tables are Distributed: an insert is acknowledged only once
         // its shards stored it (and their deduplication saw its token), as on one server.
-        let c = if self.cluster.is_some() { c.with_option("distributed_foreground_insert", "1") } else { c };
+        let c = if self.cluster.is_some() { c.with_setting("distributed_foreground_insert", "1") } else { c };
         Ok(match password {
             Some(p) => c.with_password(p),
             None => c,
