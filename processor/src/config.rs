@@ -23,6 +23,8 @@ pub struct ProcessorConfig {
     pub billing: BillingConfig,
     pub privacy: PrivacyConfig,
     pub security: crate::security::SecurityConfig,
+    /// `[alerts]`: disruption alerting (`sitelog alerts run`).
+    pub alerts: crate::diagnosis::AlertsConfig,
 }
 
 /// `[privacy]`: the processor's secrets for visitor identities (see `visitors`).
@@ -213,6 +215,7 @@ impl ProcessorConfig {
             return Err(("sink.max_inflight_batches", "must be between 1 and 64".into()));
         }
         self.billing.validate()?;
+        self.alerts.validate().map_err(|(k, m)| ("alerts", format!("{k}: {m}")))?;
         if self.attribution.register_poll_secs == 0 {
             return Err(("attribution.register_poll_secs", "must be at least 1".into()));
         }

@@ -1252,7 +1252,7 @@ const PERMANENT_TRIES: u32 = 5;
 /// or of the consumer loop, a dead-letter write): 200 ms doubling to 10 s, each wait drawn
 /// from its upper half ("equal jitter") so replicas that failed together do not retry in
 /// lockstep; every failure is counted and logged.
-struct Backoff {
+pub(crate) struct Backoff {
     next: Duration,
     seed: u64,
 }
@@ -1269,7 +1269,7 @@ impl Default for Backoff {
 impl Backoff {
     /// Records that `what` failed (`meanwhile`: what happens until the retry) and returns how
     /// long to wait before trying again.
-    fn failed(&mut self, what: &str, meanwhile: &str, e: &dyn std::fmt::Display) -> Duration {
+    pub(crate) fn failed(&mut self, what: &str, meanwhile: &str, e: &dyn std::fmt::Display) -> Duration {
         let delay = jittered(self.next, &mut self.seed);
         metrics::counter!("sitelog_process_retries_total", "step" => what.to_owned()).increment(1);
         tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what} failed; {meanwhile}");

@@ -29,6 +29,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "retention_changes",
         template: include_str!("../migrations/0008_retention_changes.sql"),
     },
+    Migration { version: 11, name: "incidents", template: include_str!("../migrations/0011_incidents.sql") },
 ];
 
 /// Retention per purpose of the privacy notice. Defaults are the safe ones of DESIGN.md.

@@ -1,0 +1,61 @@
+//! Error diagnosis and disruption alerts: the alerting engine over per-minute health
+//! (`alerts`), the incidents it stores and what ops read of them (`incidents`), the webhooks
+//! that tell people (`notify`), and the loop of `sitelog alerts run` (`run`).
+
+pub mod alerts;
+pub mod incidents;
+pub mod notify;
+pub mod run;
+
+use serde::{Deserialize, Serialize};
+
+/// `[alerts]` in processor.toml.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Availability objective: the share of requests that are not 5xx (0.999 = 99.9 %). The
+    /// error budget is `1 − objective`.
+    pub objective: f64,
+    /// `[alerts.rules]`: burn rates, volume guard, latency, hysteresis, grouping.
+    pub rules: alerts::AlertRules,
+    /// Live runs evaluate a minute once data of a minute this far after it has arrived
+    /// (late records of an evaluated minute are not looked at again).
+    pub lateness_minutes: u32,
+    /// How often a live run looks for new data.
+    pub poll_interval_ms: u64,
+    pub webhooks: Vec<notify::Webhook>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            objective: 0.999,
+            rules: alerts::AlertRules::default(),
+            lateness_minutes: 2,
+            poll_interval_ms: 10_000,
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+impl AlertsConfig {
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if !(self.objective > 0.0 && self.objective < 1.0) {
+            return Err(("alerts.objective".into(), "must be between 0 and 1 (e.g. 0.999)".into()));
+        }
+        if self.poll_interval_ms == 0 {
+            return Err(("alerts.poll_interval_ms".into(), "must be at least 1".into()));
+        }
+        self.rules.validate()?;
+        let mut names = std::collections::BTreeSet::new();
+        for w in &self.webhooks {
+            w.validate()?;
+            if !names.insert(&w.name) {
+                return Err((format!("alerts.webhooks.{}", w.name), "names must be unique".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Eq for AlertsConfig {}
