@@ -46,6 +46,11 @@ enum Command {
     Investigate(cli::investigate::InvestigateArgs),
     /// Who looked at client addresses, when and why.
     Audit(cli::audit::AuditArgs),
+    /// Disruption alerting: evaluate burn-rate rules over the health rollups, live or over a
+    /// past window; store incidents; notify webhooks.
+    Alerts(cli::alerts::AlertsArgs),
+    /// Disruptions found by `alerts run`: list, show, and the affected customers' contacts.
+    Incidents(cli::incidents::IncidentsArgs),
     /// The processor's per-month visitor keys: list them, destroy old ones for good.
     VisitorKeys(cli::visitor_keys::VisitorKeysArgs),
     /// Reports from ClickHouse: usage summary (and checks against generated ground truth).
@@ -74,6 +79,8 @@ fn main() -> ExitCode {
         Command::Security(a) => cli::security::run(a),
         Command::Investigate(a) => cli::investigate::run(a),
         Command::Audit(a) => cli::audit::run(a),
+        Command::Alerts(a) => cli::alerts::run(a),
+        Command::Incidents(a) => cli::incidents::run(a),
     };
     match result {
         Ok(code) => code,

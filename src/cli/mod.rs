@@ -1,10 +1,12 @@
 //! One module per subcommand. The binary edge: `anyhow` errors with context, nothing else.
 
+pub mod alerts;
 pub mod audit;
 pub mod collect;
 pub mod customers;
 pub mod deadletter;
 pub mod generate;
+pub mod incidents;
 pub mod investigate;
 pub mod kafka;
 pub mod parse;

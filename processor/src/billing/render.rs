@@ -19,7 +19,7 @@ fn metering(m: Option<Metering>) -> &'static str {
 }
 
 /// A CSV field: quoted when it holds a comma, quote or line break (RFC 4180).
-fn field(s: &str) -> String {
+pub fn field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
