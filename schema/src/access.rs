@@ -216,6 +216,10 @@ pub const TABLES: &[TableAccess] = &[
         ],
     },
     TableAccess {
+        table: "alerts_progress",
+        grants: &[g(Alerts, Select, Pending(ALERTS_BRANCH)), g(Alerts, Insert, Pending(ALERTS_BRANCH))],
+    },
+    TableAccess {
         table: "register_imports",
         grants: &[
             g(Register, Select, Command),

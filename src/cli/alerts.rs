@@ -42,6 +42,10 @@ enum Action {
         /// Live: the name under which progress is kept (one per alerting deployment).
         #[arg(long, default_value = "default")]
         evaluator: String,
+        /// Live: where the first run of this evaluator begins (RFC 3339 or YYYY-MM-DD, UTC;
+        /// default: the newest minute with complete data). Later runs resume where they stopped.
+        #[arg(long, conflicts_with = "from")]
+        start: Option<String>,
         /// Live: exit 0 once every minute with complete data is evaluated (scripts, tests).
         #[arg(long)]
         exit_when_caught_up: bool,
@@ -52,7 +56,8 @@ enum Action {
 }
 
 pub fn run(a: AlertsArgs) -> anyhow::Result<ExitCode> {
-    let Action::Run { opts, from, to, notify, dry_run, evaluator, exit_when_caught_up, metrics_listen } = a.action;
+    let Action::Run { opts, from, to, notify, dry_run, evaluator, start, exit_when_caught_up, metrics_listen } =
+        a.action;
     let cfg = opts.load()?;
     let client = cfg.clickhouse.client()?;
     let rt = super::runtime()?;
@@ -72,9 +77,10 @@ pub fn run(a: AlertsArgs) -> anyhow::Result<ExitCode> {
         rt.block_on(run::backfill(&client, &cfg.alerts, from, to, dry_run, notifier.as_ref()))
             .context("evaluating the alert rules")?
     } else {
+        let start = start.as_deref().map(parse_time).transpose()?.map(|t| t.timestamp());
         let stop = Arc::new(AtomicBool::new(false));
         super::stop_on_signals(&rt, stop.clone());
-        rt.block_on(run::live(&client, &cfg.alerts, &evaluator, notifier.as_ref(), stop, exit_when_caught_up))
+        rt.block_on(run::live(&client, &cfg.alerts, &evaluator, start, notifier.as_ref(), stop, exit_when_caught_up))
             .context("running the alert rules")?
     };
     for (change, row) in &report.transitions {

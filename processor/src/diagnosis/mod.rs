@@ -23,6 +23,9 @@ pub struct AlertsConfig {
     pub lateness_minutes: u32,
     /// How often a live run looks for new data.
     pub poll_interval_ms: u64,
+    /// A live run evaluates at most this many minutes per step (then stores incidents, sends
+    /// notifications and its progress): catching up after a pause goes in bounded steps.
+    pub max_step_minutes: u32,
     pub webhooks: Vec<notify::Webhook>,
 }
 
@@ -33,6 +36,7 @@ impl Default for AlertsConfig {
             rules: alerts::AlertRules::default(),
             lateness_minutes: 2,
             poll_interval_ms: 10_000,
+            max_step_minutes: 60,
             webhooks: Vec::new(),
         }
     }
@@ -42,6 +46,9 @@ impl AlertsConfig {
     pub fn validate(&self) -> Result<(), (String, String)> {
         if !(self.objective > 0.0 && self.objective < 1.0) {
             return Err(("alerts.objective".into(), "must be between 0 and 1 (e.g. 0.999)".into()));
+        }
+        if self.max_step_minutes == 0 {
+            return Err(("alerts.max_step_minutes".into(), "must be at least 1".into()));
         }
         if self.poll_interval_ms == 0 {
             return Err(("alerts.poll_interval_ms".into(), "must be at least 1".into()));

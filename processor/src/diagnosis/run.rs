@@ -115,11 +115,13 @@ pub async fn backfill(
 }
 
 /// Evaluates continuously as data arrives, until `stop` (or, with `exit_when_caught_up`,
-/// once every minute with complete data is evaluated).
+/// once every minute with complete data is evaluated). `start`: where the first run of this
+/// evaluator begins (default: the newest complete minute); later runs resume from progress.
 pub async fn live(
     client: &Client,
     cfg: &AlertsConfig,
     evaluator: &str,
+    start: Option<i64>,
     notifier: Option<&Notifier>,
     stop: Arc<AtomicBool>,
     exit_when_caught_up: bool,
@@ -143,13 +145,15 @@ pub async fn live(
         let ready = latest.map(|l| l - lateness + 60);
         match (next, ready) {
             (None, Some(r)) => {
-                // First run of this evaluator: start at the present, with history.
-                tracing::info!(evaluator, from = %super::notify::rfc3339(r), "first run: evaluating from the newest complete minute");
-                feed(client, cfg, &mut engine, r - history, r, r, &mut report).await?;
-                incidents::set_progress(client, evaluator, r).await?;
-                next = Some(r);
+                // First run of this evaluator: from `start` or the present, with history.
+                let s = start.map(floor_minute).unwrap_or(r);
+                tracing::info!(evaluator, from = %super::notify::rfc3339(s), "first run of this evaluator");
+                feed(client, cfg, &mut engine, s - history, s, s, &mut report).await?;
+                incidents::set_progress(client, evaluator, s).await?;
+                next = Some(s);
             }
             (Some(n), Some(r)) if r > n => {
+                let r = r.min(n + i64::from(cfg.max_step_minutes) * 60);
                 let mut step = RunReport::default();
                 let touched = feed(client, cfg, &mut engine, n, r, n, &mut step).await?;
                 incidents::write(client, &touched.into_values().collect::<Vec<_>>()).await?;
