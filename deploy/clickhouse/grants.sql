@@ -4,6 +4,7 @@ CREATE ROLE IF NOT EXISTS sitelog_auditor;  -- read-only view of imports and bil
 
 GRANT SELECT ON sitelog.access_log TO sitelog_ops;
 GRANT SELECT ON sitelog.site_health_minute TO sitelog_ops;
+GRANT SELECT ON sitelog.health_minute TO sitelog_ops;
 GRANT SELECT ON sitelog.register_imports TO sitelog_auditor;
 GRANT SELECT ON sitelog.billing_runs TO sitelog_auditor;
 GRANT SELECT ON sitelog.billing_run_lines TO sitelog_auditor;
