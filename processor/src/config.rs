@@ -23,6 +23,7 @@ pub struct ProcessorConfig {
     pub billing: BillingConfig,
     pub privacy: PrivacyConfig,
     pub security: crate::security::SecurityConfig,
+    pub health: crate::diagnosis::health::HealthConfig,
 }
 
 /// `[privacy]`: the processor's secrets for visitor identities (see `visitors`).
@@ -213,6 +214,7 @@ impl ProcessorConfig {
             return Err(("sink.max_inflight_batches", "must be between 1 and 64".into()));
         }
         self.billing.validate()?;
+        self.health.validate()?;
         if self.attribution.register_poll_secs == 0 {
             return Err(("attribution.register_poll_secs", "must be at least 1".into()));
         }
