@@ -256,6 +256,18 @@ mod tests {
     }
 
     #[test]
+    fn health_objective_defaults_and_is_validated() {
+        let c = ProcessorConfig::from_toml("", "x.toml").unwrap();
+        assert_eq!(c.health.objective, 0.999);
+        let c = ProcessorConfig::from_toml("[health]\nobjective = 0.99\n", "x.toml").unwrap();
+        assert_eq!(c.health.objective, 0.99);
+        for bad in ["1.0", "0", "1.5"] {
+            let e = ProcessorConfig::from_toml(&format!("[health]\nobjective = {bad}\n"), "x.toml").unwrap_err();
+            assert!(e.to_string().contains("health.objective"), "{e}");
+        }
+    }
+
+    #[test]
     fn errors_name_line_and_key() {
         let e = ProcessorConfig::from_toml("[sink]\nlinger_ms = 5\nbogus = 1\n", "x.toml").unwrap_err().to_string();
         assert!(e.starts_with("x.toml: line 3"), "{e}");
