@@ -25,6 +25,7 @@ pub struct ProcessorConfig {
     pub security: crate::security::SecurityConfig,
     /// `[alerts]`: disruption alerting (`sitelog alerts run`).
     pub alerts: crate::diagnosis::AlertsConfig,
+    pub health: crate::diagnosis::health::HealthConfig,
 }
 
 /// `[privacy]`: the processor's secrets for visitor identities (see `visitors`).
@@ -216,6 +217,7 @@ impl ProcessorConfig {
         }
         self.billing.validate()?;
         self.alerts.validate().map_err(|(k, m)| ("alerts", format!("{k}: {m}")))?;
+        self.health.validate()?;
         if self.attribution.register_poll_secs == 0 {
             return Err(("attribution.register_poll_secs", "must be at least 1".into()));
         }
@@ -253,6 +255,18 @@ mod tests {
             ("deploy/processor.example.toml", include_str!("../../deploy/processor.example.toml")),
         ] {
             ProcessorConfig::from_toml(text, name).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    #[test]
+    fn health_objective_defaults_and_is_validated() {
+        let c = ProcessorConfig::from_toml("", "x.toml").unwrap();
+        assert_eq!(c.health.objective, 0.999);
+        let c = ProcessorConfig::from_toml("[health]\nobjective = 0.99\n", "x.toml").unwrap();
+        assert_eq!(c.health.objective, 0.99);
+        for bad in ["1.0", "0", "1.5"] {
+            let e = ProcessorConfig::from_toml(&format!("[health]\nobjective = {bad}\n"), "x.toml").unwrap_err();
+            assert!(e.to_string().contains("health.objective"), "{e}");
         }
     }
 

@@ -29,6 +29,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "retention_changes",
         template: include_str!("../migrations/0008_retention_changes.sql"),
     },
+    Migration { version: 9, name: "health", template: include_str!("../migrations/0009_health.sql") },
     Migration { version: 11, name: "incidents", template: include_str!("../migrations/0011_incidents.sql") },
 ];
 

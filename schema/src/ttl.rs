@@ -45,6 +45,7 @@ pub fn targets(r: &Retention) -> Vec<TtlTarget> {
         t("site_health_minute", None, "site_health_days", format!("minute + INTERVAL {} DAY", r.site_health_days)),
         t("incidents", None, "site_health_days", format!("opened_at + INTERVAL {} DAY", r.site_health_days)),
         t("incident_notifications", None, "site_health_days", days("sent_at", r.site_health_days)),
+        t("health_minute", None, "site_health_days", format!("minute + INTERVAL {} DAY", r.site_health_days)),
         t("usage_daily", None, "usage_years", format!("day + INTERVAL {} YEAR", r.usage_years)),
         t("billing_runs", None, "usage_years", format!("toDateTime(closed_at) + INTERVAL {} YEAR", r.usage_years)),
         t("billing_run_lines", None, "usage_years", format!("toDateTime(closed_at) + INTERVAL {} YEAR", r.usage_years)),

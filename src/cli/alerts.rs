@@ -74,13 +74,13 @@ pub fn run(a: AlertsArgs) -> anyhow::Result<ExitCode> {
     let report = if let (Some(from), Some(to)) = (from, to) {
         let (from, to) = (parse_time(&from)?.timestamp(), parse_time(&to)?.timestamp());
         anyhow::ensure!(from < to, "--from must be before --to");
-        rt.block_on(run::backfill(&client, &cfg.alerts, from, to, dry_run, notifier.as_ref()))
+        rt.block_on(run::backfill(&client, &cfg.alerts, cfg.health.objective, from, to, dry_run, notifier.as_ref()))
             .context("evaluating the alert rules")?
     } else {
         let start = start.as_deref().map(parse_time).transpose()?.map(|t| t.timestamp());
         let stop = Arc::new(AtomicBool::new(false));
         super::stop_on_signals(&rt, stop.clone());
-        rt.block_on(run::live(&client, &cfg.alerts, &evaluator, start, notifier.as_ref(), stop, exit_when_caught_up))
+        rt.block_on(run::live(&client, &cfg.alerts, cfg.health.objective, &evaluator, start, notifier.as_ref(), stop, exit_when_caught_up))
             .context("running the alert rules")?
     };
     for (change, row) in &report.transitions {

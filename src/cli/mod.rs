@@ -7,6 +7,7 @@ pub mod customers;
 pub mod deadletter;
 pub mod generate;
 pub mod incidents;
+pub mod health;
 pub mod investigate;
 pub mod kafka;
 pub mod parse;

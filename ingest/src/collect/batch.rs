@@ -31,6 +31,8 @@ pub struct SourceRt {
     pub patterns: Vec<super::pattern::PathPattern>,
     pub parser: Arc<dyn LineParser>,
     pub host_from: HostFrom,
+    /// The web server every record of this source carries (one per message).
+    pub server: String,
     pub metrics: SourceMetrics,
 }
 
@@ -120,7 +122,7 @@ impl FileOut {
                     }
                     rec.source = SourceId { fingerprint: self.fp, offset };
                     src.metrics.parsed.increment(1);
-                    self.push(&rec, line, lim, out, now);
+                    self.push(&rec, &src.server, line, lim, out, now);
                 }
                 Err(reason) => self.reject(offset, line, reason, bytes, None, src, out),
             },
@@ -134,6 +136,7 @@ impl FileOut {
     fn push(
         &mut self,
         rec: &sitelog_schema::AccessRecord<'_>,
+        server: &str,
         line: u64,
         lim: &BatchLimits,
         out: &mut Outbox,
@@ -142,7 +145,7 @@ impl FileOut {
         let idx = match self.batches.iter().position(|b| b.host == rec.host) {
             Some(i) => i,
             None => {
-                let writer = BatchWriter::new(self.fp, &rec.host, rec.source.offset, rec.ts_micros);
+                let writer = BatchWriter::with_server(self.fp, &rec.host, server, rec.source.offset, rec.ts_micros);
                 out.buffered += writer.len_bytes();
                 self.pending.insert(rec.source.offset, line - 1);
                 self.batches.push(OpenBatch {

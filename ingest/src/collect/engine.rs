@@ -222,6 +222,7 @@ impl<S: Sink> Collector<S> {
                 patterns: cfg.patterns(i),
                 parser,
                 host_from: s.host_from(),
+                server: s.server(&cfg.collector).to_owned(),
                 metrics: SourceMetrics::new(&s.name),
             })
             .collect();

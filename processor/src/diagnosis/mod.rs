@@ -1,21 +1,21 @@
-//! Error diagnosis and disruption alerts: the alerting engine over per-minute health
-//! (`alerts`), the incidents it stores and what ops read of them (`incidents`), the webhooks
-//! that tell people (`notify`), and the loop of `sitelog alerts run` (`run`).
+//! Error diagnosis and disruption alerts: how healthy sites and web servers are, read from
+//! the `health_minute` rollup and, for one site's errors, from `access_log` (`health`); the
+//! alerting engine over per-minute health (`alerts`), the incidents it stores and what ops
+//! read of them (`incidents`), the webhooks that tell people (`notify`), and the loop of
+//! `sitelog alerts run` (`run`).
 
 pub mod alerts;
+pub mod health;
 pub mod incidents;
 pub mod notify;
 pub mod run;
 
 use serde::{Deserialize, Serialize};
 
-/// `[alerts]` in processor.toml.
+/// `[alerts]` in processor.toml. The error budget is `1 − [health] objective`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsConfig {
-    /// Availability objective: the share of requests that are not 5xx (0.999 = 99.9 %). The
-    /// error budget is `1 − objective`.
-    pub objective: f64,
     /// `[alerts.rules]`: burn rates, volume guard, latency, hysteresis, grouping.
     pub rules: alerts::AlertRules,
     /// Live runs evaluate a minute once data of a minute this far after it has arrived
@@ -32,7 +32,6 @@ pub struct AlertsConfig {
 impl Default for AlertsConfig {
     fn default() -> Self {
         AlertsConfig {
-            objective: 0.999,
             rules: alerts::AlertRules::default(),
             lateness_minutes: 2,
             poll_interval_ms: 10_000,
@@ -44,9 +43,6 @@ impl Default for AlertsConfig {
 
 impl AlertsConfig {
     pub fn validate(&self) -> Result<(), (String, String)> {
-        if !(self.objective > 0.0 && self.objective < 1.0) {
-            return Err(("alerts.objective".into(), "must be between 0 and 1 (e.g. 0.999)".into()));
-        }
         if self.max_step_minutes == 0 {
             return Err(("alerts.max_step_minutes".into(), "must be at least 1".into()));
         }

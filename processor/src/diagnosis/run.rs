@@ -90,18 +90,19 @@ fn floor_minute(t: i64) -> i64 {
     t.div_euclid(60) * 60
 }
 
-/// Evaluates `[from, to)` in event time as if live. Writes the incidents unless `dry_run`;
+/// Evaluates `[from, to)` in event time as if live (`objective`: `[health] objective`). Writes the incidents unless `dry_run`;
 /// notifies only through `notifier`.
 pub async fn backfill(
     client: &Client,
     cfg: &AlertsConfig,
+    objective: f64,
     from: i64,
     to: i64,
     dry_run: bool,
     notifier: Option<&Notifier>,
 ) -> Result<RunReport, RunError> {
     let (from, to) = (floor_minute(from), floor_minute(to + 59));
-    let mut engine = Engine::new(cfg.rules.clone(), cfg.objective);
+    let mut engine = Engine::new(cfg.rules.clone(), objective);
     let history = i64::from(cfg.rules.history_minutes()) * 60;
     let mut report = RunReport::default();
     let touched = feed(client, cfg, &mut engine, from - history, to, from, &mut report).await?;
@@ -120,6 +121,7 @@ pub async fn backfill(
 pub async fn live(
     client: &Client,
     cfg: &AlertsConfig,
+    objective: f64,
     evaluator: &str,
     start: Option<i64>,
     notifier: Option<&Notifier>,
@@ -129,7 +131,7 @@ pub async fn live(
     let lateness = i64::from(cfg.lateness_minutes) * 60;
     let history = i64::from(cfg.rules.history_minutes()) * 60;
     let mut report = RunReport::default();
-    let mut engine = Engine::new(cfg.rules.clone(), cfg.objective);
+    let mut engine = Engine::new(cfg.rules.clone(), objective);
     let mut next: Option<i64> = incidents::progress(client, evaluator).await?;
     if let Some(p) = next {
         let open = incidents::open_at(client, p).await?;
