@@ -15,59 +15,11 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Days, Utc};
 use sitelog::sample::{truth, GenerateOptions};
 use sitelog_schema::register::RegisterExport;
-
-/// A webhook receiver: every POST body, in arrival order; answers 200.
-fn receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let sink = got.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let mut r = BufReader::new(conn.try_clone().unwrap());
-            let mut len = 0usize;
-            let mut line = String::new();
-            let mut first = true;
-            let mut ok = false;
-            loop {
-                line.clear();
-                if r.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                if first {
-                    ok = line.starts_with("POST /hook ");
-                    first = false;
-                }
-                let l = line.trim_end();
-                if l.is_empty() {
-                    break;
-                }
-                if let Some((k, v)) = l.split_once(':') {
-                    if k.eq_ignore_ascii_case("content-length") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                }
-            }
-            let mut body = vec![0; len];
-            if r.read_exact(&mut body).is_ok() && ok {
-                if let Ok(v) = serde_json::from_slice(&body) {
-                    sink.lock().unwrap().push(v);
-                }
-            }
-            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-        }
-    });
-    (url, got)
-}
 
 fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -85,7 +37,7 @@ fn injected_disruptions_are_one_incident_each_live_equals_backfill_and_webhooks_
         customers: 12,
         rate: 12,
     };
-    let (url, hooks) = receiver();
+    let (url, hooks) = support::webhook::receiver();
     let extra = format!(
         "\n[alerts]\npoll_interval_ms = 200\nmax_step_minutes = 15\n\n[[alerts.webhooks]]\nname = \"test\"\nurl = \"{url}\"\nmax_attempts = 3\n"
     );
@@ -127,7 +79,8 @@ fn injected_disruptions_are_one_incident_each_live_equals_backfill_and_webhooks_
     assert!(status.success(), "restarted live run: {status}");
 
     // What live stored.
-    let listed = support::sitelog(&["incidents", "list", "-c", cfg, "--from", &from_s, "--to", &to_s, "--format", "json"], &[]);
+    let listed =
+        support::sitelog(&["incidents", "list", "-c", cfg, "--from", &from_s, "--to", &to_s, "--format", "json"], &[]);
     let stored: Vec<serde_json::Value> = listed.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     for inc in &stored {
         for k in ["id", "kind", "opened_at"] {
@@ -143,7 +96,11 @@ fn injected_disruptions_are_one_incident_each_live_equals_backfill_and_webhooks_
             .iter()
             .filter(|i| {
                 i["kind"] == w.kind.as_str()
-                    && if w.kind == "site" { i["site_host"] == w.site_host.as_str() } else { i["server"] == w.server.as_str() }
+                    && if w.kind == "site" {
+                        i["site_host"] == w.site_host.as_str()
+                    } else {
+                        i["server"] == w.server.as_str()
+                    }
             })
             .collect();
         assert_eq!(hits.len(), 1, "{} ({} {}{}): {hits:#?}", w.scenario, w.kind, w.site_host, w.server);
@@ -229,10 +186,5 @@ fn injected_disruptions_are_one_incident_each_live_equals_backfill_and_webhooks_
         let shown: serde_json::Value = serde_json::from_str(shown.trim()).unwrap();
         assert_eq!(&shown, i, "show = list");
     }
-    println!(
-        "alerts_sample: {} incidents ({} injected), {} webhook deliveries",
-        stored.len(),
-        want.len(),
-        got.len()
-    );
+    println!("alerts_sample: {} incidents ({} injected), {} webhook deliveries", stored.len(), want.len(), got.len());
 }

@@ -51,6 +51,6 @@ SELECT
     countIf(status IN (502, 503, 504) OR upstream_status IN (502, 503, 504)) AS upstream_failures,
     quantilesTDigestStateIf(0.5, 0.95, 0.99)(assumeNotNull(request_time_us), isNotNull(request_time_us)) AS request_time_us,
     quantilesTDigestStateIf(0.5, 0.95, 0.99)(assumeNotNull(upstream_time_us), isNotNull(upstream_time_us)) AS upstream_time_us,
-    sumForEachState(arrayMap(b -> toUInt8(ifNull(request_time_us, 0) > b), [250000, 500000, 1000000, 2000000, 4000000, 8000000, 16000000])) AS request_time_over
+    sumForEachState(arrayMap(b -> toUInt8(ifNull(access_log.request_time_us, 0) > b), [250000, 500000, 1000000, 2000000, 4000000, 8000000, 16000000])) AS request_time_over
 FROM {{db}}.access_log
 GROUP BY site_host, server, minute;

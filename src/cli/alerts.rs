@@ -80,8 +80,14 @@ pub fn run(a: AlertsArgs) -> anyhow::Result<ExitCode> {
         let start = start.as_deref().map(parse_time).transpose()?.map(|t| t.timestamp());
         let stop = Arc::new(AtomicBool::new(false));
         super::stop_on_signals(&rt, stop.clone());
-        rt.block_on(run::live(&client, &cfg.alerts, cfg.health.objective, &evaluator, start, notifier.as_ref(), stop, exit_when_caught_up))
-            .context("running the alert rules")?
+        rt.block_on(run::live(
+            &client,
+            &cfg.alerts,
+            cfg.health.objective,
+            notifier.as_ref(),
+            &run::LiveOptions { evaluator, start, exit_when_caught_up, stop },
+        ))
+        .context("running the alert rules")?
     };
     for (change, row) in &report.transitions {
         let subject = match row.kind.as_str() {

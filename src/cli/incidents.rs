@@ -95,7 +95,11 @@ pub fn run(a: IncidentsArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
                 Format::Table => {
-                    writeln!(out, "{:<20} {:<8} {:<7} {:<28} {:<20} {:<20} {:>9}", "ID", "KIND", "CAUSE", "SUBJECT", "OPENED", "RESOLVED", "CUSTOMERS")?;
+                    writeln!(
+                        out,
+                        "{:<20} {:<8} {:<7} {:<28} {:<20} {:<20} {:>9}",
+                        "ID", "KIND", "CAUSE", "SUBJECT", "OPENED", "RESOLVED", "CUSTOMERS"
+                    )?;
                     for r in &rows {
                         writeln!(
                             out,
@@ -133,7 +137,13 @@ pub fn run(a: IncidentsArgs) -> anyhow::Result<ExitCode> {
                         r.resolved_at.map(|t| rfc3339(i64::from(t))).unwrap_or_else(|| "open".into())
                     )?;
                     writeln!(out, "last fired {}", rfc3339(i64::from(r.last_firing)))?;
-                    writeln!(out, "requests   {} ({} 5xx, peak minute {:.1} %)", r.requests, r.errors, r.peak_error_ratio * 100.0)?;
+                    writeln!(
+                        out,
+                        "requests   {} ({} 5xx, peak minute {:.1} %)",
+                        r.requests,
+                        r.errors,
+                        r.peak_error_ratio * 100.0
+                    )?;
                     writeln!(out, "servers    {}", r.servers.join(", "))?;
                     writeln!(out, "sites      {}", r.sites.join(", "))?;
                     writeln!(out, "customers  {}", r.customers.join(", "))?;

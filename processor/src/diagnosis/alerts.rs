@@ -556,12 +556,8 @@ impl Engine {
             }
         }
         let quiet = i64::from(self.rules.resolve_after_minutes) * 60;
-        let done: Vec<Subject> = self
-            .open
-            .iter()
-            .filter(|(_, inc)| now - inc.last_firing >= quiet)
-            .map(|(s, _)| s.clone())
-            .collect();
+        let done: Vec<Subject> =
+            self.open.iter().filter(|(_, inc)| now - inc.last_firing >= quiet).map(|(s, _)| s.clone()).collect();
         for s in done {
             let mut inc = self.open.remove(&s).expect("open");
             inc.resolved_at = Some(now);
@@ -572,7 +568,12 @@ impl Engine {
 }
 
 /// Adds the sites (and their servers and customers) to an incident; true if any is new.
-fn add_members(inc: &mut Incident, sites: &[usize], info: &HashMap<usize, (String, String)>, subjects: &[Subject]) -> bool {
+fn add_members(
+    inc: &mut Incident,
+    sites: &[usize],
+    info: &HashMap<usize, (String, String)>,
+    subjects: &[Subject],
+) -> bool {
     let before = (inc.sites.len(), inc.servers.len(), inc.customers.len());
     for s in sites {
         inc.sites.insert(subjects[*s].name().to_owned());
@@ -610,14 +611,7 @@ mod tests {
     const T0: i64 = 1_790_000_040 / 60 * 60;
 
     fn row(site: &str, server: &str, cust: &str, requests: u64, errors: u64, slow: u64) -> MinuteCounts {
-        MinuteCounts {
-            site_host: site.into(),
-            server: server.into(),
-            customer_id: cust.into(),
-            requests,
-            errors,
-            slow,
-        }
+        MinuteCounts { site_host: site.into(), server: server.into(), customer_id: cust.into(), requests, errors, slow }
     }
 
     /// Runs `minutes` minutes; `f(minute index)` gives the rows. Returns all transitions with
@@ -636,7 +630,16 @@ mod tests {
 
     fn healthy(m: i64) -> Vec<MinuteCounts> {
         (0..8)
-            .map(|i| row(&format!("s{i}.fi"), if i < 4 { "web-01" } else { "web-02" }, &format!("c{i}"), 30, (m % 7 == 0) as u64, 0))
+            .map(|i| {
+                row(
+                    &format!("s{i}.fi"),
+                    if i < 4 { "web-01" } else { "web-02" },
+                    &format!("c{i}"),
+                    30,
+                    (m % 7 == 0) as u64,
+                    0,
+                )
+            })
             .collect()
     }
 
@@ -763,7 +766,8 @@ mod tests {
             b.add_minute(T0 + m * 60, &f(m));
             rest.extend(b.evaluate().into_iter().map(|t| (m, t)));
         }
-        let want: Vec<_> = whole.iter().filter(|(m, _)| *m > 410).map(|(m, t)| (*m, t.change, t.incident.id.clone())).collect();
+        let want: Vec<_> =
+            whole.iter().filter(|(m, _)| *m > 410).map(|(m, t)| (*m, t.change, t.incident.id.clone())).collect();
         let got: Vec<_> = rest.iter().map(|(m, t)| (*m, t.change, t.incident.id.clone())).collect();
         assert_eq!(got, want);
     }

@@ -73,7 +73,8 @@ impl Webhook {
         let url = if let Some(u) = &self.url {
             u.clone()
         } else if let Some(var) = &self.url_env {
-            std::env::var(var).map_err(|_| NotifyError::Url { name: self.name.clone(), msg: format!("${var} is not set") })?
+            std::env::var(var)
+                .map_err(|_| NotifyError::Url { name: self.name.clone(), msg: format!("${var} is not set") })?
         } else if let Some(p) = &self.url_file {
             std::fs::read_to_string(p)
                 .map_err(|e| NotifyError::Url { name: self.name.clone(), msg: format!("{}: {e}", p.display()) })?
@@ -255,7 +256,9 @@ impl Notifier {
                 })
                 .await
                 .map_err(|source| NotifyError::ClickHouse { what: "recording a webhook delivery", source })?;
-                ins.end().await.map_err(|source| NotifyError::ClickHouse { what: "recording a webhook delivery", source })?;
+                ins.end()
+                    .await
+                    .map_err(|source| NotifyError::ClickHouse { what: "recording a webhook delivery", source })?;
                 metrics::counter!("sitelog_alerts_webhook_sent_total", "webhook" => hook.name.clone()).increment(1);
                 sent += 1;
             }

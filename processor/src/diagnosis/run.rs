@@ -115,19 +115,28 @@ pub async fn backfill(
     Ok(report)
 }
 
-/// Evaluates continuously as data arrives, until `stop` (or, with `exit_when_caught_up`,
-/// once every minute with complete data is evaluated). `start`: where the first run of this
-/// evaluator begins (default: the newest complete minute); later runs resume from progress.
+/// How a live run runs.
+pub struct LiveOptions {
+    /// The name progress is kept under.
+    pub evaluator: String,
+    /// Where the first run of this evaluator begins (default: the newest complete minute);
+    /// later runs resume from progress.
+    pub start: Option<i64>,
+    /// Stop once every minute with complete data is evaluated.
+    pub exit_when_caught_up: bool,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Evaluates continuously as data arrives, until `opts.stop` (or caught up, see
+/// [`LiveOptions`]).
 pub async fn live(
     client: &Client,
     cfg: &AlertsConfig,
     objective: f64,
-    evaluator: &str,
-    start: Option<i64>,
     notifier: Option<&Notifier>,
-    stop: Arc<AtomicBool>,
-    exit_when_caught_up: bool,
+    opts: &LiveOptions,
 ) -> Result<RunReport, RunError> {
+    let (evaluator, start, stop) = (opts.evaluator.as_str(), opts.start, &opts.stop);
     let lateness = i64::from(cfg.lateness_minutes) * 60;
     let history = i64::from(cfg.rules.history_minutes()) * 60;
     let mut report = RunReport::default();
@@ -183,7 +192,7 @@ pub async fn live(
                 continue; // more may be ready already
             }
             _ => {
-                if exit_when_caught_up && pending.is_empty() {
+                if opts.exit_when_caught_up && pending.is_empty() {
                     return Ok(report);
                 }
             }
