@@ -36,6 +36,9 @@ pub const REJECTS_TOPIC: &str = "sitelog.rejects";
 /// Default topic for quarantined messages: what the processor could not decode, with where it
 /// came from and why (see `sitelog_processor::quarantine`).
 pub const DEADLETTER_TOPIC: &str = "sitelog.deadletter";
+/// Default topic for collector heartbeats (JSON [`crate::heartbeat::Heartbeat`], key =
+/// `server/source`): how far each collector source has delivered.
+pub const HEARTBEAT_TOPIC: &str = "sitelog.heartbeats";
 
 pub const MAGIC: &[u8; 3] = b"SLW";
 pub const VERSION: u8 = 1;

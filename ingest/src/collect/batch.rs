@@ -65,6 +65,9 @@ pub struct OpenBatch {
     writer: BatchWriter,
     first_offset: u64,
     opened: Instant,
+    /// Event times of its records (µs): what a heartbeat may not claim until acknowledged.
+    min_ts: i64,
+    max_ts: i64,
 }
 
 /// One file's records on their way out.
@@ -76,11 +79,31 @@ pub struct FileOut {
     /// First offset of each unacknowledged unit → lines before it.
     pub pending: BTreeMap<u64, u64>,
     pub batches: Vec<OpenBatch>,
+    /// First offset of each sealed, unacknowledged record batch → (min, max) event time of
+    /// its records (rejects have none). Open batches keep theirs in [`OpenBatch`].
+    pending_ts: BTreeMap<u64, (i64, i64)>,
+    /// The newest event time among acknowledged records of this file.
+    pub acked_max_ts: Option<i64>,
 }
 
 impl FileOut {
     pub fn new(id: u64, fp: u64, path: String, site: Option<String>) -> Self {
-        FileOut { id, fp, path, site, pending: BTreeMap::new(), batches: Vec::new() }
+        FileOut {
+            id,
+            fp,
+            path,
+            site,
+            pending: BTreeMap::new(),
+            batches: Vec::new(),
+            pending_ts: BTreeMap::new(),
+            acked_max_ts: None,
+        }
+    }
+
+    /// The oldest event time of a record read but not acknowledged (open or sent batches).
+    pub fn undelivered_min_ts(&self) -> Option<i64> {
+        let sealed = self.pending_ts.values().map(|&(min, _)| min);
+        sealed.chain(self.batches.iter().map(|b| b.min_ts)).min()
     }
 
     /// Where this file's checkpoint stands: `(offset, lines before it)`.
@@ -97,6 +120,7 @@ impl FileOut {
             out.buffered = out.buffered.saturating_sub(b.writer.len_bytes());
         }
         self.pending.clear();
+        self.pending_ts.clear();
     }
 
     /// Handles one piece from the splitter.
@@ -150,11 +174,15 @@ impl FileOut {
                     writer,
                     first_offset: rec.source.offset,
                     opened: now,
+                    min_ts: rec.ts_micros,
+                    max_ts: rec.ts_micros,
                 });
                 self.batches.len() - 1
             }
         };
         let b = &mut self.batches[idx];
+        b.min_ts = b.min_ts.min(rec.ts_micros);
+        b.max_ts = b.max_ts.max(rec.ts_micros);
         let before = b.writer.len_bytes();
         b.writer.push(rec);
         out.buffered += b.writer.len_bytes() - before;
@@ -197,6 +225,7 @@ impl FileOut {
         // The bytes stay counted in `buffered` until the sink takes the message.
         let b = self.batches.swap_remove(idx);
         let lines = b.writer.count();
+        self.pending_ts.insert(b.first_offset, (b.min_ts, b.max_ts));
         out.ready.push(Ready {
             topic: Topic::Records,
             key: b.host.into_bytes(),
@@ -221,7 +250,11 @@ impl FileOut {
     }
 
     /// A producer acknowledged the unit starting at `offset`.
-    pub fn acked(&mut self, offset: u64) {
+    /// Returns the newest event time of the unit's records (none for a reject).
+    pub fn acked(&mut self, offset: u64) -> Option<i64> {
         self.pending.remove(&offset);
+        let (_, max) = self.pending_ts.remove(&offset)?;
+        self.acked_max_ts = Some(self.acked_max_ts.map_or(max, |m| m.max(max)));
+        Some(max)
     }
 }

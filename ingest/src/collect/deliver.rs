@@ -167,6 +167,7 @@ pub struct KafkaSink {
     plaintext: Option<String>,
     topic: String,
     rejects_topic: String,
+    heartbeat_topic: String,
     events: EventSender,
     producer: ThreadedProducer<Ctx>,
 }
@@ -181,6 +182,7 @@ impl KafkaSink {
             plaintext,
             topic: k.topic.clone(),
             rejects_topic: k.rejects_topic.clone(),
+            heartbeat_topic: k.heartbeat_topic.clone(),
             events,
             producer,
         })
@@ -206,6 +208,7 @@ impl Sink for KafkaSink {
         let name = match topic {
             Topic::Records => &self.topic,
             Topic::Rejects => &self.rejects_topic,
+            Topic::Heartbeats => &self.heartbeat_topic,
         };
         let mut record = BaseRecord::with_opaque_to(name, Box::new(token)).key(key).payload(payload);
         loop {

@@ -19,6 +19,8 @@ pub const FILES_OPEN: &str = "sitelog_collect_files_open";
 pub const ROTATIONS: &str = "sitelog_collect_rotations_total";
 pub const FILES_COMPLETED: &str = "sitelog_collect_files_completed_total";
 pub const FILES_LOST: &str = "sitelog_collect_files_lost_total";
+pub const HEARTBEATS_SENT: &str = "sitelog_collect_heartbeats_sent_total";
+pub const DELIVERED_THROUGH: &str = "sitelog_collect_delivered_through_seconds";
 
 /// Registers descriptions (shown as `# HELP` by the exporter).
 pub fn describe() {
@@ -38,6 +40,12 @@ pub fn describe() {
     describe_counter!(ROTATIONS, "Rotations seen, by kind (rename, delete, truncate).");
     describe_counter!(FILES_COMPLETED, "Files read to the end with every line acknowledged.");
     describe_counter!(FILES_LOST, "Files that vanished before they were read to the end.");
+    describe_counter!(HEARTBEATS_SENT, "Heartbeats sent, by source.");
+    describe_gauge!(
+        DELIVERED_THROUGH,
+        Unit::Seconds,
+        "Event time (Unix seconds) up to which a source's records are acknowledged, as last heartbeat."
+    );
 }
 
 /// Handles for one source.
