@@ -9,7 +9,8 @@ GRANT SELECT ON sitelog.billing_runs TO sitelog_auditor;
 GRANT SELECT ON sitelog.billing_run_lines TO sitelog_auditor;
 
 -- Month end: usage and the register's billing fields only, never client IPs, user agents,
--- paths or contact persons. Identical to schema/migrations/0005_billing_access.sql for the
+-- paths or contact persons. Identical to the grants of schema/migrations/0005_billing_access.sql
+-- and 0010_collector_heartbeats.sql for the
 -- database `sitelog` (tests/billing_access.rs keeps them the same).
 CREATE ROLE IF NOT EXISTS sitelog_billing;
 GRANT SELECT ON sitelog.usage_daily TO sitelog_billing;
@@ -21,6 +22,8 @@ GRANT SELECT(fingerprint, site_host, max_offset, max_ts, records) ON sitelog.sou
 GRANT SELECT(ts, customer_id, site_id, bytes_sent, is_bot) ON sitelog.access_log TO sitelog_billing;
 GRANT SELECT, INSERT ON sitelog.billing_runs TO sitelog_billing;
 GRANT SELECT, INSERT ON sitelog.billing_run_lines TO sitelog_billing;
+-- Migration 0010: completeness per collector source.
+GRANT SELECT(server, source, sent_at, delivered_through, position, idle) ON sitelog.collector_heartbeats TO sitelog_billing;
 
 -- The billing run's user (`[billing] user` in processor.toml) holds that role only. No
 -- password here: the deploy sets it from a secret, e.g.

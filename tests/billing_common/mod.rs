@@ -233,6 +233,25 @@ pub fn progress(db: &Db, fingerprint: u64, host: &str, max_ts: &str, records: u6
     support::block_on(write_progress(&db.client, &[((fingerprint, host.to_owned()), p)])).unwrap();
 }
 
+/// Stores a collector heartbeat of `server`'s source "sites" sent now (the real clock: the
+/// heartbeat TTL runs on it) that delivered through `through`, as the processor stores one.
+pub fn heartbeat(db: &Db, server: &str, through: &str, idle: bool) {
+    use sitelog_processor::heartbeat::{store, HeartbeatRow};
+    // Distinct, increasing send times even within one millisecond.
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    let row = HeartbeatRow {
+        server: server.into(),
+        source: "sites".into(),
+        sent_at: Utc::now().timestamp_millis(),
+        delivered_through: utc(through).timestamp_micros(),
+        position: 0,
+        idle: u8::from(idle),
+        files: 1,
+    };
+    let token = format!("test/{server}/{}", row.sent_at);
+    support::block_on(store(&db.client, &token, &[row])).unwrap();
+}
+
 pub fn exec(db: &Db, sql: &str) {
     support::block_on(db.client.query(sql).execute()).unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
