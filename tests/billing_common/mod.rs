@@ -233,16 +233,17 @@ pub fn progress(db: &Db, fingerprint: u64, host: &str, max_ts: &str, records: u6
     support::block_on(write_progress(&db.client, &[((fingerprint, host.to_owned()), p)])).unwrap();
 }
 
-/// Stores a collector heartbeat of `server`'s source "sites" sent now (the real clock: the
-/// heartbeat TTL runs on it) that delivered through `through`, as the processor stores one.
+/// Stores a collector heartbeat of `server`'s source "sites" sent now (on the test's clock,
+/// `SITELOG_NOW` or the system's) that delivered through `through`, as the processor stores
+/// one. Later calls are sent later (a millisecond per call), even on a set clock.
 pub fn heartbeat(db: &Db, server: &str, through: &str, idle: bool) {
     use sitelog_processor::heartbeat::{store, HeartbeatRow};
-    // Distinct, increasing send times even within one millisecond.
-    std::thread::sleep(std::time::Duration::from_millis(2));
+    static CALLS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let row = HeartbeatRow {
         server: server.into(),
         source: "sites".into(),
-        sent_at: Utc::now().timestamp_millis(),
+        sent_at: sitelog::clock::now().unwrap().timestamp_millis() + n,
         delivered_through: utc(through).timestamp_micros(),
         position: 0,
         idle: u8::from(idle),
