@@ -32,6 +32,9 @@ use sitelog_schema::{AccessRecord, SourceId};
 
 const PER_MESSAGE: usize = 400;
 
+/// Kafka messages: (key, payload).
+type Messages = Vec<(String, Vec<u8>)>;
+
 /// Reads a file, gunzipping `.gz`.
 fn read_log(path: &Path) -> Vec<u8> {
     let raw = std::fs::read(path).unwrap();
@@ -61,7 +64,7 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 /// Every log file of the sample as wire batches keyed by host, parsed with the formats the
 /// sample's collector.toml names. Returns the messages, the malformed line count and the
 /// newest request time per web server (`logs/<server>/…`), counted from the lines.
-fn wire_batches(sample: &Path) -> (Vec<(String, Vec<u8>)>, u64, BTreeMap<String, i64>) {
+fn wire_batches(sample: &Path) -> (Messages, u64, BTreeMap<String, i64>) {
     let web1 = LogFormat::resolve(sample::WEB1_LOG_FORMAT).unwrap();
     let combined = LogFormat::resolve("combined").unwrap();
     let vhost = LogFormat::resolve("vhost_combined").unwrap();

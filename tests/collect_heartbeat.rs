@@ -250,7 +250,11 @@ fn completeness_follows_collector_heartbeats() {
     let mut lines = Lines { written: BTreeMap::new() };
     let day = chrono::Duration::days(1);
     lines.append(&dir_a, "busy.fi", every(start + chrono::Duration::minutes(7), end + day, chrono::Duration::hours(6)));
-    lines.append(&dir_a, "quiet.fi", every(start + chrono::Duration::minutes(11), start + day * 3, chrono::Duration::hours(5)));
+    lines.append(
+        &dir_a,
+        "quiet.fi",
+        every(start + chrono::Duration::minutes(11), start + day * 3, chrono::Duration::hours(5)),
+    );
     let mut a = Guard(Some(collect(&collector_config(&dir_a, "web-a", &t), end + day)));
     let a_max = lines.max(&["busy.fi", "quiet.fi"]);
     wait_for("web-a's idle heartbeat", 90, || {
@@ -272,7 +276,10 @@ fn completeness_follows_collector_heartbeats() {
     wait_for("every record stored", 90, || scalar(&db, "SELECT sum(requests) FROM usage_daily") == stored);
 
     // The quiet host's own watermark is far behind the month's end: per host it would block.
-    let quiet_us = scalar(&db, "SELECT toUInt64(toUnixTimestamp64Micro(max(max_ts))) FROM source_progress WHERE site_host = 'quiet.fi'");
+    let quiet_us = scalar(
+        &db,
+        "SELECT toUInt64(toUnixTimestamp64Micro(max(max_ts))) FROM source_progress WHERE site_host = 'quiet.fi'",
+    );
     assert!((quiet_us as i64) < needed.timestamp_micros() - 20 * 86_400_000_000);
 
     let m = month.to_string();
@@ -313,8 +320,7 @@ fn completeness_follows_collector_heartbeats() {
     let during: Vec<_> = heartbeats(&db, "web-b")
         .into_iter()
         .filter(|&(sent, _, _)| {
-            sent >= origin.timestamp_millis()
-                && sent < origin.timestamp_millis() + outage.as_millis() as i64 - 1000
+            sent >= origin.timestamp_millis() && sent < origin.timestamp_millis() + outage.as_millis() as i64 - 1000
         })
         .collect();
     assert!(!during.is_empty(), "heartbeats computed during the outage were delivered after it");

@@ -152,9 +152,7 @@ pub fn run(
             let payload = m.payload().unwrap_or_default();
             match decode(payload) {
                 Ok(h) => rows.push(HeartbeatRow::of(&h)),
-                Err((kind, reason)) => {
-                    poison.push((p, o, m.key().map(<[u8]>::to_vec), payload.to_vec(), kind, reason))
-                }
+                Err((kind, reason)) => poison.push((p, o, m.key().map(<[u8]>::to_vec), payload.to_vec(), kind, reason)),
             }
         }
         if next.is_empty() {
@@ -168,15 +166,8 @@ pub fn run(
         let quarantined = stored.is_ok().then(|| {
             rt.block_on(async {
                 for (p, o, key, payload, kind, reason) in &poison {
-                    let entry = Poison {
-                        topic: &topic,
-                        partition: *p,
-                        offset: *o,
-                        key: key.as_deref(),
-                        payload,
-                        kind,
-                        reason,
-                    };
+                    let entry =
+                        Poison { topic: &topic, partition: *p, offset: *o, key: key.as_deref(), payload, kind, reason };
                     quarantine.send(&entry).await?;
                     metrics::counter!("sitelog_process_quarantined_total", "kind" => *kind).increment(1);
                     tracing::warn!(topic, partition = p, offset = o, reason, "heartbeat quarantined");

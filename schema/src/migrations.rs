@@ -62,7 +62,14 @@ pub struct Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        Retention { raw_days: 30, client_ip_days: 7, site_health_days: 90, security_days: 365, usage_years: 10, heartbeat_days: 90 }
+        Retention {
+            raw_days: 30,
+            client_ip_days: 7,
+            site_health_days: 90,
+            security_days: 365,
+            usage_years: 10,
+            heartbeat_days: 90,
+        }
     }
 }
 

@@ -67,9 +67,9 @@ pub fn run(a: ProcessArgs) -> anyhow::Result<ExitCode> {
     let drain = Arc::new(AtomicBool::new(false));
     let heartbeats = {
         let (cfg, rt, stop, drain) = (cfg.clone(), rt.handle().clone(), stop.clone(), drain.clone());
-        std::thread::Builder::new().name("heartbeats".into()).spawn(move || {
-            sitelog_processor::heartbeat::run(&cfg, &rt, &stop, &drain, Duration::from_secs(60))
-        })?
+        std::thread::Builder::new()
+            .name("heartbeats".into())
+            .spawn(move || sitelog_processor::heartbeat::run(&cfg, &rt, &stop, &drain, Duration::from_secs(60)))?
     };
     let result = p.run(&stop, opts);
     // Exit when idle: the heartbeats sent up to now are stored first; a signal stops both.

@@ -1006,7 +1006,11 @@ fn write_ts(path: &Path, ts: std::ops::RangeInclusive<i64>) {
 fn sent_heartbeats(sink: &MemSink) -> Vec<sitelog_schema::heartbeat::Heartbeat> {
     let b = sink.0.borrow();
     let unacked = b.unacked.iter().map(|(_, (t, _), p)| (*t, p));
-    b.log.iter().map(|(t, p)| (*t, p)).chain(unacked).filter(|(t, _)| *t == Topic::Heartbeats)
+    b.log
+        .iter()
+        .map(|(t, p)| (*t, p))
+        .chain(unacked)
+        .filter(|(t, _)| *t == Topic::Heartbeats)
         .map(|(_, p)| serde_json::from_slice(p).expect("heartbeat json"))
         .collect()
 }
