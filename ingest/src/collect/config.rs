@@ -139,6 +139,10 @@ pub struct Limits {
     pub max_open_files: usize,
     /// Bytes read from a file per read call.
     pub read_chunk_bytes: ByteSize,
+    /// Distinct hosts with an open batch per file. A line with a new host beyond it sends the
+    /// batch open longest first (counted in `sitelog_collect_host_cap_seals_total`), so junk
+    /// `Host` headers cannot grow memory without limit; every record keeps its own host.
+    pub max_hosts: usize,
 }
 
 impl Default for Limits {
@@ -151,6 +155,7 @@ impl Default for Limits {
             max_line_bytes: ByteSize(64 << 10),
             max_open_files: 512,
             read_chunk_bytes: ByteSize(128 << 10),
+            max_hosts: 1000,
         }
     }
 }
@@ -362,6 +367,9 @@ impl CollectorConfig {
         }
         if l.max_open_files == 0 {
             return bad("limits.max_open_files", "must be at least 1");
+        }
+        if l.max_hosts == 0 {
+            return bad("limits.max_hosts", "must be at least 1");
         }
         if l.read_chunk_bytes.0 < 4096 {
             return bad("limits.read_chunk_bytes", "must be at least 4KiB");

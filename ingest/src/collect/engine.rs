@@ -237,6 +237,7 @@ impl<S: Sink> Collector<S> {
             max_records: cfg.limits.batch_max_records,
             max_bytes: cfg.limits.batch_max_bytes.as_usize(),
             max_line: cfg.limits.max_line_bytes.as_usize(),
+            max_hosts: cfg.limits.max_hosts,
         };
         let now = Instant::now();
         let wall = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
@@ -1495,6 +1496,12 @@ impl<S: Sink> Collector<S> {
             let active: u64 = self.files.values().map(|f| f.disk_pos.min(f.disk_size)).sum();
             self.stats.backfill_done_bytes.store(self.backfill_completed_bytes + active, Ordering::Relaxed);
         }
+    }
+
+    /// Test hook: the most open batches (distinct hosts) any file has now.
+    #[doc(hidden)]
+    pub fn debug_max_open_batches(&self) -> usize {
+        self.files.values().filter_map(|f| f.out.as_ref()).map(FileOut::open_batches).max().unwrap_or(0)
     }
 
     /// Test hook: the sum of tracked files and open descriptors.

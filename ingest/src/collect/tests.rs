@@ -1106,3 +1106,71 @@ fn once_ends_with_an_idle_heartbeat() {
     assert!(sink.0.borrow().unacked.is_empty(), "the final heartbeat was acknowledged before exit");
     fs::remove_dir_all(&root).unwrap();
 }
+
+// ------------------------------------------------------------------------------- junk hosts
+
+/// The host is the line's first word (as `$host` in a log format).
+struct HostParser;
+
+impl LineParser for HostParser {
+    fn parse<'a>(&self, line: &'a [u8]) -> Result<AccessRecord<'a>, String> {
+        let s = std::str::from_utf8(line).map_err(|_| "not utf-8".to_owned())?;
+        let host = s.split(' ').next().unwrap_or_default();
+        Ok(AccessRecord { host: Cow::Borrowed(host), path: Cow::Borrowed(s), ts_micros: 1, ..Default::default() })
+    }
+}
+
+/// 100 000 distinct junk `Host` values in one file: open batches stay at `limits.max_hosts`,
+/// the bytes held (counted as allocated, not as written) stay within the in-flight budget, and
+/// every line arrives once with its own host.
+#[test]
+fn junk_hosts_do_not_grow_memory() {
+    let root = temp_dir("junk");
+    let text = format!(
+        "[collector]\ncheckpoint_dir = \"{root}/state\"\n[limits]\nmax_inflight_bytes = \"1MiB\"\nbatch_max_records = 500\n\
+         linger_ms = 60000\nmax_hosts = 64\n[tail]\ninotify = false\ncheckpoint_interval_ms = 0\n\
+         [[source]]\nname = \"junk\"\npaths = [\"{root}/logs/junk.log\"]\nformat = \"combined\"\n",
+        root = root.display()
+    );
+    let cfg = CollectorConfig::from_toml(&text, "junk.toml").unwrap();
+    fs::create_dir_all(root.join("logs")).unwrap();
+    let n = 100_000;
+    let mut body = String::with_capacity(n * 40);
+    for i in 0..n {
+        body.push_str(&format!("junk-{i}.example GET /x{i}\n"));
+    }
+    fs::write(root.join("logs/junk.log"), body).unwrap();
+    let sink = MemSink::default();
+    let mut c = Collector::with_parsers(cfg, Mode::Once, sink.clone(), mpsc::channel(), vec![Arc::new(HostParser)])
+        .expect("collector");
+    let events = c.events();
+    let mut most = 0;
+    for _ in 0..1_000_000 {
+        c.step(Duration::ZERO).unwrap();
+        most = most.max(c.debug_max_open_batches());
+        let held = c.stats().inflight_bytes.load(Ordering::Relaxed);
+        assert!(held <= 2 << 20, "{held} bytes held");
+        if c.is_done() {
+            break;
+        }
+        sink.deliver(usize::MAX, &mut |_| 0, &events);
+    }
+    assert!(c.is_done());
+    assert!(most <= 64 && most > 0, "open batches {most}");
+    let mut hosts = HashSet::new();
+    for (t, p) in &sink.0.borrow().log {
+        if *t == Topic::Records {
+            let r = BatchReader::new(p).unwrap();
+            let host = r.header().host.to_owned();
+            for rec in r {
+                let rec = rec.unwrap();
+                assert_eq!(rec.path.split(' ').next(), Some(host.as_str()), "a record keeps its host");
+                hosts.insert(host.clone());
+            }
+        }
+    }
+    assert_eq!(hosts.len(), n);
+    assert_eq!(sink.emitted().len(), n, "every line once");
+    drop(c);
+    fs::remove_dir_all(&root).unwrap();
+}
