@@ -65,7 +65,7 @@ CREATE ROLE IF NOT EXISTS sitelog_billing;
 GRANT
     SELECT(ts, customer_id, site_id, bytes_sent, is_bot) ON sitelog.access_log,
     SELECT ON sitelog.usage_daily,
-    SELECT ON sitelog.collector_heartbeats,
+    SELECT(server, source, sent_at, delivered_through, position, idle) ON sitelog.collector_heartbeats,
     SELECT(version, imported_at) ON sitelog.register_imports,
     SELECT(version, customer_id, company_name, business_id, billing_street, billing_postal_code, billing_city, billing_country, billing_email) ON sitelog.customers,
     SELECT(version, site_id, customer_id, primary_domain, plan, valid_from, valid_to) ON sitelog.sites,

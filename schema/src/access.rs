@@ -144,7 +144,6 @@ use Role::{Alerts, Auditor, Billing, Migrator, Ops, Processor, Register};
 use Why::{Command, Direct, MaterializedView, Pending};
 
 const HEALTH_BRANCH: &str = "health_minute (error diagnosis) and its MV";
-const HEARTBEAT_BRANCH: &str = "collector_heartbeats";
 const ALERTS_BRANCH: &str = "sitelog alerts run (incidents)";
 const DASHBOARDS: &str = "dashboards and clickhouse-client";
 
@@ -194,9 +193,13 @@ pub const TABLES: &[TableAccess] = &[
     TableAccess {
         table: "collector_heartbeats",
         grants: &[
-            g(Processor, Insert, Pending(HEARTBEAT_BRANCH)),
-            g(Ops, Select, Pending(HEARTBEAT_BRANCH)),
-            g(Billing, Select, Pending(HEARTBEAT_BRANCH)),
+            g(Processor, Insert, Command),
+            g(Ops, Select, Direct(DASHBOARDS)),
+            g(
+                Billing,
+                SelectColumns(&["server", "source", "sent_at", "delivered_through", "position", "idle"]),
+                Command,
+            ),
         ],
     },
     TableAccess {

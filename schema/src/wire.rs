@@ -36,6 +36,9 @@ pub const REJECTS_TOPIC: &str = "sitelog.rejects";
 /// Default topic for quarantined messages: what the processor could not decode, with where it
 /// came from and why (see `sitelog_processor::quarantine`).
 pub const DEADLETTER_TOPIC: &str = "sitelog.deadletter";
+/// Default topic for collector heartbeats (JSON [`crate::heartbeat::Heartbeat`], key =
+/// `server/source`): how far each collector source has delivered.
+pub const HEARTBEAT_TOPIC: &str = "sitelog.heartbeats";
 
 pub const MAGIC: &[u8; 3] = b"SLW";
 pub const VERSION: u8 = 1;
@@ -97,7 +100,19 @@ pub struct BatchWriter {
 impl BatchWriter {
     /// Starts a batch whose first record will be at `first_offset` with time `first_ts_micros`.
     pub fn new(fingerprint: u64, host: &str, first_offset: u64, first_ts_micros: i64) -> Self {
-        let mut buf = Vec::with_capacity(64 * 1024);
+        Self::with_capacity(fingerprint, host, first_offset, first_ts_micros, 64 * 1024)
+    }
+
+    /// Like [`new`](Self::new), reserving `capacity` bytes at first (the buffer grows as
+    /// records come).
+    pub fn with_capacity(
+        fingerprint: u64,
+        host: &str,
+        first_offset: u64,
+        first_ts_micros: i64,
+        capacity: usize,
+    ) -> Self {
+        let mut buf = Vec::with_capacity(capacity);
         buf.extend_from_slice(MAGIC);
         buf.push(VERSION);
         buf.extend_from_slice(&fingerprint.to_le_bytes());
@@ -142,6 +157,11 @@ impl BatchWriter {
 
     pub fn len_bytes(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Bytes allocated for the message so far (at least [`len_bytes`](Self::len_bytes)).
+    pub fn reserved_bytes(&self) -> usize {
+        self.buf.capacity()
     }
 
     pub fn count(&self) -> u32 {
