@@ -418,11 +418,21 @@ fn grants_cover_exactly_what_each_role_commands_send() {
     sitelog::sample::generate(&opts).unwrap();
     let topic = support::unique_name("grants");
     let rejects = support::unique_name("grants-rejects");
+    let heartbeats = support::unique_name("grants-heartbeats");
     stack.create_topic(&topic, 2).unwrap();
     stack.create_topic(&rejects, 1).unwrap();
+    stack.create_topic(&heartbeats, 1).unwrap();
+    // The collector's heartbeats go to this test's own topic (the processor stores them).
+    let collector_toml = opts.out.join("collector.toml");
+    let text = std::fs::read_to_string(&collector_toml).unwrap();
+    std::fs::write(
+        &collector_toml,
+        text.replacen("[kafka]\n", &format!("[kafka]\nheartbeat_topic = \"{heartbeats}\"\n"), 1),
+    )
+    .unwrap();
     let toml = |raw: u32, ip: u32| {
         format!(
-            "[kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\nrejects_topic = \"{rejects}\"\ngroup_id = \"{db}\"\n\n\
+            "[kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\nrejects_topic = \"{rejects}\"\nheartbeat_topic = \"{heartbeats}\"\ngroup_id = \"{db}\"\n\n\
              [clickhouse]\nurl = \"{}\"\ndatabase = \"{db}\"\ncompression = false\n\n\
              [retention]\nraw_days = {raw}\nclient_ip_days = {ip}\n\n[sink]\nmax_poll_interval_ms = 10000\n\n\
              [billing]\nuser = \"sitelog_billing_user\"\n\n[privacy]\nvisitor_key_dir = \"{}\"\n",
