@@ -160,6 +160,9 @@ impl MemSink {
             match topic {
                 Topic::Records => {
                     let reader = BatchReader::new(payload).expect("batch header");
+                    // Every message names its web server ([collector] server: the host name).
+                    assert_eq!(reader.header().version, sitelog_schema::wire::VERSION);
+                    assert!(!reader.header().server.is_empty(), "a message without its server");
                     let key = (reader.header().fingerprint, reader.header().host.to_owned());
                     for r in reader {
                         let r = r.expect("record");
