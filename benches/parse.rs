@@ -132,12 +132,12 @@ fn records(n: usize, seed: u64) -> Vec<(AccessRecord<'static>, Vec<(&'static str
             request_time_us: Some(rt),
             upstream_time_us: Some(rt.saturating_sub(1000)),
             upstream_count: 1,
+            upstream_status: status,
             cache_status: ["HIT", "MISS", "BYPASS", "EXPIRED"][rng.below(4) as usize].into(),
             ..Default::default()
         };
         let extras = vec![
             ("$upstream_addr", format!("unix:/run/php/php8.3-fpm-site{}.sock", rng.below(200))),
-            ("$upstream_status", status.to_string()),
             ("$scheme", "https".to_owned()),
             ("$ssl_protocol", "TLSv1.3".to_owned()),
             ("$request_length", (300 + rng.below(900)).to_string()),

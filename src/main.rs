@@ -42,8 +42,10 @@ enum Command {
     Customers(cli::customers::CustomersArgs),
     /// Security analysis: events the detectors found, per site and across tenants; blocklists.
     Security(cli::security::SecurityArgs),
-    /// Investigate one address/network across all customers, or one site (audited).
+    /// Investigate one address/network across all customers, one site, or one site's errors (audited).
     Investigate(cli::investigate::InvestigateArgs),
+    /// Health of sites and web servers now: worst first, against `[health] objective`.
+    Health(cli::health::HealthArgs),
     /// Who looked at client addresses, when and why.
     Audit(cli::audit::AuditArgs),
     /// The processor's per-month visitor keys: list them, destroy old ones for good.
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
         Command::VisitorKeys(a) => cli::visitor_keys::run(a),
         Command::Security(a) => cli::security::run(a),
         Command::Investigate(a) => cli::investigate::run(a),
+        Command::Health(a) => cli::health::run(a),
         Command::Audit(a) => cli::audit::run(a),
     };
     match result {

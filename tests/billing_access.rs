@@ -250,6 +250,8 @@ fn billing_role_reads_usage_and_billing_fields_only() {
         ("contacts", "name"),
         ("register_imports", "imported_by"),
         ("site_health_minute", "requests"),
+        ("health_minute", "requests"),
+        ("access_log", "server"),
     ] {
         assert!(!may_select(&g, table, col), "{table}.{col} must not be readable by billing");
     }

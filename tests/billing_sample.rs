@@ -76,7 +76,7 @@ fn wire_batches(sample: &Path) -> (Messages, u64, BTreeMap<String, i64>) {
         let server = rel.split('/').nth(1).unwrap().to_owned();
         let fingerprint =
             rel.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-        let (fmt, path_host) = if rel.starts_with("logs/web1/") {
+        let (fmt, path_host) = if rel.starts_with("logs/web1/") || rel.starts_with("logs/web4/") {
             (&web1, None)
         } else if rel.starts_with("logs/web2/") {
             (&combined, Some(rel.split('/').nth(2).unwrap().to_owned()))

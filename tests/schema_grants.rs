@@ -483,6 +483,12 @@ fn grants_cover_exactly_what_each_role_commands_send() {
         (Role::Ops, vec!["security", "blocklist", "-c", cfg, "--since", "60d"], &[]),
         (Role::Ops, vec!["investigate", "ip", "-c", cfg, "192.0.2.0/24", "--since", "60d", "--reason", "T-2"], &[]),
         (Role::Ops, vec!["investigate", "site", "-c", cfg, "example.fi", "--since", "60d", "--reason", "T-3"], &[]),
+        (Role::Ops, vec!["health", "-c", cfg, "--since", "60d"], &[]),
+        (
+            Role::Ops,
+            vec!["investigate", "errors", "-c", cfg, "--site", "example.fi", "--since", "60d", "--reason", "T-4"],
+            &[],
+        ),
         (Role::Ops, vec!["customers", "unattributed", "-c", cfg], &[]),
         (Role::Ops, vec!["report", "summary", "-c", cfg], &[]),
         (Role::Auditor, vec!["audit", "list", "-c", cfg, "--since", "1d"], &[]),

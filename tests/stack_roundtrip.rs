@@ -117,6 +117,8 @@ fn row(i: u64) -> AccessLogRow {
         source_offset: i,
         visitor_ip_key: 0x5eed_0000 + i,
         visitor_ip_ua_key: 0x5eed_1000 + i,
+        server: format!("web-{:02}", i % 3),
+        upstream_status: if i.is_multiple_of(5) { 502 } else { 0 },
     }
 }
 

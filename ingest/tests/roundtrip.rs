@@ -16,6 +16,8 @@ struct Carries {
     request_time: bool,
     upstream: bool,
     cache: bool,
+    /// `$upstream_status` (custom nginx only).
+    upstream_status: bool,
 }
 
 const CUSTOM_NGINX: &str = concat!(
@@ -27,14 +29,25 @@ const CUSTOM_NGINX: &str = concat!(
 const CUSTOM_APACHE: &str = r#"%V %a %u %t "%r" %>s %B %D "%{Referer}i" "%{User-Agent}i""#;
 
 fn formats() -> Vec<(&'static str, LogFormat, Carries)> {
-    let c = |agent, host, request_time, upstream, cache| Carries { agent, host, request_time, upstream, cache };
+    let c = |agent, host, request_time, upstream, cache| Carries {
+        agent,
+        host,
+        request_time,
+        upstream,
+        cache,
+        upstream_status: false,
+    };
     vec![
         ("combined", LogFormat::builtin("combined").unwrap(), c(true, false, false, false, false)),
         ("common", LogFormat::builtin("common").unwrap(), c(false, false, false, false, false)),
         ("vhost_combined", LogFormat::builtin("vhost_combined").unwrap(), c(true, true, false, false, false)),
         ("main", LogFormat::builtin("main").unwrap(), c(true, false, false, false, false)),
         ("json", LogFormat::builtin("json").unwrap(), c(true, true, true, true, true)),
-        ("custom nginx", LogFormat::nginx(CUSTOM_NGINX, Escape::Default).unwrap(), c(true, true, true, true, true)),
+        (
+            "custom nginx",
+            LogFormat::nginx(CUSTOM_NGINX, Escape::Default).unwrap(),
+            Carries { upstream_status: true, ..c(true, true, true, true, true) },
+        ),
         ("custom apache", LogFormat::apache(CUSTOM_APACHE).unwrap(), c(true, true, true, false, false)),
     ]
 }
@@ -71,6 +84,7 @@ prop_compose! {
         rt_us in 0u64..10_000_000_000,
         up in prop::option::of((0u64..1_000_000, 1u8..4)),
         cache in prop::sample::select(vec!["", "HIT", "MISS", "BYPASS", "EXPIRED"]),
+        upstream_status in prop::sample::select(vec![0u16, 200, 404, 502, 503, 504]),
     ) -> (AccessRecord<'static>, u64) {
         let ip = if v4 { IpAddr::from(a.to_be_bytes()) } else { canonical(IpAddr::V6(Ipv6Addr::from(b))) };
         let rec = AccessRecord {
@@ -91,6 +105,7 @@ prop_compose! {
             upstream_time_us: up.map(|(ms, _)| ms * 1000),
             upstream_count: up.map_or(0, |(_, n)| n),
             cache_status: Cow::Borrowed(cache),
+            upstream_status,
             ..Default::default()
         };
         (rec, rt_us)
@@ -118,6 +133,9 @@ fn project(name: &str, r: &AccessRecord<'static>, rt_us: u64, c: Carries) -> Acc
     }
     if !c.cache {
         want.cache_status = "".into();
+    }
+    if !c.upstream_status {
+        want.upstream_status = 0;
     }
     want
 }

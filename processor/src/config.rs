@@ -23,6 +23,7 @@ pub struct ProcessorConfig {
     pub billing: BillingConfig,
     pub privacy: PrivacyConfig,
     pub security: crate::security::SecurityConfig,
+    pub health: crate::diagnosis::health::HealthConfig,
 }
 
 /// `[privacy]`: the processor's secrets for visitor identities (see `visitors`).
@@ -220,6 +221,7 @@ impl ProcessorConfig {
             return Err(("sink.max_inflight_batches", "must be between 1 and 64".into()));
         }
         self.billing.validate()?;
+        self.health.validate()?;
         if self.attribution.register_poll_secs == 0 {
             return Err(("attribution.register_poll_secs", "must be at least 1".into()));
         }
@@ -257,6 +259,18 @@ mod tests {
             ("deploy/processor.example.toml", include_str!("../../deploy/processor.example.toml")),
         ] {
             ProcessorConfig::from_toml(text, name).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    #[test]
+    fn health_objective_defaults_and_is_validated() {
+        let c = ProcessorConfig::from_toml("", "x.toml").unwrap();
+        assert_eq!(c.health.objective, 0.999);
+        let c = ProcessorConfig::from_toml("[health]\nobjective = 0.99\n", "x.toml").unwrap();
+        assert_eq!(c.health.objective, 0.99);
+        for bad in ["1.0", "0", "1.5"] {
+            let e = ProcessorConfig::from_toml(&format!("[health]\nobjective = {bad}\n"), "x.toml").unwrap_err();
+            assert!(e.to_string().contains("health.objective"), "{e}");
         }
     }
 

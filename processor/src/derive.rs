@@ -57,6 +57,8 @@ impl Deriver {
             // Filled by `visitors::VisitorStamper`, which holds the keys.
             visitor_ip_key: 0,
             visitor_ip_ua_key: 0,
+            server: r.server.to_string(),
+            upstream_status: r.upstream_status,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod classify;
 pub mod config;
 pub mod consume;
 pub mod derive;
+pub mod diagnosis;
 pub mod heartbeat;
 pub mod quarantine;
 pub mod register;

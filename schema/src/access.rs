@@ -143,7 +143,6 @@ use Privilege::{AlterDelete, Insert, Select, SelectColumns};
 use Role::{Alerts, Auditor, Billing, Migrator, Ops, Processor, Register};
 use Why::{Command, Direct, MaterializedView, Pending};
 
-const HEALTH_BRANCH: &str = "health_minute (error diagnosis) and its MV";
 const ALERTS_BRANCH: &str = "sitelog alerts run (incidents)";
 const DASHBOARDS: &str = "dashboards and clickhouse-client";
 
@@ -184,9 +183,9 @@ pub const TABLES: &[TableAccess] = &[
     TableAccess {
         table: "health_minute",
         grants: &[
-            g(Processor, Insert, Pending(HEALTH_BRANCH)),
-            g(Migrator, Insert, Pending(HEALTH_BRANCH)),
-            g(Ops, Select, Pending(HEALTH_BRANCH)),
+            g(Processor, Insert, MaterializedView),
+            g(Migrator, Insert, MaterializedView),
+            g(Ops, Select, Command),
             g(Alerts, Select, Pending(ALERTS_BRANCH)),
         ],
     },

@@ -39,6 +39,10 @@ pub struct AccessRecord<'a> {
     /// The site's host name as logged (`$host`, `%v`) or taken from the file's path.
     #[serde(borrow)]
     pub host: Cow<'a, str>,
+    /// The web server that logged the line (`[collector] server`, or the source's `server`);
+    /// empty when unknown (wire version 1). One per wire message.
+    #[serde(borrow, default)]
+    pub server: Cow<'a, str>,
     /// Client address; `None` when the log held something else.
     pub client_ip: Option<IpAddr>,
     #[serde(borrow)]
@@ -67,6 +71,10 @@ pub struct AccessRecord<'a> {
     pub upstream_time_us: Option<u64>,
     /// How many upstream attempts the request took (0 when not logged).
     pub upstream_count: u8,
+    /// `$upstream_status` of the last upstream tried (the answer the client got through;
+    /// `502, 200` is 200); 0 when not logged or no upstream answered.
+    #[serde(default)]
+    pub upstream_status: u16,
     /// `$upstream_cache_status` (HIT, MISS, …) or empty.
     #[serde(borrow)]
     pub cache_status: Cow<'a, str>,
@@ -85,6 +93,7 @@ impl AccessRecord<'_> {
             ts_micros: self.ts_micros,
             tz_offset_secs: self.tz_offset_secs,
             host: own(self.host),
+            server: own(self.server),
             client_ip: self.client_ip,
             remote_user: own(self.remote_user),
             method: own(self.method),
@@ -98,6 +107,7 @@ impl AccessRecord<'_> {
             request_time_us: self.request_time_us,
             upstream_time_us: self.upstream_time_us,
             upstream_count: self.upstream_count,
+            upstream_status: self.upstream_status,
             cache_status: own(self.cache_status),
             flags: self.flags,
             source: self.source,

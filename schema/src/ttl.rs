@@ -43,6 +43,7 @@ pub fn targets(r: &Retention) -> Vec<TtlTarget> {
         t("access_log", Some("visitor_ip_key"), "client_ip_days", days("ts", r.client_ip_days)),
         t("access_log", Some("visitor_ip_ua_key"), "client_ip_days", days("ts", r.client_ip_days)),
         t("site_health_minute", None, "site_health_days", format!("minute + INTERVAL {} DAY", r.site_health_days)),
+        t("health_minute", None, "site_health_days", format!("minute + INTERVAL {} DAY", r.site_health_days)),
         t("usage_daily", None, "usage_years", format!("day + INTERVAL {} YEAR", r.usage_years)),
         t("billing_runs", None, "usage_years", format!("toDateTime(closed_at) + INTERVAL {} YEAR", r.usage_years)),
         t("billing_run_lines", None, "usage_years", format!("toDateTime(closed_at) + INTERVAL {} YEAR", r.usage_years)),

@@ -5,11 +5,12 @@
 //! Why per (source, host): the message key is the site host, so a site's records keep their
 //! order within one partition, and the source fingerprint is stated once per message.
 //!
-//! Layout, version 1 (all integers little-endian; `varint` = LEB128, `zz` = zigzag LEB128):
+//! Layout, version 2 (all integers little-endian; `varint` = LEB128, `zz` = zigzag LEB128):
 //!
 //! ```text
-//! header  : "SLW" | version u8 = 1 | fingerprint u64 | count u32 | base_offset u64
+//! header  : "SLW" | version u8 = 2 | fingerprint u64 | count u32 | base_offset u64
 //!           | base_ts_micros i64 | host_len varint | host bytes
+//!           | server_len varint | server bytes          (v2: the web server that logged them)
 //! record  : offset_delta varint        (from the previous record's offset, first: base_offset)
 //!           ts_delta zz                (micros, from the previous record, first: base_ts)
 //!           tz_offset_secs zz | flags u8
@@ -17,12 +18,16 @@
 //!           status varint | bytes_sent varint
 //!           request_time_us varint (0 = absent, else value + 1) | upstream_time_us (same)
 //!           upstream_count u8
+//!           upstream_status varint     (v2: the last upstream's status, 0 = absent)
 //!           8 strings, each len varint + UTF-8 bytes: remote_user, method, path, query,
 //!           protocol, referer, user_agent, cache_status
 //! ```
 //!
-//! A reader refuses unknown versions with [`WireError::UnsupportedVersion`]; a new version
-//! is added beside the old one so consumers can read both during a rollout.
+//! Version 1 is the same without the header's server and the records' upstream status.
+//! Writers write version 2; readers accept both (a v1 message reads as server `""` and
+//! upstream status 0), so collectors and processors can be upgraded in either order. A reader
+//! refuses other versions with [`WireError::UnsupportedVersion`]; a new version is added
+//! beside the old ones so consumers can read both during a rollout.
 
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -41,7 +46,10 @@ pub const DEADLETTER_TOPIC: &str = "sitelog.deadletter";
 pub const HEARTBEAT_TOPIC: &str = "sitelog.heartbeats";
 
 pub const MAGIC: &[u8; 3] = b"SLW";
-pub const VERSION: u8 = 1;
+/// The version writers write.
+pub const VERSION: u8 = 2;
+/// The oldest version readers still accept.
+pub const MIN_VERSION: u8 = 1;
 const HEADER_FIXED: usize = 3 + 1 + 8 + 4 + 8 + 8;
 const COUNT_AT: usize = 3 + 1 + 8;
 
@@ -49,7 +57,7 @@ const COUNT_AT: usize = 3 + 1 + 8;
 pub enum WireError {
     #[error("message is not a sitelog batch (bad magic)")]
     BadMagic,
-    #[error("unsupported wire format version {0} (this build reads version {VERSION})")]
+    #[error("unsupported wire format version {0} (this build reads versions {MIN_VERSION} to {VERSION})")]
     UnsupportedVersion(u8),
     #[error("message truncated at byte {at} while reading {what}")]
     Truncated { at: usize, what: &'static str },
@@ -88,42 +96,74 @@ pub fn check(buf: &[u8]) -> Result<u32, WireError> {
     Ok(count)
 }
 
-/// Builds one batch message. Records must share the batch's host; offsets must not decrease.
+/// Builds one batch message. Records must share the batch's host and server; offsets must
+/// not decrease.
 #[derive(Debug, Clone)]
 pub struct BatchWriter {
     buf: Vec<u8>,
+    version: u8,
     count: u32,
     prev_offset: u64,
     prev_ts: i64,
 }
 
 impl BatchWriter {
-    /// Starts a batch whose first record will be at `first_offset` with time `first_ts_micros`.
+    /// Starts a batch (current version, no server name) whose first record will be at
+    /// `first_offset` with time `first_ts_micros`.
     pub fn new(fingerprint: u64, host: &str, first_offset: u64, first_ts_micros: i64) -> Self {
-        Self::with_capacity(fingerprint, host, first_offset, first_ts_micros, 64 * 1024)
+        Self::with_server(fingerprint, host, "", first_offset, first_ts_micros)
     }
 
-    /// Like [`new`](Self::new), reserving `capacity` bytes at first (the buffer grows as
-    /// records come).
-    pub fn with_capacity(
+    /// Starts a batch of records logged by web server `server` (the collector's
+    /// `[collector] server` or the source's `server`).
+    pub fn with_server(fingerprint: u64, host: &str, server: &str, first_offset: u64, first_ts_micros: i64) -> Self {
+        Self::start(VERSION, fingerprint, host, server, first_offset, first_ts_micros, 64 * 1024)
+    }
+
+    /// Starts a version-1 batch, as collectors before version 2 wrote them (no server, no
+    /// upstream status): for rollout tests and tools feeding consumers that only read v1.
+    pub fn v1(fingerprint: u64, host: &str, first_offset: u64, first_ts_micros: i64) -> Self {
+        Self::start(1, fingerprint, host, "", first_offset, first_ts_micros, 64 * 1024)
+    }
+
+    /// Like [`with_server`](Self::with_server), reserving `capacity` bytes at first (the
+    /// buffer grows as records come).
+    pub fn with_server_capacity(
         fingerprint: u64,
         host: &str,
+        server: &str,
         first_offset: u64,
         first_ts_micros: i64,
         capacity: usize,
     ) -> Self {
+        Self::start(VERSION, fingerprint, host, server, first_offset, first_ts_micros, capacity)
+    }
+
+    fn start(
+        version: u8,
+        fingerprint: u64,
+        host: &str,
+        server: &str,
+        first_offset: u64,
+        first_ts: i64,
+        capacity: usize,
+    ) -> Self {
         let mut buf = Vec::with_capacity(capacity);
         buf.extend_from_slice(MAGIC);
-        buf.push(VERSION);
+        buf.push(version);
         buf.extend_from_slice(&fingerprint.to_le_bytes());
         buf.extend_from_slice(&0u32.to_le_bytes());
         buf.extend_from_slice(&first_offset.to_le_bytes());
-        buf.extend_from_slice(&first_ts_micros.to_le_bytes());
+        buf.extend_from_slice(&first_ts.to_le_bytes());
         put_str(&mut buf, host);
-        BatchWriter { buf, count: 0, prev_offset: first_offset, prev_ts: first_ts_micros }
+        if version >= 2 {
+            put_str(&mut buf, server);
+        }
+        BatchWriter { buf, version, count: 0, prev_offset: first_offset, prev_ts: first_ts }
     }
 
-    /// Appends a record (its `host` and `source.fingerprint` are the batch's; not re-encoded).
+    /// Appends a record (its `host`, `server` and `source.fingerprint` are the batch's; not
+    /// re-encoded).
     pub fn push(&mut self, r: &AccessRecord<'_>) {
         let b = &mut self.buf;
         put_varint(b, r.source.offset.wrapping_sub(self.prev_offset));
@@ -146,6 +186,9 @@ impl BatchWriter {
         put_varint(b, r.request_time_us.map_or(0, |v| v.saturating_add(1)));
         put_varint(b, r.upstream_time_us.map_or(0, |v| v.saturating_add(1)));
         b.push(r.upstream_count);
+        if self.version >= 2 {
+            put_varint(b, r.upstream_status as u64);
+        }
         for s in [&r.remote_user, &r.method, &r.path, &r.query, &r.protocol, &r.referer, &r.user_agent, &r.cache_status]
         {
             put_str(b, s);
@@ -178,9 +221,13 @@ impl BatchWriter {
 /// Decoded batch header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchHeader<'a> {
+    /// The wire version the message was written in.
+    pub version: u8,
     pub fingerprint: u64,
     pub count: u32,
     pub host: &'a str,
+    /// The web server that logged the records; `""` in version 1.
+    pub server: &'a str,
 }
 
 /// Reads a batch without copying: records borrow their strings from the message.
@@ -198,8 +245,9 @@ impl<'a> BatchReader<'a> {
         if buf.len() < 4 || &buf[..3] != MAGIC {
             return Err(WireError::BadMagic);
         }
-        if buf[3] != VERSION {
-            return Err(WireError::UnsupportedVersion(buf[3]));
+        let version = buf[3];
+        if !(MIN_VERSION..=VERSION).contains(&version) {
+            return Err(WireError::UnsupportedVersion(version));
         }
         if buf.len() < HEADER_FIXED {
             return Err(WireError::Truncated { at: buf.len(), what: "header" });
@@ -211,8 +259,9 @@ impl<'a> BatchReader<'a> {
         let base_ts = u64_at(24) as i64;
         let mut pos = HEADER_FIXED;
         let host = get_str(buf, &mut pos, "host")?;
+        let server = if version >= 2 { get_str(buf, &mut pos, "server")? } else { "" };
         Ok(BatchReader {
-            header: BatchHeader { fingerprint, count, host },
+            header: BatchHeader { version, fingerprint, count, host, server },
             buf,
             pos,
             remaining: count,
@@ -246,6 +295,12 @@ impl<'a> BatchReader<'a> {
         let request_time_us = opt(get_varint(buf, p, "request_time")?);
         let upstream_time_us = opt(get_varint(buf, p, "upstream_time")?);
         let upstream_count = get_u8(buf, p, "upstream_count")?;
+        let upstream_status = if self.header.version >= 2 {
+            u16::try_from(get_varint(buf, p, "upstream_status")?)
+                .map_err(|_| WireError::Invalid { at: *p, what: "upstream_status" })?
+        } else {
+            0
+        };
         let mut s = || get_str(buf, p, "string field").map(Cow::Borrowed);
         let (remote_user, method, path, query, protocol, referer, user_agent, cache_status) =
             (s()?, s()?, s()?, s()?, s()?, s()?, s()?, s()?);
@@ -255,6 +310,7 @@ impl<'a> BatchReader<'a> {
             ts_micros,
             tz_offset_secs,
             host: Cow::Borrowed(self.header.host),
+            server: Cow::Borrowed(self.header.server),
             client_ip,
             remote_user,
             method,
@@ -268,6 +324,7 @@ impl<'a> BatchReader<'a> {
             request_time_us,
             upstream_time_us,
             upstream_count,
+            upstream_status,
             cache_status,
             flags,
             source: SourceId { fingerprint: self.header.fingerprint, offset },
@@ -355,6 +412,7 @@ mod tests {
             ts_micros: 1_790_000_000_123_456,
             tz_offset_secs: 10800,
             host: "shop.example.fi".into(),
+            server: "".into(),
             client_ip: Some("2001:db8::7".parse().unwrap()),
             remote_user: "".into(),
             method: "GET".into(),
@@ -368,17 +426,19 @@ mod tests {
             request_time_us: Some(12_000),
             upstream_time_us: None,
             upstream_count: 0,
+            upstream_status: 0,
             cache_status: "MISS".into(),
             flags: 0,
             source: SourceId { fingerprint: 0xfeed_beef, offset: 4096 },
         }
     }
 
-    /// Pins the version-1 bytes: changing the layout must bump VERSION, not silently differ.
+    /// Pins the version-1 bytes (what old collectors still send during a rollout): they must
+    /// keep decoding, as server `""` and upstream status 0.
     #[test]
     fn golden_bytes_v1() {
         let r = sample();
-        let mut w = BatchWriter::new(r.source.fingerprint, &r.host, r.source.offset, r.ts_micros);
+        let mut w = BatchWriter::v1(r.source.fingerprint, &r.host, r.source.offset, r.ts_micros);
         w.push(&r);
         let bytes = w.finish();
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -413,6 +473,63 @@ mod tests {
         );
         let back: Vec<_> = BatchReader::new(&bytes).unwrap().collect::<Result<_, _>>().unwrap();
         assert_eq!(back, vec![r]);
+        // A v1 writer drops what v1 cannot carry.
+        let mut w = BatchWriter::v1(1, "h", 0, 0);
+        w.push(&AccessRecord { server: "web-01".into(), upstream_status: 502, ..sample() });
+        let bytes = w.finish();
+        let rd = BatchReader::new(&bytes).unwrap();
+        assert_eq!((rd.header().version, rd.header().server), (1, ""));
+        let back: Vec<_> = rd.collect::<Result<_, _>>().unwrap();
+        assert_eq!((back[0].server.as_ref(), back[0].upstream_status), ("", 0));
+    }
+
+    /// Pins the version-2 bytes: changing the layout must bump VERSION, not silently differ.
+    #[test]
+    fn golden_bytes_v2() {
+        let r = AccessRecord { server: "web-01".into(), upstream_status: 502, upstream_count: 2, ..sample() };
+        let mut w = BatchWriter::with_server(r.source.fingerprint, &r.host, &r.server, r.source.offset, r.ts_micros);
+        w.push(&r);
+        let bytes = w.finish();
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            concat!(
+                "534c5702",
+                "efbeedfe00000000",
+                "01000000",
+                "0010000000000000",
+                "40c227dafe5b0600",
+                "0f73686f702e6578616d706c652e6669", // magic, version 2, fingerprint, count, offset, ts, host
+                "067765622d3031",                   // server "web-01"
+                "00",
+                "00",
+                "e0a801",
+                "00",                                 // offset delta, ts delta, tz +10800 s, flags
+                "0620010db8000000000000000000000007", // ip tag 6 + address
+                "c801",
+                "8328",
+                "e15d",
+                "00",
+                "02",   // status 200, bytes 5123, request 12000 µs + 1, upstream absent, count 2
+                "f603", // upstream status 502
+                "00",
+                "03474554",
+                "0d2f77702d6c6f67696e2e706870",
+                "0f72656469726563745f746f3d253246",
+                "08485454502f322e30",
+                "012d",
+                "0b4d6f7a696c6c612f352e30",
+                "044d495353",
+            )
+        );
+        let rd = BatchReader::new(&bytes).unwrap();
+        assert_eq!(
+            rd.header(),
+            &BatchHeader { version: 2, fingerprint: 0xfeed_beef, count: 1, host: "shop.example.fi", server: "web-01" }
+        );
+        let back: Vec<_> = rd.collect::<Result<_, _>>().unwrap();
+        assert_eq!(back, vec![r]);
+        assert_eq!(check(&bytes), Ok(1));
     }
 
     #[test]
@@ -428,38 +545,44 @@ mod tests {
             };
             assert!(res.is_err(), "cut at {cut} must fail");
         }
-        bytes[3] = 2;
-        assert_eq!(BatchReader::new(&bytes).err(), Some(WireError::UnsupportedVersion(2)));
+        for v in [0, 3, 255] {
+            bytes[3] = v;
+            assert_eq!(BatchReader::new(&bytes).err(), Some(WireError::UnsupportedVersion(v)));
+        }
     }
 
     fn arb_record() -> impl Strategy<Value = AccessRecord<'static>> {
         let s = || any::<String>().prop_map(Cow::Owned);
         (
             (any::<i64>(), -86_400i32..86_400, any::<Option<std::net::IpAddr>>(), any::<u16>(), any::<u64>()),
-            (any::<Option<u64>>(), any::<Option<u64>>(), any::<u8>(), any::<u8>(), 0u64..1 << 40),
+            (any::<Option<u64>>(), any::<Option<u64>>(), any::<u8>(), any::<u8>(), 0u64..1 << 40, any::<u16>()),
             (s(), s(), s(), s(), s(), s(), s(), s()),
         )
             .prop_map(
-                |((ts, tz, ip, status, bytes), (rt, ut, uc, flags, off), (ru, m, p, q, pr, rf, ua, cs))| AccessRecord {
-                    ts_micros: ts,
-                    tz_offset_secs: tz,
-                    host: "h.example".into(),
-                    client_ip: ip,
-                    remote_user: ru,
-                    method: m,
-                    path: p,
-                    query: q,
-                    protocol: pr,
-                    status,
-                    bytes_sent: bytes,
-                    referer: rf,
-                    user_agent: ua,
-                    request_time_us: rt.map(|v| v.min(u64::MAX - 1)),
-                    upstream_time_us: ut.map(|v| v.min(u64::MAX - 1)),
-                    upstream_count: uc,
-                    cache_status: cs,
-                    flags,
-                    source: SourceId { fingerprint: 42, offset: off },
+                |((ts, tz, ip, status, bytes), (rt, ut, uc, flags, off, us), (ru, m, p, q, pr, rf, ua, cs))| {
+                    AccessRecord {
+                        ts_micros: ts,
+                        tz_offset_secs: tz,
+                        host: "h.example".into(),
+                        server: "web-01.example".into(),
+                        client_ip: ip,
+                        remote_user: ru,
+                        method: m,
+                        path: p,
+                        query: q,
+                        protocol: pr,
+                        status,
+                        bytes_sent: bytes,
+                        referer: rf,
+                        user_agent: ua,
+                        request_time_us: rt.map(|v| v.min(u64::MAX - 1)),
+                        upstream_time_us: ut.map(|v| v.min(u64::MAX - 1)),
+                        upstream_count: uc,
+                        upstream_status: us,
+                        cache_status: cs,
+                        flags,
+                        source: SourceId { fingerprint: 42, offset: off },
+                    }
                 },
             )
     }
@@ -468,11 +591,21 @@ mod tests {
         #[test]
         fn round_trip(mut recs in proptest::collection::vec(arb_record(), 1..20)) {
             recs.sort_by_key(|r| r.source.offset);
-            let mut w = BatchWriter::new(42, "h.example", recs[0].source.offset, recs[0].ts_micros);
+            let (off, ts) = (recs[0].source.offset, recs[0].ts_micros);
+            let mut w = BatchWriter::with_server(42, "h.example", "web-01.example", off, ts);
             for r in &recs { w.push(r); }
             let bytes = w.finish();
             let back: Vec<_> = BatchReader::new(&bytes).unwrap().collect::<Result<_, _>>().unwrap();
-            prop_assert_eq!(back, recs);
+            prop_assert_eq!(&back, &recs);
+            // The same records as version 1: everything but the server and upstream status.
+            let mut w = BatchWriter::v1(42, "h.example", off, ts);
+            for r in &recs { w.push(r); }
+            let bytes = w.finish();
+            prop_assert_eq!(check(&bytes), Ok(recs.len() as u32));
+            let back: Vec<_> = BatchReader::new(&bytes).unwrap().collect::<Result<_, _>>().unwrap();
+            let want: Vec<_> =
+                recs.into_iter().map(|r| AccessRecord { server: "".into(), upstream_status: 0, ..r }).collect();
+            prop_assert_eq!(back, want);
         }
 
         #[test]
@@ -490,7 +623,7 @@ mod tests {
             extra in proptest::collection::vec(any::<u8>(), 1..4),
         ) {
             recs.sort_by_key(|r| r.source.offset);
-            let mut w = BatchWriter::new(42, "h.example", recs[0].source.offset, recs[0].ts_micros);
+            let mut w = BatchWriter::with_server(42, "h.example", "web-01.example", recs[0].source.offset, recs[0].ts_micros);
             for r in &recs { w.push(r); }
             let bytes = w.finish();
             prop_assert_eq!(check(&bytes), Ok(recs.len() as u32));

@@ -1,11 +1,13 @@
-//! `sitelog investigate ip|site`: one address or network across every customer, or one
-//! site's attackers and request mix — for ops in an incident. Both reveal client addresses:
-//! `--reason` is required and recorded in `access_audit` before anything is shown.
+//! `sitelog investigate ip|site|errors`: one address or network across every customer, one
+//! site's attackers and request mix, or one site's errors — for ops in an incident. They read
+//! raw request data (addresses, paths): `--reason` is required and recorded in
+//! `access_audit` before anything is shown.
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use sitelog_processor::diagnosis::health::{self, Window};
 use sitelog_processor::security::investigate as inv;
 use sitelog_processor::security::query::rfc3339 as t;
 
@@ -45,6 +47,26 @@ enum Action {
         host: String,
         #[arg(long, default_value = "24h")]
         since: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        /// Why you look (a ticket id): required, recorded in access_audit.
+        #[arg(long)]
+        reason: String,
+    },
+    /// One site's errors: top failing paths, status and upstream-status breakdown, latency
+    /// distribution, first error in the window, and how the other sites of its servers fare.
+    Errors {
+        #[command(flatten)]
+        opts: ProcessorOpts,
+        /// The site host, as stored (lower case, e.g. kahvilaaroma.fi).
+        #[arg(long)]
+        site: String,
+        /// How far back from now: `15m`, `1h`, `7d`.
+        #[arg(long, default_value = "1h")]
+        since: String,
+        /// How many failing paths to list.
+        #[arg(long, default_value_t = 10)]
+        top: u64,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
         /// Why you look (a ticket id): required, recorded in access_audit.
@@ -177,6 +199,102 @@ pub fn run(a: InvestigateArgs) -> anyhow::Result<ExitCode> {
                             t(e.first_seen_us),
                             t(e.last_seen_us),
                             e.severity
+                        )?;
+                    }
+                }
+            }
+        }
+        Action::Errors { opts, site, since, top, format, reason } => {
+            let cfg = opts.load()?;
+            let client = cfg.clickhouse.client()?;
+            let host = site.to_ascii_lowercase();
+            let w = Window {
+                from_us: (now - chrono::Duration::seconds(parse_duration(&since)?)).timestamp_micros(),
+                to_us: now.timestamp_micros(),
+            };
+            let e = rt.block_on(async {
+                audit(&client, &cfg.clickhouse.user, "investigate errors", &format!("{host} since={since}"), &reason)
+                    .await?;
+                health::errors(&client, &host, w, cfg.health.objective, top).await.context("reading access_log")
+            })?;
+            let failing_others: Vec<&health::Health> = e.server_sites.iter().filter(|h| h.failing()).collect();
+            match format {
+                Format::Json => {
+                    let mut v = serde_json::to_value(&e)?;
+                    v["from"] = t(w.from_us).into();
+                    v["to"] = t(w.to_us).into();
+                    v["first_error"] = e.first_error_us.map(t).into();
+                    v["last_error"] = e.last_error_us.map(t).into();
+                    v["other_sites_failing"] = failing_others.len().into();
+                    v["server_wide"] = (!failing_others.is_empty()).into();
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("first_error_us");
+                        o.remove("last_error_us");
+                    }
+                    writeln!(out, "{v}")?
+                }
+                Format::Table => {
+                    writeln!(
+                        out,
+                        "{host} on {} ({}): {} requests {} .. {}, {} 5xx, {} upstream failures; first error {}",
+                        if e.servers.is_empty() { "-".to_owned() } else { e.servers.join(", ") },
+                        if e.customer_id.is_empty() { "unattributed" } else { &e.customer_id },
+                        e.requests,
+                        t(w.from_us),
+                        t(w.to_us),
+                        e.status_5xx,
+                        e.upstream_failures,
+                        e.first_error_us.map(t).unwrap_or_else(|| "none".into())
+                    )?;
+                    let list = |v: &[health::StatusCount]| {
+                        v.iter().map(|s| format!("{}:{}", s.status, s.requests)).collect::<Vec<_>>().join(" ")
+                    };
+                    writeln!(out, "status: {}", list(&e.statuses))?;
+                    writeln!(out, "upstream status (0 = none): {}", list(&e.upstream_statuses))?;
+                    let q = |q: Option<health::Quantiles>| {
+                        q.map_or("-".to_owned(), |q| format!("p50 {} p95 {} p99 {} ms", q.p50, q.p95, q.p99))
+                    };
+                    writeln!(
+                        out,
+                        "request time: {}; upstream time: {}",
+                        q(e.latency.request_time_ms),
+                        q(e.latency.upstream_time_ms)
+                    )?;
+                    writeln!(
+                        out,
+                        "request time buckets: {}",
+                        e.latency
+                            .request_time_buckets
+                            .iter()
+                            .map(|b| format!("{} {}", b.bucket, b.requests))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )?;
+                    writeln!(out, "top failing paths:")?;
+                    for p in &e.top_failing_paths {
+                        writeln!(
+                            out,
+                            "  {:>7} of {:>7}  (upstream {:>6})  {}",
+                            p.errors, p.requests, p.upstream_failures, p.path
+                        )?;
+                    }
+                    writeln!(
+                        out,
+                        "other sites of {}: {} of {} failing{}",
+                        e.servers.join(", "),
+                        failing_others.len(),
+                        e.server_sites.len(),
+                        if failing_others.is_empty() {
+                            " — looks like this site alone"
+                        } else {
+                            " — the server too?"
+                        }
+                    )?;
+                    for h in &e.server_sites {
+                        writeln!(
+                            out,
+                            "  {:<40} {:>8} requests {:>6} 5xx {:>6} upstream  burn {:.1}",
+                            h.site_host, h.requests, h.status_5xx, h.upstream_failures, h.assessment.burn_rate
                         )?;
                     }
                 }

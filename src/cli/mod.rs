@@ -5,6 +5,7 @@ pub mod collect;
 pub mod customers;
 pub mod deadletter;
 pub mod generate;
+pub mod health;
 pub mod investigate;
 pub mod kafka;
 pub mod parse;

@@ -10,15 +10,23 @@
 //! register.json                       customer register export (customers, contacts, sites, plans)
 //! nginx.conf                          the log_format lines the web hosts use
 //! collector.toml                      a collector config for these logs
-//! logs/web1/<domain>/access.log[.1|.N.gz]   nginx, custom format with $host, Helsinki time
-//! logs/web2/<domain>/access.log[.1|.N.gz]   nginx `combined`, host from the path, UTC
-//! logs/web3/other_vhosts_access.log[...]    apache `vhost_combined`, many sites in one file
+//! logs/web1/<domain>/access.log[.1|.N.gz]   server web-01: nginx, custom format with $host,
+//!                                           timings and $upstream_status, Helsinki time
+//! logs/web2/<domain>/access.log[.1|.N.gz]   server web-02: nginx `combined`, host from the path, UTC
+//! logs/web3/other_vhosts_access.log[...]    server web-03: apache `vhost_combined`, many sites in one file
+//! logs/web4/<domain>/access.log[.1|.N.gz]   server web-04: as web-01
 //! truth/usage_daily.csv               per customer / site / Helsinki day: requests, bytes, bots, visitors
 //! truth/files.csv                     per file: lines, records, malformed
 //! truth/summary.json                  totals, unattributed requests, the special events' places
 //! truth/security.csv                  scenario,source,customer_id,site_host,day: one line per injected attack
 //! truth/benign.csv                    kind,source: the benign look-alikes detection must leave alone
+//! truth/incidents.csv                 one line per injected disruption (site or server; errors or latency)
+//! truth/no_incident.csv               the tiny site's errors that must not be an incident
+//! truth/health.csv                    per site host, server and UTC hour: requests, 5xx, upstream failures
 //! ```
+//!
+//! Every site is served by one web server (its log directory); the collector config gives
+//! each server's files their name with `[[source]] server`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -39,7 +47,7 @@ use scenario::{Scenario, ScenarioKind};
 use sitelog_schema::register::{business_id_check_digit, Address, Contact, Customer, Plan, RegisterExport, Site};
 
 /// The nginx format web1 uses (host, timings, cache status), as it appears in nginx.conf.
-pub const WEB1_LOG_FORMAT: &str = r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" $host $request_time $upstream_response_time $upstream_cache_status"#;
+pub const WEB1_LOG_FORMAT: &str = r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" $host $request_time $upstream_response_time $upstream_cache_status $upstream_status"#;
 
 #[derive(Debug, Clone)]
 pub struct GenerateOptions {
@@ -147,6 +155,25 @@ enum Web {
     Nginx2,
     /// apache `vhost_combined`, Helsinki local time, host from `%v`, one shared file.
     Apache3,
+    /// As `Nginx1`, on another server.
+    Nginx4,
+}
+
+impl Web {
+    /// The web server's name, as the sample's collector config gives it to its files.
+    pub(crate) fn server(self) -> &'static str {
+        match self {
+            Web::Nginx1 => "web-01",
+            Web::Nginx2 => "web-02",
+            Web::Apache3 => "web-03",
+            Web::Nginx4 => "web-04",
+        }
+    }
+
+    /// Whether its log format holds `$upstream_status` (and the request and upstream times).
+    fn logs_upstream(self) -> bool {
+        matches!(self, Web::Nginx1 | Web::Nginx4)
+    }
 }
 
 /// A domain's traffic source: its log file and the owners over time.
@@ -158,6 +185,8 @@ struct Domain {
     owners: Vec<(NaiveDate, String, String)>,
     /// Relative traffic weight.
     weight: u32,
+    /// No traffic but its scenario's (the tiny site), and no other scenario touches it.
+    quiet: bool,
 }
 
 impl Domain {
@@ -296,6 +325,9 @@ struct Req {
     request_time_ms: u32,
     upstream_ms: Option<Vec<u32>>,
     cache: &'static str,
+    /// The status of a failed first upstream attempt before the one that answered (`502` of
+    /// `$upstream_status` `502, 200`); 0 = none.
+    retried_from: u16,
 }
 
 #[derive(Default, Serialize)]
@@ -361,6 +393,9 @@ pub fn generate(opts: &GenerateOptions) -> std::io::Result<Summary> {
     let mut per_file: BTreeMap<PathBuf, BTreeMap<NaiveDate, Vec<Req>>> = BTreeMap::new();
 
     let scenarios = scenario::scenarios(opts, &domains);
+    let mut health: BTreeMap<(String, &'static str, DateTime<Utc>), truth::HealthTruth> = BTreeMap::new();
+    // Disruption (index into `scenarios`) -> what it affected.
+    let mut disrupted: BTreeMap<usize, Affected> = BTreeMap::new();
     let target_of = |kind: ScenarioKind| {
         scenarios.iter().find(|s| s.kind == kind).map(|s| domains[s.targets[0]].hosts[0].clone()).unwrap_or_default()
     };
@@ -369,20 +404,30 @@ pub fn generate(opts: &GenerateOptions) -> std::io::Result<Summary> {
     for day_i in 0..opts.days {
         let day = opts.start + Days::new(day_i as u64);
         for (di, d) in domains.iter().enumerate() {
-            let here: Vec<&Scenario> = scenarios.iter().filter(|s| s.day == day_i && s.targets.contains(&di)).collect();
-            let incident = here.iter().any(|s| s.kind == ScenarioKind::Incident);
+            let here: Vec<(usize, &Scenario)> =
+                scenarios.iter().enumerate().filter(|(_, s)| s.day == day_i && s.targets.contains(&di)).collect();
             let mut reqs = Vec::new();
-            let n = (opts.rate as u64 * d.weight as u64 / 4).max(1);
-            let n = rng.range(n * 8 / 10, n * 12 / 10);
-            for _ in 0..n {
-                human_visit(&mut rng, d, day, &mut reqs, incident);
+            if !d.quiet {
+                let n = (opts.rate as u64 * d.weight as u64 / 4).max(1);
+                let n = rng.range(n * 8 / 10, n * 12 / 10);
+                for _ in 0..n {
+                    human_visit(&mut rng, d, day, &mut reqs);
+                }
+                for _ in 0..rng.range(n / 4, n / 2) {
+                    bot_visit(&mut rng, d, day, &mut reqs);
+                }
             }
-            for _ in 0..rng.range(n / 4, n / 2) {
-                bot_visit(&mut rng, d, day, &mut reqs);
-            }
-            for sc in here {
+            // Attacks keep what they got (their truth stays exact); a disruption's own
+            // traffic is already what it makes of it.
+            let mut untouched: Vec<(Option<usize>, std::ops::Range<usize>)> = Vec::new();
+            for &(si, sc) in &here {
                 let from = reqs.len();
                 sc.append(&mut rng, opts, &domains, di, &mut reqs);
+                if sc.kind.is_attack() {
+                    untouched.push((None, from..reqs.len()));
+                } else if sc.kind.is_disruption() {
+                    untouched.push((Some(si), from..reqs.len()));
+                }
                 if sc.kind.is_attack() {
                     for r in &reqs[from..] {
                         let key = match sc.kind {
@@ -402,8 +447,39 @@ pub fn generate(opts: &GenerateOptions) -> std::io::Result<Summary> {
                     }
                 }
             }
+            // Disruptions: every other request of the site inside the window is affected too.
+            for &(si, sc) in here.iter().filter(|(_, s)| s.kind.is_disruption()) {
+                let (start, end) = sc.window(opts);
+                let mut k = 0;
+                for (i, r) in reqs.iter_mut().enumerate() {
+                    let skip =
+                        untouched.iter().any(|(owner, range)| range.contains(&i) && owner.is_none_or(|o| o == si));
+                    if !skip && r.ts >= start && r.ts < end {
+                        sc.affect(r, k, false);
+                        k += 1;
+                    }
+                }
+            }
             for r in reqs {
                 let hel_day = r.ts.with_timezone(&Helsinki).date_naive();
+                let site_host = r.host.to_ascii_lowercase();
+                let logged_upstream = if d.web.logs_upstream() && r.upstream_ms.is_some() { r.status } else { 0 };
+                let h = health.entry((site_host.clone(), d.web.server(), hour_of(r.ts))).or_default();
+                h.requests += 1;
+                h.status_5xx += (500..600).contains(&r.status) as u64;
+                h.upstream_failures += (matches!(r.status, 502..=504) || matches!(logged_upstream, 502..=504)) as u64;
+                for &(si, sc) in here.iter().filter(|(_, s)| s.kind.is_disruption()) {
+                    if sc.affected(opts, &r) {
+                        let a = disrupted.entry(si).or_default();
+                        a.first = Some(a.first.map_or(r.ts, |f: DateTime<Utc>| f.min(r.ts)));
+                        a.last = Some(a.last.map_or(r.ts, |l: DateTime<Utc>| l.max(r.ts)));
+                        // The site as registered: its primary host (`www.` aliases are the same site).
+                        a.sites.insert(d.hosts[0].to_ascii_lowercase());
+                        if let Some((c, _)) = d.owner(hel_day).filter(|_| !d.owners.is_empty()) {
+                            a.customers.insert(c.to_owned());
+                        }
+                    }
+                }
                 match d.owner(hel_day).filter(|_| !d.owners.is_empty()) {
                     Some((c, s)) => {
                         let t = usage.entry((c.to_owned(), s.to_owned(), hel_day)).or_default();
@@ -509,6 +585,14 @@ pub fn generate(opts: &GenerateOptions) -> std::io::Result<Summary> {
         .filter_map(|s| s.kind.benign_source().map(|src| (s.kind.name().to_owned(), src.to_owned())))
         .collect();
     truth::write_benign(&out.join("truth"), &benign)?;
+    let (incidents, quiet) = disruption_truth(opts, &scenarios, &domains, &disrupted);
+    truth::write_incidents(&out.join("truth"), &incidents)?;
+    truth::write_no_incident(&out.join("truth"), &quiet)?;
+    let health: Vec<truth::HealthTruth> = health
+        .into_iter()
+        .map(|((site_host, server, hour), h)| truth::HealthTruth { site_host, server: server.to_owned(), hour, ..h })
+        .collect();
+    truth::write_health(&out.join("truth"), &health)?;
 
     let summary = Summary {
         seed: opts.seed,
@@ -525,13 +609,75 @@ pub fn generate(opts: &GenerateOptions) -> std::io::Result<Summary> {
         unattributed_requests: unattributed,
         brute_force_site: target_of(ScenarioKind::WpLoginBruteforce),
         xmlrpc_site: target_of(ScenarioKind::XmlrpcAbuse),
-        incident_site: target_of(ScenarioKind::Incident),
+        incident_site: target_of(ScenarioKind::SiteOutage),
         moved_domain: domains.iter().find(|d| d.owners.len() > 1).map(|d| d.hosts[0].clone()).unwrap_or_default(),
         moved_on: move_day.to_string(),
         attacks: security.len(),
     };
     fs::write(out.join("truth/summary.json"), serde_json::to_string_pretty(&summary).map_err(std::io::Error::other)?)?;
     Ok(summary)
+}
+
+/// What one disruption affected, counted from the requests written.
+#[derive(Default)]
+struct Affected {
+    first: Option<DateTime<Utc>>,
+    last: Option<DateTime<Utc>>,
+    customers: BTreeSet<String>,
+    sites: BTreeSet<String>,
+}
+
+/// The start of the UTC hour of `ts`.
+fn hour_of(ts: DateTime<Utc>) -> DateTime<Utc> {
+    let secs = ts.timestamp().div_euclid(3600) * 3600;
+    DateTime::from_timestamp(secs, 0).expect("in range")
+}
+
+/// The start of the minute after the one `ts` is in.
+fn minute_end(ts: DateTime<Utc>) -> DateTime<Utc> {
+    let secs = ts.timestamp().div_euclid(60) * 60 + 60;
+    DateTime::from_timestamp(secs, 0).expect("in range")
+}
+
+/// `truth/incidents.csv` and `truth/no_incident.csv` rows from what the disruptions affected.
+fn disruption_truth(
+    opts: &GenerateOptions,
+    scenarios: &[Scenario],
+    domains: &[Domain],
+    disrupted: &BTreeMap<usize, Affected>,
+) -> (Vec<truth::IncidentTruth>, Vec<truth::NoIncidentTruth>) {
+    let (mut incidents, mut quiet) = (Vec::new(), Vec::new());
+    for (si, sc) in scenarios.iter().enumerate().filter(|(_, s)| s.kind.is_disruption()) {
+        let d = &domains[sc.targets[0]];
+        if sc.kind == ScenarioKind::TinySiteErrors {
+            let (start, _) = sc.window(opts);
+            quiet.push(truth::NoIncidentTruth {
+                scenario: sc.kind.name().to_owned(),
+                site_host: d.hosts[0].to_ascii_lowercase(),
+                server: d.web.server().to_owned(),
+                // Its three requests: at 5, 20 and 41 minutes.
+                start: start + chrono::Duration::minutes(5),
+                end: minute_end(start + chrono::Duration::minutes(41)),
+            });
+            continue;
+        }
+        let Some(a) = disrupted.get(&si) else { continue };
+        let (Some(first), Some(last)) = (a.first, a.last) else { continue };
+        let server_wide = sc.kind == ScenarioKind::ServerOutage;
+        incidents.push(truth::IncidentTruth {
+            scenario: sc.kind.name().to_owned(),
+            kind: if server_wide { "server" } else { "site" }.to_owned(),
+            cause: if sc.kind == ScenarioKind::LatencyDegradation { "latency" } else { "errors" }.to_owned(),
+            site_host: if server_wide { String::new() } else { d.hosts[0].to_ascii_lowercase() },
+            server: d.web.server().to_owned(),
+            start: first,
+            end: minute_end(last),
+            affected_customers: a.customers.iter().cloned().collect(),
+            affected_sites: a.sites.iter().cloned().collect(),
+        });
+    }
+    incidents.sort_by(|a, b| (a.start, &a.scenario).cmp(&(b.start, &b.scenario)));
+    (incidents, quiet)
 }
 
 fn suffixed(p: &Path, suffix: &str) -> PathBuf {
@@ -546,6 +692,8 @@ fn web_of(base: &Path) -> Web {
         Web::Nginx1
     } else if s.contains("/web2/") {
         Web::Nginx2
+    } else if s.contains("/web4/") {
+        Web::Nginx4
     } else {
         Web::Apache3
     }
@@ -558,6 +706,9 @@ fn file_of(out: &Path, d: &Domain, r: &Req) -> (PathBuf, NaiveDate) {
             (out.join(format!("logs/web1/{}/access.log", d.hosts[0])), r.ts.with_timezone(&Helsinki).date_naive())
         }
         Web::Nginx2 => (out.join(format!("logs/web2/{}/access.log", d.hosts[0])), r.ts.date_naive()),
+        Web::Nginx4 => {
+            (out.join(format!("logs/web4/{}/access.log", d.hosts[0])), r.ts.with_timezone(&Helsinki).date_naive())
+        }
         Web::Apache3 => (out.join("logs/web3/other_vhosts_access.log"), r.ts.with_timezone(&Helsinki).date_naive()),
     }
 }
@@ -655,20 +806,16 @@ fn client_ip(rng: &mut Rng, pool_seed: u64) -> IpAddr {
     }
 }
 
-fn human_visit(rng: &mut Rng, d: &Domain, day: NaiveDate, out: &mut Vec<Req>, incident: bool) {
+fn human_visit(rng: &mut Rng, d: &Domain, day: NaiveDate, out: &mut Vec<Req>) {
     let pool = xxhash(&d.hosts[0]);
     let ip = client_ip(rng, pool);
     let ua = BROWSERS[(xxhash(&ip.to_string()) % BROWSERS.len() as u64) as usize].to_owned();
-    let window = if incident && rng.chance(0.5) { Some((14, 14)) } else { None };
-    let mut ts = random_ts(rng, day, window);
+    let mut ts = random_ts(rng, day, None);
     let host = pick_host(rng, d);
     let pages = rng.range(1, 3);
     for p in 0..pages {
         let page = *rng.pick(PAGES);
-        let in_incident = incident && ts.with_timezone(&Helsinki).format("%H").to_string() == "14";
-        let status = if in_incident && rng.chance(0.6) {
-            *rng.pick(&[502, 504, 503])
-        } else if p == 0 && rng.chance(0.03) {
+        let status = if p == 0 && rng.chance(0.03) {
             404
         } else if rng.chance(0.02) {
             301
@@ -713,6 +860,7 @@ fn human_visit(rng: &mut Rng, d: &Domain, day: NaiveDate, out: &mut Vec<Req>, in
             request_time_ms: upstream.as_ref().map_or(1, |u| u[0] + 2),
             upstream_ms: upstream,
             cache: if rng.chance(0.5) { "HIT" } else { "MISS" },
+            retried_from: 0,
         });
         ts += chrono::Duration::milliseconds(rng.range(50, 400) as i64);
         if status == 200 {
@@ -740,6 +888,7 @@ fn human_visit(rng: &mut Rng, d: &Domain, day: NaiveDate, out: &mut Vec<Req>, in
                     request_time_ms: rng.range(0, 5) as u32,
                     upstream_ms: None,
                     cache: "-",
+                    retried_from: 0,
                 });
                 ts += chrono::Duration::milliseconds(rng.range(5, 80) as i64);
             }
@@ -782,6 +931,7 @@ fn bot_visit(rng: &mut Rng, d: &Domain, day: NaiveDate, out: &mut Vec<Req>) {
         request_time_ms: rng.range(10, 400) as u32,
         upstream_ms: Some(vec![rng.range(8, 390) as u32]),
         cache: "BYPASS",
+        retried_from: 0,
     });
 }
 
@@ -814,13 +964,13 @@ fn render(text: &mut Vec<u8>, web: Web, r: &Req) {
     let uri = if r.query.is_empty() { r.path.clone() } else { format!("{}?{}", r.path, r.query) };
     let ts = fmt_local(r.ts, web);
     let line = match web {
-        Web::Nginx1 | Web::Nginx2 => {
+        Web::Nginx1 | Web::Nginx2 | Web::Nginx4 => {
             let ua = r.ua.replace('"', "\\x22");
             let mut l = format!(
                 "{} - - [{ts}] \"{} {uri} {}\" {} {} \"{}\" \"{ua}\"",
                 r.ip, r.method, r.protocol, r.status, r.bytes, r.referer
             );
-            if web == Web::Nginx1 {
+            if web != Web::Nginx2 {
                 let rt = format!("{}.{:03}", r.request_time_ms / 1000, r.request_time_ms % 1000);
                 let urt = match &r.upstream_ms {
                     None => "-".to_owned(),
@@ -828,7 +978,12 @@ fn render(text: &mut Vec<u8>, web: Web, r: &Req) {
                         v.iter().map(|ms| format!("{}.{:03}", ms / 1000, ms % 1000)).collect::<Vec<_>>().join(", ")
                     }
                 };
-                let _ = write!(l, " {} {rt} {urt} {}", r.host, r.cache);
+                let us = match (&r.upstream_ms, r.retried_from) {
+                    (None, _) => "-".to_owned(),
+                    (Some(_), 0) => r.status.to_string(),
+                    (Some(_), first) => format!("{first}, {}", r.status),
+                };
+                let _ = write!(l, " {} {rt} {urt} {} {us}", r.host, r.cache);
             }
             l
         }
@@ -908,7 +1063,7 @@ fn build_register(rng: &mut Rng, opts: &GenerateOptions) -> (RegisterExport, Vec
             let web = match site_no {
                 1 | 3 | 4 => Web::Nginx1,
                 2 | 5 => Web::Apache3,
-                n => [Web::Nginx1, Web::Nginx2, Web::Apache3][n % 3],
+                n => [Web::Nginx4, Web::Nginx2, Web::Apache3][n % 3],
             };
             let plan = plans[site_no % plans.len()].plan.clone();
             let site_id = format!("S{site_no:04}");
@@ -931,6 +1086,7 @@ fn build_register(rng: &mut Rng, opts: &GenerateOptions) -> (RegisterExport, Vec
                 web,
                 owners: vec![(NaiveDate::from_ymd_opt(2024, 1, 1).expect("date"), customer_id, site_id)],
                 weight: rng.range(2, 8) as u32,
+                quiet: false,
             });
         }
         customers.push(Customer {
@@ -980,7 +1136,30 @@ fn build_register(rng: &mut Rng, opts: &GenerateOptions) -> (RegisterExport, Vec
         web: Web::Apache3,
         owners: Vec::new(),
         weight: 1,
+        quiet: false,
     });
+    // The tiny site: the last customer's second shop, on web-04, with no traffic but the
+    // tiny-site scenario's three requests (no random draw, so the rest of the sample stays).
+    if let Some(c) = customers.last_mut() {
+        site_no += 1;
+        let site_id = format!("S{site_no:04}");
+        let primary = format!("mini-{}", c.sites[0].primary_domain);
+        c.sites.push(Site {
+            site_id: site_id.clone(),
+            primary_domain: primary.clone(),
+            aliases: Vec::new(),
+            plan: "start".into(),
+            valid_from: "2024-01-01".into(),
+            valid_to: None,
+        });
+        domains.push(Domain {
+            hosts: vec![primary],
+            web: Web::Nginx4,
+            owners: vec![(NaiveDate::from_ymd_opt(2024, 1, 1).expect("date"), c.customer_id.clone(), site_id)],
+            weight: 0,
+            quiet: true,
+        });
+    }
     let export = RegisterExport {
         exported_at: format!("{}T06:00:00Z", opts.start + Days::new(opts.days as u64)),
         plans,
@@ -992,7 +1171,7 @@ fn build_register(rng: &mut Rng, opts: &GenerateOptions) -> (RegisterExport, Vec
 fn nginx_conf() -> String {
     format!(
         "# log_format lines of the sample web hosts (paste into `sitelog parse --log-format-file`)\n\
-         http {{\n    log_format sitelog '{WEB1_LOG_FORMAT}';\n    # web2 uses the built-in `combined`.\n}}\n"
+         http {{\n    log_format sitelog '{WEB1_LOG_FORMAT}';\n    # web1 and web4 use it; web2 uses the built-in `combined`.\n}}\n"
     )
 }
 
@@ -1014,23 +1193,35 @@ compression = "none"
 # librdkafka poll in a busy loop (benches/README.md, Collector). Keep the default (5) on Kafka.
 "max.in.flight.requests.per.connection" = "1"
 
+# One log directory per web server: `server` names it in every record (the default would be
+# this machine's host name).
 [[source]]
 name = "web1"
 paths = ["{d}/logs/web1/*/access.log*"]
 format = '{WEB1_LOG_FORMAT}'
 host = "field"
+server = "web-01"
 
 [[source]]
 name = "web2"
 paths = ["{d}/logs/web2/{{site}}/access.log*"]
 format = "combined"
 host = "path"
+server = "web-02"
 
 [[source]]
 name = "web3"
 paths = ["{d}/logs/web3/other_vhosts_access.log*"]
 format = "vhost_combined"
 host = "field"
+server = "web-03"
+
+[[source]]
+name = "web4"
+paths = ["{d}/logs/web4/*/access.log*"]
+format = '{WEB1_LOG_FORMAT}'
+host = "field"
+server = "web-04"
 "#
     )
 }

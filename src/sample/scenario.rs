@@ -24,8 +24,19 @@ pub enum ScenarioKind {
     WpLoginBruteforce,
     /// POST /xmlrpc.php from two sources (IPv4 and IPv6) alternating, ~1 s apart each.
     XmlrpcAbuse,
-    /// An upstream outage: half the site's visits fall into one hour, 60 % of them answered 5xx.
-    Incident,
+    /// One site's backend fails for 20 minutes: ≥ 90 % of its requests are answered 5xx
+    /// (a few get through on a retried upstream, `502, 200`), with 25 requests a minute of its
+    /// own from 30 minutes before to 30 minutes after. Ground truth: `truth/incidents.csv`.
+    SiteOutage,
+    /// Every site of one web server (web-01) answers 502 with upstream status 502 for 15
+    /// minutes; each of its sites gets 8 requests a minute around it.
+    ServerOutage,
+    /// One site's request time goes to 4–10 s for 30 minutes, statuses unchanged; 20 requests
+    /// a minute around it. Only on servers that log `$request_time`.
+    LatencyDegradation,
+    /// A site with no other traffic gets 3 requests in one hour, 2 of them 5xx: too few to be
+    /// an incident (`truth/no_incident.csv`).
+    TinySiteErrors,
     /// GET ?author=1..12 and /wp-json/wp/v2/users within two minutes.
     UserEnumeration,
     /// 34 distinct WordPress plugin/theme/core paths answered 404 or 403 within ~2 minutes.
@@ -54,7 +65,10 @@ impl ScenarioKind {
         match self {
             ScenarioKind::WpLoginBruteforce => "wp-login-bruteforce",
             ScenarioKind::XmlrpcAbuse => "xmlrpc-abuse",
-            ScenarioKind::Incident => "incident",
+            ScenarioKind::SiteOutage => "site-outage",
+            ScenarioKind::ServerOutage => "server-outage",
+            ScenarioKind::LatencyDegradation => "latency-degradation",
+            ScenarioKind::TinySiteErrors => "tiny-site-errors",
             ScenarioKind::UserEnumeration => "user-enumeration",
             ScenarioKind::WpScan => "wp-scan",
             ScenarioKind::SensitiveFileProbe => "sensitive-file-probe",
@@ -70,9 +84,19 @@ impl ScenarioKind {
 
     /// Detection must find it: it has lines in `truth/security.csv`.
     pub fn is_attack(self) -> bool {
-        !matches!(
+        !self.is_disruption()
+            && !matches!(self, ScenarioKind::OfficeNat | ScenarioKind::UptimeMonitor | ScenarioKind::Googlebot)
+    }
+
+    /// A service disruption (or the tiny site that must not count as one): it has a line in
+    /// `truth/incidents.csv` or `truth/no_incident.csv`.
+    pub fn is_disruption(self) -> bool {
+        matches!(
             self,
-            ScenarioKind::Incident | ScenarioKind::OfficeNat | ScenarioKind::UptimeMonitor | ScenarioKind::Googlebot
+            ScenarioKind::SiteOutage
+                | ScenarioKind::ServerOutage
+                | ScenarioKind::LatencyDegradation
+                | ScenarioKind::TinySiteErrors
         )
     }
 
@@ -258,6 +282,7 @@ fn req(
         request_time_ms: upstream.as_ref().map_or(rng.range(0, 5) as u32, |u| u[0] + 2),
         upstream_ms: upstream,
         cache: if is_static { "-" } else { "BYPASS" },
+        retried_from: 0,
     }
 }
 
@@ -288,9 +313,12 @@ pub(super) fn scenarios(opts: &GenerateOptions, domains: &[Domain]) -> Vec<Scena
     let mut out = vec![
         Scenario { kind: ScenarioKind::WpLoginBruteforce, targets: vec![0], day: 2.min(last) },
         Scenario { kind: ScenarioKind::XmlrpcAbuse, targets: vec![xmlrpc_idx], day: 3.min(last) },
-        Scenario { kind: ScenarioKind::Incident, targets: vec![2.min(domains.len() - 1)], day: 4.min(last) },
+        Scenario { kind: ScenarioKind::SiteOutage, targets: vec![2.min(domains.len() - 1)], day: 4.min(last) },
     ];
-    let attributed: Vec<usize> = (0..domains.len()).filter(|&i| !domains[i].owners.is_empty()).collect();
+    out.extend(disruptions(opts, domains));
+    // The quiet site has no traffic but its scenario's.
+    let attributed: Vec<usize> =
+        (0..domains.len()).filter(|&i| !domains[i].owners.is_empty() && !domains[i].quiet).collect();
     if attributed.is_empty() || opts.days == 0 {
         return out;
     }
@@ -301,7 +329,7 @@ pub(super) fn scenarios(opts: &GenerateOptions, domains: &[Domain]) -> Vec<Scena
         }
     };
     // Per-site targets: not the moved domain (two owners), the original events' domains last.
-    let original: Vec<usize> = out.iter().flat_map(|s| s.targets.clone()).collect();
+    let original: Vec<usize> = out[..3.min(out.len())].iter().flat_map(|s| s.targets.clone()).collect();
     let mut fresh: Vec<usize> =
         attributed.iter().copied().filter(|&i| domains[i].owners.len() == 1 && !original.contains(&i)).collect();
     shuffle(&mut rng, &mut fresh);
@@ -309,7 +337,7 @@ pub(super) fn scenarios(opts: &GenerateOptions, domains: &[Domain]) -> Vec<Scena
     shuffle(&mut rng, &mut rest);
     let site_order: Vec<usize> = fresh.into_iter().chain(rest).collect();
     // Days: a shuffle of every day, the original events' days last.
-    let used: Vec<u32> = out.iter().map(|s| s.day).collect();
+    let used: Vec<u32> = out[..3.min(out.len())].iter().map(|s| s.day).collect();
     let mut free: Vec<usize> = (0..opts.days as usize).filter(|d| !used.contains(&(*d as u32))).collect();
     shuffle(&mut rng, &mut free);
     let mut taken: Vec<usize> = (0..opts.days as usize).filter(|d| used.contains(&(*d as u32))).collect();
@@ -373,7 +401,10 @@ impl Scenario {
         match self.kind {
             ScenarioKind::WpLoginBruteforce => brute_force(main, d, day, out),
             ScenarioKind::XmlrpcAbuse => xmlrpc_flood(main, d, day, out),
-            ScenarioKind::Incident => {} // shapes the site's human visits (see `generate`)
+            ScenarioKind::SiteOutage
+            | ScenarioKind::ServerOutage
+            | ScenarioKind::LatencyDegradation
+            | ScenarioKind::TinySiteErrors => self.disruption_traffic(opts, d, di, out),
             ScenarioKind::UserEnumeration => {
                 let ip = IpAddr::V4(ENUM_IP);
                 let mut ts = start;
@@ -513,6 +544,169 @@ impl Scenario {
     }
 }
 
+/// Helsinki hour each disruption starts in, and how many minutes it lasts: hours apart, so
+/// that they never overlap, even on a one-day sample.
+fn disruption_slot(kind: ScenarioKind) -> (u32, i64) {
+    match kind {
+        ScenarioKind::ServerOutage => (11, 15),
+        ScenarioKind::SiteOutage => (14, 20),
+        ScenarioKind::LatencyDegradation => (16, 30),
+        _ => (20, 60), // the tiny site's hour
+    }
+}
+
+/// The disruption scenarios after the site outage (which keeps the old incident's place):
+/// a server outage of web-01, a latency degradation on a site that logs its request time,
+/// and the tiny site's errors; on the last days of the sample (never its first 6 hours).
+fn disruptions(opts: &GenerateOptions, domains: &[Domain]) -> Vec<Scenario> {
+    let mut out = Vec::new();
+    if domains.is_empty() {
+        return out;
+    }
+    let last = opts.days.saturating_sub(1);
+    let site_outage = 2.min(domains.len() - 1);
+    let live = |i: usize| !domains[i].quiet && !domains[i].owners.is_empty();
+    let web01: Vec<usize> = (0..domains.len()).filter(|&i| live(i) && domains[i].web == Web::Nginx1).collect();
+    if !web01.is_empty() {
+        out.push(Scenario { kind: ScenarioKind::ServerOutage, targets: web01.clone(), day: last.saturating_sub(1) });
+    }
+    // A site whose server logs $request_time: web-04 first, else web-01 (not the site outage's).
+    let slow = (0..domains.len())
+        .filter(|&i| live(i) && domains[i].web == Web::Nginx4 && domains[i].owners.len() == 1)
+        .chain(web01.iter().copied().filter(|&i| i != site_outage && domains[i].owners.len() == 1))
+        .chain(web01.iter().copied().filter(|&i| i != site_outage))
+        .next();
+    if let Some(i) = slow {
+        out.push(Scenario { kind: ScenarioKind::LatencyDegradation, targets: vec![i], day: last.saturating_sub(2) });
+    }
+    if let Some(i) = domains.iter().position(|d| d.quiet) {
+        out.push(Scenario { kind: ScenarioKind::TinySiteErrors, targets: vec![i], day: last.saturating_sub(3) });
+    }
+    out
+}
+
+impl Scenario {
+    /// A disruption's window `[start, end)` in UTC: starts on a whole minute.
+    pub(super) fn window(&self, opts: &GenerateOptions) -> (DateTime<Utc>, DateTime<Utc>) {
+        let (hour, minutes) = disruption_slot(self.kind);
+        let day = opts.start + Days::new(self.day as u64);
+        let mut shared = Rng(opts.seed ^ xxhash(self.kind.name()) ^ ((self.day as u64) << 40) ^ 0x77);
+        let start = local(day, hour, shared.range(0, 20) as u32, 0);
+        (start, start + chrono::Duration::minutes(minutes))
+    }
+
+    /// Whether `r` (a request of one of its targets) is a request this disruption affected:
+    /// in its window and failing (an error, an upstream failure) or slow, as its kind says.
+    pub(super) fn affected(&self, opts: &GenerateOptions, r: &Req) -> bool {
+        let (start, end) = self.window(opts);
+        if r.ts < start || r.ts >= end {
+            return false;
+        }
+        match self.kind {
+            ScenarioKind::SiteOutage => (500..600).contains(&r.status),
+            ScenarioKind::ServerOutage => matches!(r.status, 502..=504),
+            ScenarioKind::LatencyDegradation => r.request_time_ms >= 4_000,
+            _ => false,
+        }
+    }
+
+    /// Makes `r`, a request of a target inside the window, what the disruption turns it into;
+    /// `k` numbers the affected requests (the choices are deterministic). `own`: the
+    /// scenario's own traffic, where a few site-outage requests get through on a retry.
+    pub(super) fn affect(&self, r: &mut Req, k: usize, own: bool) {
+        match self.kind {
+            ScenarioKind::SiteOutage if own && k % 13 == 7 => {
+                // nginx tried the failing backend, then the standby: `502, 200`.
+                let (a, b) = (1 + k as u32 % 5, 40 + k as u32 % 200);
+                r.status = 200;
+                r.retried_from = 502;
+                r.upstream_ms = Some(vec![a, b]);
+                r.request_time_ms = a + b + 2;
+            }
+            ScenarioKind::SiteOutage => {
+                r.status = [502, 503, 504, 500][k % 4];
+                let up = if r.status == 504 { 60_000 } else { 1 + k as u32 % 30 };
+                r.bytes = 150 + (k as u64 * 37) % 450;
+                r.upstream_ms = Some(vec![up]);
+                r.request_time_ms = up + 2;
+                r.retried_from = 0;
+            }
+            ScenarioKind::ServerOutage => {
+                let up = 1 + k as u32 % 4;
+                r.status = 502;
+                r.bytes = 157 + (k as u64 * 31) % 300;
+                r.upstream_ms = Some(vec![up]);
+                r.request_time_ms = up + 1;
+                r.retried_from = 0;
+            }
+            ScenarioKind::LatencyDegradation => {
+                let rt = 4_000 + (k as u32).wrapping_mul(7919) % 6_001;
+                r.request_time_ms = rt;
+                if let Some(up) = r.upstream_ms.as_mut() {
+                    *up = vec![rt - 3];
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A disruption's own traffic on target `d`: a steady stream from 30 minutes before its
+    /// window to 30 minutes after (the first request inside falls on the window's first
+    /// second); the tiny site's three requests.
+    fn disruption_traffic(&self, opts: &GenerateOptions, d: &Domain, di: usize, out: &mut Vec<Req>) {
+        let (start, end) = self.window(opts);
+        let seed = opts.seed ^ xxhash(self.kind.name()) ^ ((self.day as u64) << 40) ^ 0xd15;
+        let mut rng = Rng(seed ^ (di as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let host = d.hosts[0].as_str();
+        let pool = xxhash(host);
+        let visitor = |rng: &mut Rng| {
+            let ip = client_ip(rng, pool);
+            (ip, BROWSERS[(xxhash(&ip.to_string()) % BROWSERS.len() as u64) as usize])
+        };
+        if self.kind == ScenarioKind::TinySiteErrors {
+            for (minute, status) in [(5, 200), (20, 502), (41, 503)] {
+                let (ip, ua) = visitor(&mut rng);
+                let mut r = req(
+                    &mut rng,
+                    start + chrono::Duration::minutes(minute),
+                    host,
+                    ip,
+                    "GET",
+                    "/",
+                    "",
+                    status,
+                    ua,
+                    false,
+                );
+                r.protocol = "HTTP/2.0";
+                out.push(r);
+            }
+            return;
+        }
+        let per_minute: i64 = match self.kind {
+            ScenarioKind::SiteOutage => 25,
+            ScenarioKind::ServerOutage => 8,
+            _ => 20,
+        };
+        let step = chrono::Duration::milliseconds(60_000 / per_minute);
+        let pages = plain_pages();
+        let (mut ts, stop) = (start - chrono::Duration::minutes(30), end + chrono::Duration::minutes(30));
+        let mut k = 0;
+        while ts < stop {
+            let (ip, ua) = visitor(&mut rng);
+            let path = if rng.chance(0.4) { *rng.pick(STATIC) } else { *rng.pick(&pages) };
+            let mut r = req(&mut rng, ts, host, ip, "GET", path, "", 200, ua, false);
+            r.protocol = "HTTP/2.0";
+            if ts >= start && ts < end {
+                self.affect(&mut r, k, true);
+                k += 1;
+            }
+            out.push(r);
+            ts += step;
+        }
+    }
+}
+
 /// The original brute force: 600 requests to /wp-login.php, 9 in 10 of them POSTs, 0.9–3 s
 /// apart; the last hundred answered 429.
 fn brute_force(rng: &mut Rng, d: &Domain, day: NaiveDate, out: &mut Vec<Req>) {
@@ -542,6 +736,7 @@ fn brute_force(rng: &mut Rng, d: &Domain, day: NaiveDate, out: &mut Vec<Req>) {
             request_time_ms: rng.range(80, 300) as u32,
             upstream_ms: Some(vec![rng.range(70, 290) as u32]),
             cache: "BYPASS",
+            retried_from: 0,
         });
         ts += chrono::Duration::milliseconds(rng.range(900, 3_000) as i64);
     }
@@ -571,6 +766,7 @@ fn xmlrpc_flood(rng: &mut Rng, d: &Domain, day: NaiveDate, out: &mut Vec<Req>) {
             request_time_ms: rng.range(5, 200) as u32,
             upstream_ms: if blocked { None } else { Some(vec![rng.range(4, 190) as u32]) },
             cache: "-",
+            retried_from: 0,
         });
         ts += chrono::Duration::milliseconds(rng.range(100, 900) as i64);
     }
@@ -771,7 +967,7 @@ mod tests {
         assert_eq!(a, b);
         let kinds: BTreeSet<ScenarioKind> = a.iter().map(|s| s.kind).collect();
         assert_eq!(kinds.len(), a.len(), "one instance of each kind");
-        assert_eq!(kinds.len(), 13, "{kinds:?}");
+        assert_eq!(kinds.len(), 16, "{kinds:?}");
         let (_, c) = plan(&GenerateOptions { seed: 43, ..o.clone() });
         assert_ne!(a, c, "another seed places them elsewhere");
         // The requests, too.
@@ -790,8 +986,10 @@ mod tests {
     fn per_site_attacks_spread_over_days_and_domains() {
         let o = opts(28, 12, 150);
         let (domains, list) = plan(&o);
-        let per_site: Vec<&Scenario> =
-            list.iter().filter(|s| s.targets.len() == 1 && s.kind != ScenarioKind::OfficeNat).collect();
+        let per_site: Vec<&Scenario> = list
+            .iter()
+            .filter(|s| s.targets.len() == 1 && s.kind != ScenarioKind::OfficeNat && !s.kind.is_disruption())
+            .collect();
         let days: BTreeSet<u32> = per_site.iter().map(|s| s.day).collect();
         let sites: BTreeSet<usize> = per_site.iter().map(|s| s.targets[0]).collect();
         assert_eq!(days.len(), per_site.len(), "different days");
@@ -815,14 +1013,14 @@ mod tests {
                     let day = r.ts.with_timezone(&Helsinki).date_naive();
                     assert!(day >= o.start && day <= o.end(), "{what}: request on {day}");
                     assert_eq!(r.is_static, is_static_path(&r.path), "{what}: {}", r.path);
-                    if s.kind != ScenarioKind::Incident {
+                    if !s.kind.is_disruption() {
                         let prev = sources.insert(r.ip, s.kind);
                         assert!(prev.is_none() || prev == Some(s.kind), "{what}: {} also in {prev:?}", r.ip);
                     }
                 }
                 let groups = by_source_site(reqs);
                 match s.kind {
-                    ScenarioKind::Incident => assert!(reqs.is_empty()),
+                    k if k.is_disruption() => check_disruption(&o, &domains, s, reqs),
                     ScenarioKind::CrossTenant => {
                         for (k, g) in &groups {
                             assert!(signals(g).is_empty(), "{what}: {k:?} fires {:?}", signals(g));
@@ -868,7 +1066,7 @@ mod tests {
         let addresses: BTreeSet<IpAddr> = reqs.iter().map(|r| r.ip).collect();
         assert!(addresses.len() >= 3, "several addresses in the /24");
         for (i, d) in domains.iter().enumerate() {
-            if let Some((c, _)) = d.owner(day).filter(|_| !d.owners.is_empty()) {
+            if let Some((c, _)) = d.owner(day).filter(|_| !d.owners.is_empty() && !d.quiet) {
                 let tries = per_host.get(d.hosts[0].as_str()).unwrap_or_else(|| panic!("site {i} not attempted"));
                 assert_eq!(tries.len(), 3);
                 assert!(tries.windows(2).all(|w| (w[1].ts - w[0].ts).num_seconds() >= 20));
@@ -878,8 +1076,73 @@ mod tests {
         assert!(customers.len() >= 10, "{customers:?}");
     }
 
+    /// A disruption's own traffic has the shape its contract promises.
+    fn check_disruption(o: &GenerateOptions, domains: &[Domain], s: &Scenario, reqs: &[Req]) {
+        let what = format!("{:?} with {} days, {} customers", s.kind, o.days, o.customers);
+        let (start, end) = s.window(o);
+        let window_start = local(o.start, 0, 0, 0);
+        assert!(start - window_start >= chrono::Duration::hours(6), "{what}: in the first 6 hours");
+        assert!(end <= local(o.end() + Days::new(1), 0, 0, 0), "{what}: after the sample");
+        let inside: Vec<&Req> = reqs.iter().filter(|r| r.ts >= start && r.ts < end).collect();
+        if s.kind != ScenarioKind::TinySiteErrors {
+            assert_eq!(inside.first().map(|r| r.ts), Some(start), "{what}: the first request opens the window");
+        }
+        let per_minute = |rs: &[&Req]| {
+            let mut m: BTreeMap<i64, Vec<u16>> = BTreeMap::new();
+            for r in rs {
+                m.entry(r.ts.timestamp() / 60).or_default().push(r.status);
+            }
+            m
+        };
+        match s.kind {
+            ScenarioKind::SiteOutage => {
+                assert_eq!((end - start).num_minutes(), 20);
+                let minutes = per_minute(&inside);
+                assert_eq!(minutes.len(), 20, "{what}");
+                assert!(minutes.values().all(|v| v.len() >= 20), "{what}: ≥ 20 requests a minute");
+                let bad = inside.iter().filter(|r| r.status >= 500).count();
+                assert!(bad * 10 >= inside.len() * 9, "{what}: {bad} of {} 5xx", inside.len());
+                assert!(inside.iter().any(|r| r.retried_from == 502 && r.status == 200), "{what}: retries");
+            }
+            ScenarioKind::ServerOutage => {
+                assert_eq!((end - start).num_minutes(), 15);
+                assert!(inside.iter().all(|r| r.status == 502 && r.upstream_ms.is_some()), "{what}");
+                let hosts: BTreeSet<&str> = inside.iter().map(|r| r.host.as_str()).collect();
+                assert_eq!(hosts.len(), s.targets.len(), "{what}: every site of the server");
+                assert!(s.targets.iter().all(|&t| domains[t].web == Web::Nginx1));
+                let customers: BTreeSet<&str> = s.targets.iter().map(|&t| domains[t].owners[0].1.as_str()).collect();
+                assert!(customers.len() >= 2.min(o.customers), "{what}: {customers:?}");
+            }
+            ScenarioKind::LatencyDegradation => {
+                assert_eq!((end - start).num_minutes(), 30);
+                assert!(inside.iter().all(|r| (4_000..=10_000).contains(&r.request_time_ms) && r.status == 200));
+                assert!(reqs.iter().filter(|r| r.ts < start || r.ts >= end).all(|r| r.request_time_ms < 1_000));
+                assert!(domains[s.targets[0]].web.logs_upstream(), "{what}: its server logs $request_time");
+            }
+            ScenarioKind::TinySiteErrors => {
+                assert_eq!(reqs.len(), 3);
+                assert_eq!(reqs.iter().filter(|r| r.status >= 500).count(), 2);
+                assert!((reqs[2].ts - reqs[0].ts) < chrono::Duration::hours(1));
+                assert!(domains[s.targets[0]].quiet);
+            }
+            k => panic!("{k:?}"),
+        }
+    }
+
+    /// Disruptions never overlap in time.
+    #[test]
+    fn disruptions_do_not_overlap() {
+        for o in option_sets() {
+            let (_, list) = plan(&o);
+            let mut windows: Vec<_> = list.iter().filter(|s| s.kind.is_disruption()).map(|s| s.window(&o)).collect();
+            assert_eq!(windows.len(), 4, "{} days, {} customers", o.days, o.customers);
+            windows.sort();
+            assert!(windows.windows(2).all(|w| w[0].1 + chrono::Duration::minutes(30) < w[1].0), "{windows:?}");
+        }
+    }
+
     fn check_benign_shape(o: &GenerateOptions, domains: &[Domain], s: &Scenario, reqs: &[Req]) {
-        let attributed = domains.iter().filter(|d| !d.owners.is_empty()).count();
+        let attributed = domains.iter().filter(|d| !d.owners.is_empty() && !d.quiet).count();
         match s.kind {
             ScenarioKind::OfficeNat => {
                 let ips: BTreeSet<IpAddr> = reqs.iter().map(|r| r.ip).collect();
@@ -999,6 +1262,42 @@ mod tests {
         let usage = truth::read_usage(&t).unwrap();
         let counted: u64 = usage.values().map(|u| u.requests).sum::<u64>() + summary.unattributed_requests;
         assert_eq!(counted, summary.records);
+        // Health truth too: every record in exactly one (site, server, hour).
+        let health = truth::read_health(&t).unwrap();
+        assert_eq!(health.iter().map(|h| h.requests).sum::<u64>(), summary.records);
+        assert!(health.iter().all(|h| h.status_5xx <= h.requests && h.upstream_failures <= h.requests));
+        let servers: BTreeSet<&str> = health.iter().map(|h| h.server.as_str()).collect();
+        assert_eq!(servers, ["web-01", "web-02", "web-03", "web-04"].into_iter().collect());
+        let incidents = truth::read_incidents(&t).unwrap();
+        let kinds: Vec<(&str, &str, &str)> =
+            incidents.iter().map(|i| (i.scenario.as_str(), i.kind.as_str(), i.cause.as_str())).collect();
+        for want in [
+            ("site-outage", "site", "errors"),
+            ("server-outage", "server", "errors"),
+            ("latency-degradation", "site", "latency"),
+        ] {
+            assert_eq!(kinds.iter().filter(|k| **k == want).count(), 1, "{kinds:?}");
+        }
+        for i in &incidents {
+            assert!(i.start < i.end && !i.affected_customers.is_empty() && !i.affected_sites.is_empty(), "{i:?}");
+            assert_eq!(i.site_host.is_empty(), i.kind == "server", "{i:?}");
+            // The failing hour's health row holds the affected requests.
+            if i.cause == "errors" {
+                let hour = DateTime::from_timestamp(i.start.timestamp() / 3600 * 3600, 0).unwrap();
+                let failures: u64 = health
+                    .iter()
+                    .filter(|h| h.hour == hour && h.server == i.server && i.affected_sites.contains(&h.site_host))
+                    .map(|h| h.status_5xx)
+                    .sum();
+                assert!(failures > 0, "{i:?}");
+            }
+        }
+        let server = incidents.iter().find(|i| i.kind == "server").unwrap();
+        assert!(server.affected_customers.len() >= 2 && server.affected_sites.len() >= 2, "{server:?}");
+        let quiet = truth::read_no_incident(&t).unwrap();
+        assert_eq!(quiet.len(), 1);
+        let tiny: Vec<_> = health.iter().filter(|h| h.site_host == quiet[0].site_host).collect();
+        assert_eq!(tiny.iter().map(|h| (h.requests, h.status_5xx)).collect::<Vec<_>>(), [(3, 2)], "{tiny:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

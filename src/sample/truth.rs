@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use chrono::{DateTime, SecondsFormat, Utc};
+
 /// Usage of one customer / site / Helsinki day, as the generator counted it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DayUsage {
@@ -141,6 +143,188 @@ pub fn read_benign(truth_dir: &Path) -> std::io::Result<Vec<(String, String)>> {
         .into_iter()
         .map(|f| (f[0].clone(), f[1].clone()))
         .collect())
+}
+
+/// Header of `truth/incidents.csv`.
+pub const INCIDENTS_HEADER: &str = "scenario,kind,cause,site_host,server,start,end,affected_customers,affected_sites";
+/// Header of `truth/no_incident.csv`.
+pub const NO_INCIDENT_HEADER: &str = "scenario,site_host,server,start,end";
+/// Header of `truth/health.csv`.
+pub const HEALTH_HEADER: &str = "site_host,server,hour,requests,status_5xx,upstream_failures";
+
+/// One injected disruption that alerting must report as one incident (a line of
+/// `truth/incidents.csv`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentTruth {
+    /// `site-outage`, `server-outage` or `latency-degradation`.
+    pub scenario: String,
+    /// `site` or `server`.
+    pub kind: String,
+    /// `errors` or `latency`.
+    pub cause: String,
+    /// The failing site's host; empty for a server incident.
+    pub site_host: String,
+    /// The failing server, or the site's server.
+    pub server: String,
+    /// The first affected request.
+    pub start: DateTime<Utc>,
+    /// The end of the minute of the last affected request.
+    pub end: DateTime<Utc>,
+    /// Owners of the affected sites (customer ids), sorted.
+    pub affected_customers: Vec<String>,
+    /// Primary hosts of the sites with affected requests (a `www.` alias counts for its site), sorted.
+    pub affected_sites: Vec<String>,
+}
+
+/// Errors that must not become an incident (a line of `truth/no_incident.csv`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoIncidentTruth {
+    pub scenario: String,
+    pub site_host: String,
+    pub server: String,
+    /// The first of its requests, and the end of the minute of the last.
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+/// One site host on one server in one UTC hour, as the generator wrote it (a line of
+/// `truth/health.csv`; only hours with requests).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthTruth {
+    pub site_host: String,
+    pub server: String,
+    /// The hour's start.
+    pub hour: DateTime<Utc>,
+    pub requests: u64,
+    /// Status 500–599.
+    pub status_5xx: u64,
+    /// Status or logged upstream status 502, 503 or 504.
+    pub upstream_failures: u64,
+}
+
+/// RFC 3339 UTC with a `Z` and whole seconds (the truth files' times are whole seconds).
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn parse_time(path: &Path, line: usize, s: &str) -> std::io::Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| std::io::Error::other(format!("{}:{line}: {s:?}: {e}", path.display())))
+}
+
+fn list(s: &str) -> Vec<String> {
+    s.split(';').filter(|x| !x.is_empty()).map(str::to_owned).collect()
+}
+
+/// Writes `truth/incidents.csv`.
+pub fn write_incidents(truth_dir: &Path, rows: &[IncidentTruth]) -> std::io::Result<()> {
+    let mut text = format!("{INCIDENTS_HEADER}\n");
+    for r in rows {
+        text.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{}\n",
+            r.scenario,
+            r.kind,
+            r.cause,
+            r.site_host,
+            r.server,
+            rfc3339(r.start),
+            rfc3339(r.end),
+            r.affected_customers.join(";"),
+            r.affected_sites.join(";")
+        ));
+    }
+    std::fs::write(truth_dir.join("incidents.csv"), text)
+}
+
+/// Reads `truth/incidents.csv`.
+pub fn read_incidents(truth_dir: &Path) -> std::io::Result<Vec<IncidentTruth>> {
+    let path = truth_dir.join("incidents.csv");
+    read_csv(&path, INCIDENTS_HEADER, 9)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            Ok(IncidentTruth {
+                scenario: f[0].clone(),
+                kind: f[1].clone(),
+                cause: f[2].clone(),
+                site_host: f[3].clone(),
+                server: f[4].clone(),
+                start: parse_time(&path, i + 2, &f[5])?,
+                end: parse_time(&path, i + 2, &f[6])?,
+                affected_customers: list(&f[7]),
+                affected_sites: list(&f[8]),
+            })
+        })
+        .collect()
+}
+
+/// Writes `truth/no_incident.csv`.
+pub fn write_no_incident(truth_dir: &Path, rows: &[NoIncidentTruth]) -> std::io::Result<()> {
+    let mut text = format!("{NO_INCIDENT_HEADER}\n");
+    for r in rows {
+        let (start, end) = (rfc3339(r.start), rfc3339(r.end));
+        text.push_str(&format!("{},{},{},{start},{end}\n", r.scenario, r.site_host, r.server));
+    }
+    std::fs::write(truth_dir.join("no_incident.csv"), text)
+}
+
+/// Reads `truth/no_incident.csv`.
+pub fn read_no_incident(truth_dir: &Path) -> std::io::Result<Vec<NoIncidentTruth>> {
+    let path = truth_dir.join("no_incident.csv");
+    read_csv(&path, NO_INCIDENT_HEADER, 5)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            Ok(NoIncidentTruth {
+                scenario: f[0].clone(),
+                site_host: f[1].clone(),
+                server: f[2].clone(),
+                start: parse_time(&path, i + 2, &f[3])?,
+                end: parse_time(&path, i + 2, &f[4])?,
+            })
+        })
+        .collect()
+}
+
+/// Writes `truth/health.csv`.
+pub fn write_health(truth_dir: &Path, rows: &[HealthTruth]) -> std::io::Result<()> {
+    let mut text = format!("{HEALTH_HEADER}\n");
+    for r in rows {
+        text.push_str(&format!(
+            "{},{},{},{},{},{}\n",
+            r.site_host,
+            r.server,
+            rfc3339(r.hour),
+            r.requests,
+            r.status_5xx,
+            r.upstream_failures
+        ));
+    }
+    std::fs::write(truth_dir.join("health.csv"), text)
+}
+
+/// Reads `truth/health.csv`.
+pub fn read_health(truth_dir: &Path) -> std::io::Result<Vec<HealthTruth>> {
+    let path = truth_dir.join("health.csv");
+    read_csv(&path, HEALTH_HEADER, 6)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let n = |k: usize| {
+                f[k].parse::<u64>()
+                    .map_err(|_| std::io::Error::other(format!("{}:{}: malformed row", path.display(), i + 2)))
+            };
+            Ok(HealthTruth {
+                site_host: f[0].clone(),
+                server: f[1].clone(),
+                hour: parse_time(&path, i + 2, &f[2])?,
+                requests: n(3)?,
+                status_5xx: n(4)?,
+                upstream_failures: n(5)?,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

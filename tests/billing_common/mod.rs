@@ -211,6 +211,8 @@ pub fn rows(reqs: &[Req], fingerprint: u64) -> Vec<AccessLogRow> {
             source_offset: i as u64 * 100,
             visitor_ip_key,
             visitor_ip_ua_key,
+            server: String::new(),
+            upstream_status: 0,
         })
         .collect()
 }

@@ -31,6 +31,8 @@ pub struct SourceRt {
     pub patterns: Vec<super::pattern::PathPattern>,
     pub parser: Arc<dyn LineParser>,
     pub host_from: HostFrom,
+    /// The web server every record of this source carries (one per message).
+    pub server: String,
     pub metrics: SourceMetrics,
 }
 
@@ -153,7 +155,7 @@ impl FileOut {
                     }
                     rec.source = SourceId { fingerprint: self.fp, offset };
                     src.metrics.parsed.increment(1);
-                    self.push(&rec, line, lim, out, now);
+                    self.push(&rec, &src.server, line, lim, out, now);
                 }
                 Err(reason) => self.reject(offset, line, reason, bytes, None, src, out),
             },
@@ -167,6 +169,7 @@ impl FileOut {
     fn push(
         &mut self,
         rec: &sitelog_schema::AccessRecord<'_>,
+        server: &str,
         line: u64,
         lim: &BatchLimits,
         out: &mut Outbox,
@@ -183,7 +186,14 @@ impl FileOut {
                     metrics::counter!(super::metrics::HOST_CAP_SEALS).increment(1);
                 }
                 let cap = INITIAL_BATCH_BYTES.min(lim.max_bytes);
-                let writer = BatchWriter::with_capacity(self.fp, &rec.host, rec.source.offset, rec.ts_micros, cap);
+                let writer = BatchWriter::with_server_capacity(
+                    self.fp,
+                    &rec.host,
+                    server,
+                    rec.source.offset,
+                    rec.ts_micros,
+                    cap,
+                );
                 out.buffered += writer.reserved_bytes();
                 self.pending.insert(rec.source.offset, line - 1);
                 self.by_host.insert(rec.host.clone().into_owned(), self.batches.len());

@@ -39,8 +39,11 @@ pub struct CollectorSection {
     pub metrics_addr: Option<String>,
     /// How long a clean shutdown waits for outstanding acknowledgements.
     pub shutdown_timeout_ms: u64,
-    /// This collector's identity in its heartbeats (`collector_heartbeats.server`, the billing
-    /// run's completeness report). Default: the machine's host name ([`default_server`]).
+    /// The web server whose logs these are: every record carries it (wire version 2), so
+    /// diagnosis can tell one failing server from many failing sites; it also names this
+    /// collector in its heartbeats (`collector_heartbeats.server`, the billing run's
+    /// completeness report). Default: this machine's host name ([`default_server`]); a
+    /// `[[source]]` may name another with `server`.
     pub server: String,
     /// How often each `[[source]]` publishes a heartbeat (how far its records are delivered)
     /// to `[kafka] heartbeat_topic`. 0 turns heartbeats off (the billing run then cannot see
@@ -60,15 +63,23 @@ impl Default for CollectorSection {
     }
 }
 
-/// The machine's host name (`/proc/sys/kernel/hostname`, else `$HOSTNAME`, else
-/// `localhost`): the default `[collector] server`.
+/// The machine's host name, the default of `[collector] server`: the kernel's
+/// (`/proc/sys/kernel/hostname`), else `gethostname(2)`, else `localhost`.
 pub fn default_server() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.trim().is_empty()))
-        .unwrap_or_else(|| "localhost".into())
+    let from_proc = std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_owned());
+    from_proc.filter(|s| !s.is_empty()).or_else(gethostname).unwrap_or_else(|| "localhost".to_owned())
+}
+
+fn gethostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; the name is NUL-terminated when it fits.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).trim().to_owned();
+    (!name.is_empty()).then_some(name)
 }
 
 /// `[kafka]`: same keys as the processor's `[kafka]` where they overlap.
@@ -222,9 +233,18 @@ pub struct SourceConfig {
     /// `field` or `path`; default: `path` when the patterns capture `{site}`, else `field`.
     #[serde(default)]
     pub host: Option<HostFrom>,
+    /// The web server these files are from, when not `[collector] server` (a log host that
+    /// collects for several web servers, or logs copied from one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
 }
 
 impl SourceConfig {
+    /// The server this source's records carry: its own `server`, else `[collector] server`.
+    pub fn server<'a>(&'a self, collector: &'a CollectorSection) -> &'a str {
+        self.server.as_deref().unwrap_or(&collector.server)
+    }
+
     pub fn host_from(&self) -> HostFrom {
         self.host.unwrap_or_else(|| {
             if self.paths.iter().any(|p| p.contains("{site}")) {
@@ -276,6 +296,7 @@ impl CollectorConfig {
         if self.sources.is_empty() {
             return bad("source", "at least one [[source]] is required");
         }
+        check_server("collector.server", &self.collector.server)?;
         let mut names = std::collections::HashSet::new();
         for (i, s) in self.sources.iter().enumerate() {
             let k = |f: &str| format!("source[{i}].{f}");
@@ -296,6 +317,9 @@ impl CollectorConfig {
             }
             if s.format.trim().is_empty() {
                 return Err((k("format"), "must name a log format".into()));
+            }
+            if let Some(server) = &s.server {
+                check_server(&k("server"), server)?;
             }
             super::parse::resolve(&s.format).map_err(|e| (k("format"), e))?;
         }
@@ -390,6 +414,17 @@ impl CollectorConfig {
     }
 }
 
+/// A server name is what ops read in alerts: printable, no surrounding blanks, short.
+fn check_server(key: &str, name: &str) -> Result<(), (String, String)> {
+    if name.trim().is_empty() {
+        return Err((key.to_owned(), "must name the web server (default: the host name)".into()));
+    }
+    if name.len() > 255 || name.trim() != name || name.chars().any(char::is_control) {
+        return Err((key.to_owned(), "must be at most 255 printable bytes without surrounding blanks".into()));
+    }
+    Ok(())
+}
+
 /// A byte count written as an integer or as `"64KiB"`, `"16MiB"`, `"1GiB"`, `"500kB"`, `"1MB"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
@@ -471,6 +506,28 @@ format = "combined"
         assert_eq!(c.limits, Limits::default());
         assert_eq!(c.tail, TailConfig::default());
         assert_eq!(c.kafka.security.security_protocol, "sasl_ssl");
+    }
+
+    #[test]
+    fn server_defaults_to_the_host_name_and_sources_override_it() {
+        let c = CollectorConfig::from_toml(MINIMAL, "c.toml").unwrap();
+        assert_eq!(c.collector.server, default_server());
+        assert!(!c.collector.server.is_empty());
+        let proc_name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_owned());
+        if let Some(name) = proc_name.filter(|n| !n.is_empty()) {
+            assert_eq!(c.collector.server, name);
+        }
+        assert_eq!(c.sources[0].server(&c.collector), c.collector.server);
+        let text = format!("[collector]\nserver = \"web-01\"\n{MINIMAL}server = \"web-02\"\n");
+        let c = CollectorConfig::from_toml(&text, "c.toml").unwrap();
+        assert_eq!((c.collector.server.as_str(), c.sources[0].server(&c.collector)), ("web-01", "web-02"));
+        let text = format!("{MINIMAL}server = \" \"\n");
+        let e = CollectorConfig::from_toml(&text, "c.toml").unwrap_err().to_string();
+        assert!(e.contains("source[0].server"), "{e}");
+        let e = CollectorConfig::from_toml(&format!("[collector]\nserver = \"\"\n{MINIMAL}"), "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("collector.server"), "{e}");
     }
 
     #[test]

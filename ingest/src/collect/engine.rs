@@ -230,6 +230,7 @@ impl<S: Sink> Collector<S> {
                 patterns: cfg.patterns(i),
                 parser,
                 host_from: s.host_from(),
+                server: s.server(&cfg.collector).to_owned(),
                 metrics: SourceMetrics::new(&s.name),
             })
             .collect();
@@ -1521,6 +1522,19 @@ impl<S: Sink> Collector<S> {
             && self.outbox.buffered == 0
             && self.backfill_queue.is_empty()
             && self.files.values().all(|f| f.idle() && (f.kind == Kind::Live || f.out.is_none() && !f.lost))
+    }
+
+    /// Test hook: why the collector is not settled.
+    #[doc(hidden)]
+    pub fn debug_state(&self) -> String {
+        format!(
+            "restart_at {:?} inflight {} buffered {} backfill {} files {:?}",
+            self.restart_at,
+            self.inflight_msgs,
+            self.outbox.buffered,
+            self.backfill_queue.len(),
+            self.files.values().map(|f| (f.idle(), f.kind == Kind::Live, f.out.is_none(), f.lost)).collect::<Vec<_>>()
+        )
     }
 
     /// Test hook: makes the next step rescan the globs and poll every file.

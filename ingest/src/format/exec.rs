@@ -18,7 +18,9 @@ use super::escape::{text, Decode};
 use super::ip::{client_behind_proxies, parse_ip, IpNet};
 use super::plan::{Extent, Field, Kind, Plan};
 use super::time::{parse_epoch, parse_iso8601, parse_strftime, parse_time_local, Stamp};
-use super::value::{parse_bytes, parse_duration, parse_status, parse_u64, parse_upstream, split_request};
+use super::value::{
+    parse_bytes, parse_duration, parse_status, parse_u64, parse_upstream, parse_upstream_status, split_request,
+};
 use super::{Extras, LineError};
 
 /// Position of the first occurrence of `lit` in `hay`, nom's `take_until` (the slow paths).
@@ -427,6 +429,9 @@ impl Plan {
                 let (time, count) = parse_upstream(v).map_err(|_| invalid("upstream times"))?;
                 rec.upstream_time_us = time;
                 rec.upstream_count = count;
+            }
+            Kind::UpstreamStatus => {
+                rec.upstream_status = parse_upstream_status(v).ok_or_else(|| invalid("upstream status"))?;
             }
             Kind::Cache => rec.cache_status = src.text(pos, end, escaped, &mut rec.flags),
             Kind::Host { .. } => rec.host = src.text(pos, end, escaped, &mut rec.flags),

@@ -90,6 +90,7 @@ pub(crate) fn kind(name: &str) -> Kind {
         "bytes_sent" => Kind::Bytes { rank: 1 },
         "request_time" => Kind::Duration { unit: DurUnit::Seconds, rank: 1 },
         "upstream_response_time" => Kind::Upstream,
+        "upstream_status" => Kind::UpstreamStatus,
         "upstream_cache_status" => Kind::Cache,
         "host" => Kind::Host { rank: 0 },
         "http_host" => Kind::Host { rank: 1 },

@@ -47,6 +47,8 @@ pub(crate) enum Kind {
     Duration { unit: DurUnit, rank: u8 },
     /// `$upstream_response_time`: a list like `0.004, 0.010` or `0.001 : 0.002`.
     Upstream,
+    /// `$upstream_status`: a list like `502, 200` or `502 : 200`; the last one is kept.
+    UpstreamStatus,
     /// `$upstream_cache_status`.
     Cache,
     /// `$host`, `%V` (0), `$http_host`, `%{Host}i` (1), `$server_name`, `%v` (2).
@@ -153,6 +155,7 @@ enum Slot {
     Bytes,
     Duration,
     Upstream,
+    UpstreamStatus,
     Cache,
     Host,
     Referer,
@@ -177,6 +180,7 @@ impl Kind {
             Kind::Bytes { rank } => (Slot::Bytes, rank),
             Kind::Duration { rank, .. } => (Slot::Duration, rank),
             Kind::Upstream => (Slot::Upstream, 0),
+            Kind::UpstreamStatus => (Slot::UpstreamStatus, 0),
             Kind::Cache => (Slot::Cache, 0),
             Kind::Host { rank } => (Slot::Host, rank),
             Kind::Referer => (Slot::Referer, 0),
@@ -196,7 +200,7 @@ impl Kind {
     }
 
     fn is_list(&self) -> bool {
-        matches!(self, Kind::Upstream | Kind::Xff | Kind::Other { list: true, .. })
+        matches!(self, Kind::Upstream | Kind::UpstreamStatus | Kind::Xff | Kind::Other { list: true, .. })
     }
 
     /// Characters the value nearly always holds, for [`Extent::Scan`].

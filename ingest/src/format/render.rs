@@ -32,6 +32,7 @@ impl LogFormat {
                     | Kind::Bytes { .. }
                     | Kind::Duration { .. }
                     | Kind::Upstream
+                    | Kind::UpstreamStatus
                     | Kind::TimeLocal { .. }
                     | Kind::TimeIso
                     | Kind::TimeEpoch { .. }
@@ -145,6 +146,11 @@ impl LogFormat {
                     for _ in 1..r.upstream_count {
                         out.extend_from_slice(b", 0.000");
                     }
+                }
+            }
+            Kind::UpstreamStatus => {
+                if r.upstream_status != 0 {
+                    let _ = write!(out, "{}", r.upstream_status);
                 }
             }
             Kind::Cache => out.extend_from_slice(r.cache_status.as_bytes()),

@@ -158,9 +158,31 @@ fn custom_nginx_with_unquoted_lists() {
     assert_eq!(r.cache_status, "MISS");
     assert_eq!(ex.get("$upstream_addr"), Some("10.1.0.1:9000, 10.1.0.2:9000"));
     assert_eq!(ex.get("$upstream_connect_time"), Some("0.000, 0.001"));
-    assert_eq!(ex.get("$upstream_status"), Some("502, 200"));
+    assert_eq!(r.upstream_status, 200, "the last upstream's status: the answer the client got");
+    assert_eq!(ex.get("$upstream_status"), None, "a record field, not an extra");
     assert_eq!(ex.get("$pipe"), Some("p"));
     assert_eq!(ex.get("$ssl_protocol"), Some("TLSv1.3"));
+}
+
+#[test]
+fn upstream_status_keeps_the_last_answer() {
+    let fmt = LogFormat::nginx("$status $upstream_status|$request_time", Escape::Default).unwrap();
+    for (v, want) in [
+        ("502", Some(502)),
+        ("502, 200", Some(200)),
+        ("502 : 200", Some(200)),
+        ("504, 502 : 503", Some(503)),
+        ("200, -", Some(0)),
+        ("-", Some(0)),
+        ("-, 502", Some(502)),
+        ("abc", None),
+        ("502, x", None),
+        ("1000", None),
+    ] {
+        let line = format!("200 {v}|0.001");
+        let got = fmt.parse_line(line.as_bytes()).map(|r| r.upstream_status).ok();
+        assert_eq!(got, want, "{v:?}");
+    }
 }
 
 #[test]

@@ -99,6 +99,23 @@ pub(crate) fn parse_upstream(b: &[u8]) -> Result<(Option<u64>, u8), ()> {
     Ok((sum, count.min(u8::MAX as u32) as u8))
 }
 
+/// `$upstream_status`: `200`, `502, 200` (servers tried), `502 : 200` (internal redirects),
+/// `-` entries for attempts without a status. The last entry is the answer the client got
+/// through; `-` there (or an absent field) is 0. `None` when an entry is garbage.
+pub(crate) fn parse_upstream_status(b: &[u8]) -> Option<u16> {
+    let last = b.rsplit(|&c| c == b',' || c == b':').next().unwrap_or(b).trim_ascii();
+    for entry in b.split(|&c| c == b',' || c == b':') {
+        let entry = entry.trim_ascii();
+        if entry != b"-" && !entry.is_empty() && parse_status(entry).is_none() {
+            return None;
+        }
+    }
+    if last == b"-" || last.is_empty() {
+        return Some(0);
+    }
+    parse_status(last)
+}
+
 /// A request line split into parts, as byte ranges of the line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RequestParts {

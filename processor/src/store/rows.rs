@@ -38,6 +38,10 @@ pub struct AccessLogRow {
     /// counts these, never an address or a keyless hash of one.
     pub visitor_ip_key: u64,
     pub visitor_ip_ua_key: u64,
+    /// The web server that logged the record (wire v2); empty from v1 collectors.
+    pub server: String,
+    /// `$upstream_status` of the last upstream; 0 = absent.
+    pub upstream_status: u16,
 }
 
 impl Default for AccessLogRow {
@@ -71,6 +75,8 @@ impl Default for AccessLogRow {
             source_offset: 0,
             visitor_ip_key: 0,
             visitor_ip_ua_key: 0,
+            server: String::new(),
+            upstream_status: 0,
         }
     }
 }
