@@ -41,10 +41,19 @@ impl Drop for Engine {
     }
 }
 
-/// The access statements of migration 0005 for `db`.
+/// The billing role's statements of every migration for `db`: migration 0005 (the role and
+/// its grants) and the grants later tables add (0010, `collector_heartbeats`).
 fn access_statements(db: &str) -> Vec<String> {
     let m = MIGRATIONS.iter().find(|m| m.name == "billing_access").expect("migration billing_access");
-    m.statements(db, &Retention::default())
+    let mut out = m.statements(db, &Retention::default());
+    for m in MIGRATIONS.iter().filter(|m| m.name != "billing_access") {
+        out.extend(
+            m.statements(db, &Retention::default())
+                .into_iter()
+                .filter(|s| normalize(s).starts_with("GRANT ") && normalize(s).ends_with(&format!(" TO {ROLE}"))),
+        );
+    }
+    out
 }
 
 fn normalize(s: &str) -> String {
@@ -219,6 +228,10 @@ fn billing_role_reads_usage_and_billing_fields_only() {
         select(set(&["fingerprint", "site_host", "max_offset", "max_ts", "records"])),
     );
     want.insert("access_log".into(), select(set(&["ts", "customer_id", "site_id", "bytes_sent", "is_bot"])));
+    want.insert(
+        "collector_heartbeats".into(),
+        select(set(&["server", "source", "sent_at", "delivered_through", "position", "idle"])),
+    );
     for t in sql::WRITES {
         want.insert(t.to_string(), BTreeMap::from([("SELECT".to_string(), None), ("INSERT".to_string(), None)]));
     }

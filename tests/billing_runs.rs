@@ -1,4 +1,4 @@
-//! Late data and closed runs: watermarks decide whether a month is complete (`--strict` and
+//! Late data and closed runs: collector heartbeats decide whether a month is complete (`--strict` and
 //! `--final` refuse with exit 2 naming the lagging sources); a final run freezes the month
 //! (content hash, register version); re-running prints the frozen figures, `--verify` shows
 //! what changed since; records that arrive after closing are billed by the next run as
@@ -43,8 +43,11 @@ fn watermarks_strict_final_closed_runs_and_adjustments() {
     insert(&db, &sept, 1);
     // Hand-made records in last year's September–November (`y`): every month of it is over.
     // September ends 2026-09-30T21:00Z; with 2 h grace every source must reach 23:00Z.
+    // a.fi is collected by web-a, b.fi by web-b; completeness follows their heartbeats.
     progress(&db, 1, "a.fi", &y("2026-10-15T00:00:00Z"), 3);
     progress(&db, 2, "b.fi", &y("2026-09-30T22:30:00Z"), 1);
+    heartbeat(&db, "web-a", &y("2026-10-15T00:00:00Z"), false);
+    heartbeat(&db, "web-b", &y("2026-09-30T22:30:00Z"), false);
 
     let out = billing(&db, &["--month", &y("2026-09"), "--format", "json"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -53,26 +56,27 @@ fn watermarks_strict_final_closed_runs_and_adjustments() {
     let lagging = j["completeness"]["lagging"].as_array().unwrap();
     assert_eq!(lagging.len(), 1);
     assert_eq!(
-        (lagging[0]["site_host"].as_str(), lagging[0]["fingerprint"].as_str()),
-        (Some("b.fi"), Some("0000000000000002"))
+        (lagging[0]["server"].as_str(), lagging[0]["source"].as_str(), lagging[0]["idle"].as_bool()),
+        (Some("web-b"), Some("sites"), Some(false))
     );
-    assert_eq!(lagging[0]["watermark"].as_str(), Some(y("2026-09-30T22:30:00Z").as_str()));
+    assert_eq!(lagging[0]["delivered_through"].as_str(), Some(y("2026-09-30T22:30:00Z").as_str()));
 
     for flag in ["--strict", "--final"] {
         let out = billing(&db, &["--month", &y("2026-09"), flag]);
         assert_eq!(out.status.code(), Some(2), "{flag}: {}", stderr(&out));
         let err = stderr(&out);
         assert!(
-            err.contains(&y("lagging source: b.fi (file 0000000000000002) watermark 2026-09-30T22:30:00Z")),
+            err.contains(&y("lagging source: web-b/sites delivered through 2026-09-30T22:30:00Z")),
             "{flag}: {err}"
         );
-        assert!(!err.contains("a.fi"), "{flag}: only lagging sources are named: {err}");
+        assert!(!err.contains("web-a"), "{flag}: only lagging sources are named: {err}");
         assert!(out.stdout.is_empty(), "{flag}: no report when refused");
     }
     assert_eq!(support::block_on(db.client.query("SELECT count() FROM billing_runs").fetch_one::<u64>()).unwrap(), 0);
 
     // b.fi catches up: September is complete and can be closed.
     progress(&db, 2, "b.fi", &y("2026-10-20T00:00:00Z"), 1);
+    heartbeat(&db, "web-b", &y("2026-10-20T00:00:00Z"), false);
     let out =
         billing(&db, &["--month", &y("2026-09"), "--strict", "--final", "--closed-by", "laskutus", "--format", "json"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -135,14 +139,17 @@ fn watermarks_strict_final_closed_runs_and_adjustments() {
     // Closing October records the adjustment with it (October is complete once both
     // sources passed 1 November 00:00 UTC).
     let out = billing(&db, &["--month", &y("2026-10"), "--final"]);
-    assert_eq!(out.status.code(), Some(2), "a.fi delivered only up to 15 October: {}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "web-a delivered only up to 15 October: {}", stderr(&out));
     assert!(
-        stderr(&out).contains(&y("lagging source: a.fi (file 0000000000000001) watermark 2026-10-15T00:00:00Z")),
+        stderr(&out).contains(&y("lagging source: web-a/sites delivered through 2026-10-15T00:00:00Z")),
         "{}",
         stderr(&out)
     );
     progress(&db, 1, "a.fi", &y("2026-11-20T00:00:00Z"), 3);
     progress(&db, 2, "b.fi", &y("2026-11-20T00:00:00Z"), 1);
+    heartbeat(&db, "web-a", &y("2026-11-20T00:00:00Z"), false);
+    // web-b has only parked sites left: nothing newer than 20 October, but idle now.
+    heartbeat(&db, "web-b", &y("2026-10-20T00:00:00Z"), true);
     let out = billing(&db, &["--month", &y("2026-10"), "--final", "--format", "json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let oct = json(&out);

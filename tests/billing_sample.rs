@@ -32,6 +32,9 @@ use sitelog_schema::{AccessRecord, SourceId};
 
 const PER_MESSAGE: usize = 400;
 
+/// Kafka messages: (key, payload).
+type Messages = Vec<(String, Vec<u8>)>;
+
 /// Reads a file, gunzipping `.gz`.
 fn read_log(path: &Path) -> Vec<u8> {
     let raw = std::fs::read(path).unwrap();
@@ -59,15 +62,18 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Every log file of the sample as wire batches keyed by host, parsed with the formats the
-/// sample's collector.toml names. Returns the messages and the malformed line count.
-fn wire_batches(sample: &Path) -> (Vec<(String, Vec<u8>)>, u64) {
+/// sample's collector.toml names. Returns the messages, the malformed line count and the
+/// newest request time per web server (`logs/<server>/…`), counted from the lines.
+fn wire_batches(sample: &Path) -> (Messages, u64, BTreeMap<String, i64>) {
     let web1 = LogFormat::resolve(sample::WEB1_LOG_FORMAT).unwrap();
     let combined = LogFormat::resolve("combined").unwrap();
     let vhost = LogFormat::resolve("vhost_combined").unwrap();
     let mut messages = Vec::new();
     let mut malformed = 0;
+    let mut newest: BTreeMap<String, i64> = BTreeMap::new();
     for path in files(&sample.join("logs")) {
         let rel = path.strip_prefix(sample).unwrap().to_string_lossy().into_owned();
+        let server = rel.split('/').nth(1).unwrap().to_owned();
         let fingerprint =
             rel.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
         let (fmt, path_host) = if rel.starts_with("logs/web1/") || rel.starts_with("logs/web4/") {
@@ -89,6 +95,8 @@ fn wire_batches(sample: &Path) -> (Vec<(String, Vec<u8>)>, u64) {
                         rec.host = h.clone().into();
                     }
                     rec.source = SourceId { fingerprint, offset };
+                    let n = newest.entry(server.clone()).or_insert(i64::MIN);
+                    *n = (*n).max(rec.ts_micros);
                     streams.entry(rec.host.to_string()).or_default().push(rec);
                 }
                 Err(_) => malformed += 1,
@@ -103,14 +111,37 @@ fn wire_batches(sample: &Path) -> (Vec<(String, Vec<u8>)>, u64) {
             }
         }
     }
-    (messages, malformed)
+    (messages, malformed, newest)
+}
+
+/// What each sample server's collector would say once it had read everything: source
+/// "access" delivered through its newest request, idle a minute after the newest request of
+/// the whole sample.
+fn heartbeats(newest: &BTreeMap<String, i64>) -> Vec<(String, Vec<u8>)> {
+    let sent_at = newest.values().max().unwrap() + 60_000_000;
+    newest
+        .iter()
+        .map(|(server, &through)| {
+            let h = sitelog_schema::heartbeat::Heartbeat {
+                version: 1,
+                server: server.clone(),
+                source: "access".into(),
+                sent_at_us: sent_at,
+                delivered_through_us: through,
+                position: 0,
+                idle: true,
+                files: 1,
+            };
+            (h.key(), serde_json::to_vec(&h).unwrap())
+        })
+        .collect()
 }
 
 fn process_config(db: &Db, bootstrap: &str, topic: &str, group: &str) -> PathBuf {
     let base = std::fs::read_to_string(&db.config).unwrap();
     let text = base.replacen(
         "[kafka]\n",
-        &format!("[kafka]\ntopic = \"{topic}\"\ngroup_id = \"{group}\"\n"),
+        &format!("[kafka]\ntopic = \"{topic}\"\nheartbeat_topic = \"{topic}.heartbeats\"\ngroup_id = \"{group}\"\n"),
         1,
     ) + "\n[sink]\nbatch_max_records = 5000\nlinger_ms = 300\nmax_poll_interval_ms = 10000\n\n[attribution]\nregister_poll_secs = 1\n";
     assert!(text.contains(bootstrap));
@@ -315,11 +346,16 @@ fn billing_equals_ground_truth_through_faults_and_verify_finds_a_deleted_rollup(
     db.now = Some(report_now.clone());
     support::block_on(sitelog_processor::register::import(&db.client, &export, "test", "register.json", "-")).unwrap();
 
-    let (messages, malformed) = wire_batches(&dir);
+    let (messages, malformed, newest) = wire_batches(&dir);
     assert_eq!(malformed, summary.malformed, "every line is a record or one of the generator's malformed lines");
     let topic = support::unique_name("billsample");
     stack.create_topic(&topic, 4).unwrap();
     support::block_on(support::produce(&stack.kafka_bootstrap, &topic, &messages));
+    // Each server's collector reports that it delivered everything (completeness per
+    // collector source: the sample's quiet hosts block nothing).
+    let hb_topic = format!("{topic}.heartbeats");
+    stack.create_topic(&hb_topic, 1).unwrap();
+    support::block_on(support::produce(&stack.kafka_bootstrap, &hb_topic, &heartbeats(&newest)));
 
     // Store everything, with a SIGKILL of the processor mid-stream.
     let config = process_config(&db, &stack.kafka_bootstrap, &topic, "billing-g1");
@@ -334,6 +370,11 @@ fn billing_equals_ground_truth_through_faults_and_verify_finds_a_deleted_rollup(
     std::thread::sleep(std::time::Duration::from_secs(3));
     stack.start_clickhouse().unwrap();
     wait_for_usage(&db, summary.records);
+    let t = Instant::now();
+    while count(&db, "SELECT count() FROM collector_heartbeats") < newest.len() as u64 {
+        assert!(t.elapsed() < Duration::from_secs(60), "heartbeats not stored within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // SAFETY: kill(2) on our own child's pid; SIGTERM drains and exits 0.
     unsafe { libc::kill(p.id() as i32, libc::SIGTERM) };
     assert!(p.wait().unwrap().success());
@@ -373,18 +414,18 @@ fn billing_equals_ground_truth_through_faults_and_verify_finds_a_deleted_rollup(
     let want: u64 = truth.iter().filter(|(k, _)| k.0 == first).map(|(_, v)| v[0]).sum();
     assert_eq!(total, want);
 
-    // The second month is not over: provisional, and --strict refuses naming every lagging source.
+    // The second month is not over: provisional, and --strict refuses naming every collector
+    // source (none has delivered past its end) and no site host.
     let csv = csv_rows(&reports[&second]);
     assert!(csv.iter().all(|r| r["status"] == "provisional"));
     let out = billing(&db, &["--month", &second, "--strict"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains(&format!("refused: {second} is not complete")), "{err}");
-    assert!(
-        err.contains(&format!("lagging source: {unknown}"))
-            && err.contains(&format!("lagging source: {}", summary.moved_domain)),
-        "{err}"
-    );
+    for server in newest.keys() {
+        assert!(err.contains(&format!("lagging source: {server}/access delivered through")), "{server}: {err}");
+    }
+    assert!(!err.contains(unknown) && !err.contains(&summary.moved_domain), "quiet hosts are not sources: {err}");
 
     // --verify: raw records (days still in retention), source progress. Both months pass.
     for month in [&first, &second] {

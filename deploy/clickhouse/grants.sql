@@ -65,7 +65,7 @@ CREATE ROLE IF NOT EXISTS sitelog_billing;
 GRANT
     SELECT(ts, customer_id, site_id, bytes_sent, is_bot) ON sitelog.access_log,
     SELECT ON sitelog.usage_daily,
-    SELECT ON sitelog.collector_heartbeats,
+    SELECT(server, source, sent_at, delivered_through, position, idle) ON sitelog.collector_heartbeats,
     SELECT(version, imported_at) ON sitelog.register_imports,
     SELECT(version, customer_id, company_name, business_id, billing_street, billing_postal_code, billing_city, billing_country, billing_email) ON sitelog.customers,
     SELECT(version, site_id, customer_id, primary_domain, plan, valid_from, valid_to) ON sitelog.sites,
@@ -88,10 +88,10 @@ TO sitelog_auditor WITH REPLACE OPTION;
 -- sitelog_alerts: sitelog alerts run: reads health, writes incidents and notifications
 CREATE ROLE IF NOT EXISTS sitelog_alerts;
 GRANT
-    SELECT ON sitelog.site_health_minute,
     SELECT ON sitelog.health_minute,
     SELECT, INSERT ON sitelog.incidents,
-    SELECT, INSERT ON sitelog.incident_notifications
+    SELECT, INSERT ON sitelog.incident_notifications,
+    SELECT, INSERT ON sitelog.alerts_progress
 TO sitelog_alerts WITH REPLACE OPTION;
 
 -- Users: each holds exactly one role. Created with HOST NONE (nobody can log in) until `sitelog schema grants --apply --password-sha256-dir DIR` sets the SHA-256 of its password

@@ -99,6 +99,9 @@ pub struct KafkaConfig {
     pub deadletter_topic: String,
     /// At most this many bytes of a quarantined message are kept in its dead-letter entry.
     pub deadletter_max_bytes: usize,
+    /// Collector heartbeats (JSON, `sitelog_schema::heartbeat`), stored in
+    /// `collector_heartbeats` by the consumer group `<group_id>.heartbeats`.
+    pub heartbeat_topic: String,
     pub group_id: String,
     /// Static group membership (`group.instance.id`), unique per replica and stable across
     /// its restarts (e.g. the host name): with Apache Kafka a restarted replica gets its
@@ -121,6 +124,7 @@ impl Default for KafkaConfig {
             rejects_topic: sitelog_schema::wire::REJECTS_TOPIC.into(),
             deadletter_topic: sitelog_schema::wire::DEADLETTER_TOPIC.into(),
             deadletter_max_bytes: 256 * 1024,
+            heartbeat_topic: sitelog_schema::wire::HEARTBEAT_TOPIC.into(),
             group_id: "sitelog-processor".into(),
             group_instance_id: None,
             security: KafkaSecurity::default(),
@@ -205,6 +209,9 @@ impl ProcessorConfig {
         }
         if self.kafka.deadletter_topic.is_empty() || self.kafka.deadletter_topic == self.kafka.topic {
             return Err(("kafka.deadletter_topic", "must be set and differ from kafka.topic".into()));
+        }
+        if self.kafka.heartbeat_topic.is_empty() || self.kafka.heartbeat_topic == self.kafka.topic {
+            return Err(("kafka.heartbeat_topic", "must be set and differ from kafka.topic".into()));
         }
         if self.sink.batch_max_records == 0 || self.sink.batch_max_records > 1_000_000 {
             return Err((

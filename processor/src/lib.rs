@@ -12,6 +12,7 @@ pub mod config;
 pub mod consume;
 pub mod derive;
 pub mod diagnosis;
+pub mod heartbeat;
 pub mod quarantine;
 pub mod register;
 pub mod security;

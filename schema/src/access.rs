@@ -141,11 +141,8 @@ const fn g(role: Role, privilege: Privilege, why: Why) -> Grant {
 
 use Privilege::{AlterDelete, Insert, Select, SelectColumns};
 use Role::{Alerts, Auditor, Billing, Migrator, Ops, Processor, Register};
-use Why::{Command, Direct, MaterializedView, Pending};
+use Why::{Command, Direct, MaterializedView};
 
-const HEALTH_BRANCH: &str = "health_minute (error diagnosis) and its MV";
-const HEARTBEAT_BRANCH: &str = "collector_heartbeats";
-const ALERTS_BRANCH: &str = "sitelog alerts run (incidents)";
 const DASHBOARDS: &str = "dashboards and clickhouse-client";
 
 /// The register's tables: the import writes them (new version, then deletes superseded ones).
@@ -179,46 +176,38 @@ pub const TABLES: &[TableAccess] = &[
             g(Processor, Insert, MaterializedView),
             g(Migrator, Insert, MaterializedView),
             g(Ops, Select, Direct(DASHBOARDS)),
-            g(Alerts, Select, Pending(ALERTS_BRANCH)),
         ],
     },
     TableAccess {
         table: "health_minute",
         grants: &[
-            g(Processor, Insert, Pending(HEALTH_BRANCH)),
-            g(Migrator, Insert, Pending(HEALTH_BRANCH)),
-            g(Ops, Select, Pending(HEALTH_BRANCH)),
-            g(Alerts, Select, Pending(ALERTS_BRANCH)),
+            g(Processor, Insert, MaterializedView),
+            g(Migrator, Insert, MaterializedView),
+            g(Ops, Select, Command),
+            g(Alerts, Select, Command),
         ],
     },
     TableAccess {
         table: "collector_heartbeats",
         grants: &[
-            g(Processor, Insert, Pending(HEARTBEAT_BRANCH)),
-            g(Ops, Select, Pending(HEARTBEAT_BRANCH)),
-            g(Billing, Select, Pending(HEARTBEAT_BRANCH)),
+            g(Processor, Insert, Command),
+            g(Ops, Select, Direct(DASHBOARDS)),
+            g(
+                Billing,
+                SelectColumns(&["server", "source", "sent_at", "delivered_through", "position", "idle"]),
+                Command,
+            ),
         ],
     },
     TableAccess {
         table: "incidents",
-        grants: &[
-            g(Alerts, Select, Pending(ALERTS_BRANCH)),
-            g(Alerts, Insert, Pending(ALERTS_BRANCH)),
-            g(Ops, Select, Pending(ALERTS_BRANCH)),
-        ],
+        grants: &[g(Alerts, Select, Command), g(Alerts, Insert, Command), g(Ops, Select, Command)],
     },
     TableAccess {
         table: "incident_notifications",
-        grants: &[
-            g(Alerts, Select, Pending(ALERTS_BRANCH)),
-            g(Alerts, Insert, Pending(ALERTS_BRANCH)),
-            g(Ops, Select, Pending(ALERTS_BRANCH)),
-        ],
+        grants: &[g(Alerts, Select, Command), g(Alerts, Insert, Command), g(Ops, Select, Direct(DASHBOARDS))],
     },
-    TableAccess {
-        table: "alerts_progress",
-        grants: &[g(Alerts, Select, Pending(ALERTS_BRANCH)), g(Alerts, Insert, Pending(ALERTS_BRANCH))],
-    },
+    TableAccess { table: "alerts_progress", grants: &[g(Alerts, Select, Command), g(Alerts, Insert, Command)] },
     TableAccess {
         table: "register_imports",
         grants: &[
@@ -226,7 +215,7 @@ pub const TABLES: &[TableAccess] = &[
             g(Register, Insert, Command),
             g(Processor, SelectColumns(&["version"]), Command),
             g(Billing, SelectColumns(&["version", "imported_at"]), Command),
-            g(Ops, SelectColumns(&["version"]), Pending(ALERTS_BRANCH)),
+            g(Ops, SelectColumns(&["version"]), Command),
             g(Auditor, Select, Direct(DASHBOARDS)),
         ],
     },
@@ -250,13 +239,10 @@ pub const TABLES: &[TableAccess] = &[
                 ]),
                 Command,
             ),
-            g(Ops, SelectColumns(&["version", "customer_id", "company_name"]), Pending(ALERTS_BRANCH)),
+            g(Ops, SelectColumns(&["version", "customer_id", "company_name"]), Command),
         ],
     },
-    TableAccess {
-        table: "contacts",
-        grants: &[REGISTER_WRITE[0], REGISTER_WRITE[1], g(Ops, Select, Pending(ALERTS_BRANCH))],
-    },
+    TableAccess { table: "contacts", grants: &[REGISTER_WRITE[0], REGISTER_WRITE[1], g(Ops, Select, Command)] },
     TableAccess {
         table: "sites",
         grants: &[
@@ -289,7 +275,7 @@ pub const TABLES: &[TableAccess] = &[
                 ]),
                 Command,
             ),
-            g(Ops, Select, Pending(ALERTS_BRANCH)),
+            g(Ops, Select, Direct(DASHBOARDS)),
         ],
     },
     TableAccess {

@@ -3,6 +3,7 @@
 //! Owns the plain data every stage shares:
 //! - [`record::AccessRecord`]: one parsed access-log line (borrowed or owned strings),
 //! - [`wire`]: the versioned, compact Kafka message format carrying many records per message,
+//! - [`heartbeat::Heartbeat`]: a collector source's delivery progress (billing completeness),
 //! - [`reject::Reject`]: an unparseable line with its place (source, line, byte offset),
 //! - [`register`]: the customer register export (customers, contacts, sites, plans),
 //! - [`migrations`]: the ClickHouse DDL as ordered, checksummed migration files,
@@ -16,6 +17,7 @@
 
 pub mod access;
 pub mod cluster;
+pub mod heartbeat;
 pub mod kafka;
 pub mod migrations;
 pub mod record;

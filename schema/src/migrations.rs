@@ -30,6 +30,11 @@ pub const MIGRATIONS: &[Migration] = &[
         template: include_str!("../migrations/0008_retention_changes.sql"),
     },
     Migration { version: 9, name: "health", template: include_str!("../migrations/0009_health.sql") },
+    Migration {
+        version: 10,
+        name: "collector_heartbeats",
+        template: include_str!("../migrations/0010_collector_heartbeats.sql"),
+    },
     Migration { version: 11, name: "incidents", template: include_str!("../migrations/0011_incidents.sql") },
 ];
 
@@ -48,11 +53,20 @@ pub struct Retention {
     pub security_days: u32,
     /// Billing usage (Finnish bookkeeping period).
     pub usage_years: u32,
+    /// Collector heartbeats (`collector_heartbeats`: billing completeness per collector source).
+    pub heartbeat_days: u32,
 }
 
 impl Default for Retention {
     fn default() -> Self {
-        Retention { raw_days: 30, client_ip_days: 7, site_health_days: 90, security_days: 365, usage_years: 10 }
+        Retention {
+            raw_days: 30,
+            client_ip_days: 7,
+            site_health_days: 90,
+            security_days: 365,
+            usage_years: 10,
+            heartbeat_days: 90,
+        }
     }
 }
 
@@ -72,6 +86,7 @@ impl Retention {
             ("site_health_days", self.site_health_days),
             ("security_days", self.security_days),
             ("usage_years", self.usage_years),
+            ("heartbeat_days", self.heartbeat_days),
         ] {
             if v == 0 {
                 return Err(RetentionError::Zero { key });
@@ -99,7 +114,8 @@ impl Migration {
             .replace("{{client_ip_days}}", &r.client_ip_days.to_string())
             .replace("{{site_health_days}}", &r.site_health_days.to_string())
             .replace("{{security_days}}", &r.security_days.to_string())
-            .replace("{{usage_years}}", &r.usage_years.to_string());
+            .replace("{{usage_years}}", &r.usage_years.to_string())
+            .replace("{{heartbeat_days}}", &r.heartbeat_days.to_string());
         split_statements(&sql)
     }
 }
@@ -137,8 +153,8 @@ mod tests {
 
     #[test]
     fn versions_are_dense_and_ordered() {
-        for (i, m) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(m.version as usize, i + 1, "migration {} out of order", m.name);
+        for (want, m) in (1..).zip(MIGRATIONS) {
+            assert_eq!(m.version, want, "migration {} out of order", m.name);
         }
     }
 

@@ -52,6 +52,7 @@ pub fn targets(r: &Retention) -> Vec<TtlTarget> {
         t("security_events", None, "security_days", days("first_seen", r.security_days)),
         t("security_signals", None, "security_days", days("ts", r.security_days)),
         t("access_audit", None, "security_days", days("ts", r.security_days)),
+        t("collector_heartbeats", None, "heartbeat_days", days("sent_at", r.heartbeat_days)),
     ]
 }
 

@@ -41,6 +41,9 @@ pub const REJECTS_TOPIC: &str = "sitelog.rejects";
 /// Default topic for quarantined messages: what the processor could not decode, with where it
 /// came from and why (see `sitelog_processor::quarantine`).
 pub const DEADLETTER_TOPIC: &str = "sitelog.deadletter";
+/// Default topic for collector heartbeats (JSON [`crate::heartbeat::Heartbeat`], key =
+/// `server/source`): how far each collector source has delivered.
+pub const HEARTBEAT_TOPIC: &str = "sitelog.heartbeats";
 
 pub const MAGIC: &[u8; 3] = b"SLW";
 /// The version writers write.
@@ -114,17 +117,38 @@ impl BatchWriter {
     /// Starts a batch of records logged by web server `server` (the collector's
     /// `[collector] server` or the source's `server`).
     pub fn with_server(fingerprint: u64, host: &str, server: &str, first_offset: u64, first_ts_micros: i64) -> Self {
-        Self::start(VERSION, fingerprint, host, server, first_offset, first_ts_micros)
+        Self::start(VERSION, fingerprint, host, server, first_offset, first_ts_micros, 64 * 1024)
     }
 
     /// Starts a version-1 batch, as collectors before version 2 wrote them (no server, no
     /// upstream status): for rollout tests and tools feeding consumers that only read v1.
     pub fn v1(fingerprint: u64, host: &str, first_offset: u64, first_ts_micros: i64) -> Self {
-        Self::start(1, fingerprint, host, "", first_offset, first_ts_micros)
+        Self::start(1, fingerprint, host, "", first_offset, first_ts_micros, 64 * 1024)
     }
 
-    fn start(version: u8, fingerprint: u64, host: &str, server: &str, first_offset: u64, first_ts: i64) -> Self {
-        let mut buf = Vec::with_capacity(64 * 1024);
+    /// Like [`with_server`](Self::with_server), reserving `capacity` bytes at first (the
+    /// buffer grows as records come).
+    pub fn with_server_capacity(
+        fingerprint: u64,
+        host: &str,
+        server: &str,
+        first_offset: u64,
+        first_ts_micros: i64,
+        capacity: usize,
+    ) -> Self {
+        Self::start(VERSION, fingerprint, host, server, first_offset, first_ts_micros, capacity)
+    }
+
+    fn start(
+        version: u8,
+        fingerprint: u64,
+        host: &str,
+        server: &str,
+        first_offset: u64,
+        first_ts: i64,
+        capacity: usize,
+    ) -> Self {
+        let mut buf = Vec::with_capacity(capacity);
         buf.extend_from_slice(MAGIC);
         buf.push(version);
         buf.extend_from_slice(&fingerprint.to_le_bytes());
@@ -176,6 +200,11 @@ impl BatchWriter {
 
     pub fn len_bytes(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Bytes allocated for the message so far (at least [`len_bytes`](Self::len_bytes)).
+    pub fn reserved_bytes(&self) -> usize {
+        self.buf.capacity()
     }
 
     pub fn count(&self) -> u32 {

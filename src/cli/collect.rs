@@ -92,6 +92,9 @@ pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
     let brokers = cfg.kafka.brokers.clone();
     let backfill = matches!(mode, Mode::Backfill { .. });
     let mut collector = Collector::new(cfg, mode, sink, (tx, rx))?;
+    // Heartbeats carry the time they were sent: from `SITELOG_NOW` when set (tests, replays),
+    // running on from there.
+    collector.set_clock(sitelog::clock::now()?.timestamp_micros());
     forward_signals(&rt, collector.events());
     tracing::info!(config = %args.config.display(), brokers, "collector started");
 

@@ -65,7 +65,26 @@ pub fn run(a: ProcessArgs) -> anyhow::Result<ExitCode> {
         exit_when_idle: a.exit_when_idle.map(Duration::from_secs),
         max_wait_unassigned: Duration::from_secs(a.max_wait_unassigned),
     };
-    let stats = p.run(&stop, opts).context("processing")?;
+    // Heartbeats have their own consumer (group `<group_id>.heartbeats`) beside the records.
+    let drain = Arc::new(AtomicBool::new(false));
+    let heartbeats = {
+        let (cfg, rt, stop, drain) = (cfg.clone(), rt.handle().clone(), stop.clone(), drain.clone());
+        std::thread::Builder::new()
+            .name("heartbeats".into())
+            .spawn(move || sitelog_processor::heartbeat::run(&cfg, &rt, &stop, &drain, Duration::from_secs(60)))?
+    };
+    let result = p.run(&stop, opts);
+    // Exit when idle: the heartbeats sent up to now are stored first; a signal stops both.
+    drain.store(true, Ordering::Relaxed);
+    if result.is_err() {
+        stop.store(true, Ordering::Relaxed);
+    }
+    match heartbeats.join() {
+        Ok(Ok(h)) => tracing::info!(stored = h.stored, quarantined = h.quarantined, "heartbeats"),
+        Ok(Err(e)) => tracing::error!(error = %e, "the heartbeat consumer stopped"),
+        Err(_) => tracing::error!("the heartbeat consumer panicked"),
+    }
+    let stats = result.context("processing")?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "processed {} records in {} messages ({:.0} records/s): {} stored, {} duplicates dropped, {} unattributed, {} quarantined messages (sitelog deadletter list){}",

@@ -31,7 +31,7 @@ enum Action {
     /// split, for a Europe/Helsinki calendar month. Connects as `[billing] user`.
     ///
     /// Exit codes: 0 report written; 2 refused (--strict or --final on an incomplete month:
-    /// the lagging sources are listed on stderr); 3 --verify found differences (each printed
+    /// the lagging collector sources are listed on stderr); 3 --verify found differences (each printed
     /// as a MISMATCH line on stderr); 1 any other error.
     Billing(BillingArgs),
 }
@@ -51,8 +51,8 @@ struct BillingArgs {
     /// Write the report here (atomically) instead of stdout.
     #[arg(long)]
     output: Option<PathBuf>,
-    /// Refuse (exit 2) unless the month is complete: every active source's watermark past the
-    /// month's end plus `[billing] grace_hours`.
+    /// Refuse (exit 2) unless the month is complete: every active collector source (its latest
+    /// heartbeat) delivered past the month's end plus `[billing] grace_hours`, or idle after it.
     #[arg(long)]
     strict: bool,
     /// Reconcile the rollup with raw records (days still in raw retention), with the
@@ -129,10 +129,7 @@ fn billing(a: BillingArgs) -> anyhow::Result<ExitCode> {
     if let Some(why) = &result.refused {
         eprintln!("refused: {month} is not complete: {why}");
         for l in &report.completeness.lagging {
-            eprintln!(
-                "lagging source: {} (file {}) watermark {}, {:.1} h behind {}",
-                l.site_host, l.fingerprint, l.watermark, l.behind_hours, report.completeness.needed
-            );
+            eprintln!("lagging source: {} {}", l.describe(), report.completeness.needed);
         }
         return Ok(ExitCode::from(2));
     }
@@ -153,7 +150,7 @@ fn billing(a: BillingArgs) -> anyhow::Result<ExitCode> {
             report.completeness.reasons.iter().chain(&report.problems).cloned().collect::<Vec<_>>().join("; ")
         );
         for l in &report.completeness.lagging {
-            eprintln!("lagging source: {} (file {}) watermark {}", l.site_host, l.fingerprint, l.watermark);
+            eprintln!("lagging source: {} {}", l.describe(), report.completeness.needed);
         }
     }
     if let Some(v) = &report.verification {

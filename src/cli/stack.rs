@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use sitelog::stack::{self, StackState};
-use sitelog_schema::wire::{ACCESS_TOPIC, DEADLETTER_TOPIC, REJECTS_TOPIC};
+use sitelog_schema::wire::{ACCESS_TOPIC, DEADLETTER_TOPIC, HEARTBEAT_TOPIC, REJECTS_TOPIC};
 
 #[derive(clap::Args, Debug)]
 pub struct StackArgs {
@@ -51,7 +51,7 @@ pub fn run(args: StackArgs) -> anyhow::Result<ExitCode> {
                 &args.dir,
                 kafka_port,
                 clickhouse_port,
-                &[(ACCESS_TOPIC, partitions), (REJECTS_TOPIC, 1), (DEADLETTER_TOPIC, 1)],
+                &[(ACCESS_TOPIC, partitions), (REJECTS_TOPIC, 1), (DEADLETTER_TOPIC, 1), (HEARTBEAT_TOPIC, 1)],
             )
             .context("starting the local stack")?;
             println!("kafka      {}  (tansu, log {}/kafka.log)", st.kafka_bootstrap, args.dir.display());

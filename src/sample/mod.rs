@@ -473,7 +473,8 @@ pub fn generate(opts: &GenerateOptions) -> std::io::Result<Summary> {
                         let a = disrupted.entry(si).or_default();
                         a.first = Some(a.first.map_or(r.ts, |f: DateTime<Utc>| f.min(r.ts)));
                         a.last = Some(a.last.map_or(r.ts, |l: DateTime<Utc>| l.max(r.ts)));
-                        a.sites.insert(site_host.clone());
+                        // The site as registered: its primary host (`www.` aliases are the same site).
+                        a.sites.insert(d.hosts[0].to_ascii_lowercase());
                         if let Some((c, _)) = d.owner(hel_day).filter(|_| !d.owners.is_empty()) {
                             a.customers.insert(c.to_owned());
                         }

@@ -172,7 +172,7 @@ pub struct IncidentTruth {
     pub end: DateTime<Utc>,
     /// Owners of the affected sites (customer ids), sorted.
     pub affected_customers: Vec<String>,
-    /// Site hosts with affected requests, sorted.
+    /// Primary hosts of the sites with affected requests (a `www.` alias counts for its site), sorted.
     pub affected_sites: Vec<String>,
 }
 

@@ -235,6 +235,26 @@ pub fn progress(db: &Db, fingerprint: u64, host: &str, max_ts: &str, records: u6
     support::block_on(write_progress(&db.client, &[((fingerprint, host.to_owned()), p)])).unwrap();
 }
 
+/// Stores a collector heartbeat of `server`'s source "sites" sent now (on the test's clock,
+/// `SITELOG_NOW` or the system's) that delivered through `through`, as the processor stores
+/// one. Later calls are sent later (a millisecond per call), even on a set clock.
+pub fn heartbeat(db: &Db, server: &str, through: &str, idle: bool) {
+    use sitelog_processor::heartbeat::{store, HeartbeatRow};
+    static CALLS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let row = HeartbeatRow {
+        server: server.into(),
+        source: "sites".into(),
+        sent_at: sitelog::clock::now().unwrap().timestamp_millis() + n,
+        delivered_through: utc(through).timestamp_micros(),
+        position: 0,
+        idle: u8::from(idle),
+        files: 1,
+    };
+    let token = format!("test/{server}/{}", row.sent_at);
+    support::block_on(store(&db.client, &token, &[row])).unwrap();
+}
+
 pub fn exec(db: &Db, sql: &str) {
     support::block_on(db.client.query(sql).execute()).unwrap_or_else(|e| panic!("{sql}: {e}"));
 }

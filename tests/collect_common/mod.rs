@@ -361,6 +361,8 @@ fn read(
                 let payload = m.payload().unwrap_or_default();
                 if m.topic() == topic {
                     let reader = BatchReader::new(payload).expect("a wire batch");
+                    // Every message names its web server ([collector] server: the host name).
+                    assert!(!reader.header().server.is_empty(), "a message without its server");
                     let key = (reader.header().fingerprint, reader.header().host.to_owned());
                     for r in reader {
                         let r = r.expect("a record");

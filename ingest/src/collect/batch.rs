@@ -11,7 +11,7 @@
 //! lines whose messages were all acknowledged.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -42,7 +42,12 @@ pub struct BatchLimits {
     pub max_records: u32,
     pub max_bytes: usize,
     pub max_line: usize,
+    /// Open batches (distinct hosts) per file; a new host beyond it seals the oldest first.
+    pub max_hosts: usize,
 }
+
+/// What an open batch reserves at first; it grows by doubling up to the batch size.
+const INITIAL_BATCH_BYTES: usize = 1024;
 
 /// A message ready to be handed to the sink.
 #[derive(Debug)]
@@ -67,6 +72,9 @@ pub struct OpenBatch {
     writer: BatchWriter,
     first_offset: u64,
     opened: Instant,
+    /// Event times of its records (µs): what a heartbeat may not claim until acknowledged.
+    min_ts: i64,
+    max_ts: i64,
 }
 
 /// One file's records on their way out.
@@ -78,11 +86,34 @@ pub struct FileOut {
     /// First offset of each unacknowledged unit → lines before it.
     pub pending: BTreeMap<u64, u64>,
     pub batches: Vec<OpenBatch>,
+    /// Host → index in `batches`.
+    by_host: HashMap<String, usize>,
+    /// First offset of each sealed, unacknowledged record batch → (min, max) event time of
+    /// its records (rejects have none). Open batches keep theirs in [`OpenBatch`].
+    pending_ts: BTreeMap<u64, (i64, i64)>,
+    /// The newest event time among acknowledged records of this file.
+    pub acked_max_ts: Option<i64>,
 }
 
 impl FileOut {
     pub fn new(id: u64, fp: u64, path: String, site: Option<String>) -> Self {
-        FileOut { id, fp, path, site, pending: BTreeMap::new(), batches: Vec::new() }
+        FileOut {
+            id,
+            fp,
+            path,
+            site,
+            pending: BTreeMap::new(),
+            batches: Vec::new(),
+            by_host: HashMap::new(),
+            pending_ts: BTreeMap::new(),
+            acked_max_ts: None,
+        }
+    }
+
+    /// The oldest event time of a record read but not acknowledged (open or sent batches).
+    pub fn undelivered_min_ts(&self) -> Option<i64> {
+        let sealed = self.pending_ts.values().map(|&(min, _)| min);
+        sealed.chain(self.batches.iter().map(|b| b.min_ts)).min()
     }
 
     /// Where this file's checkpoint stands: `(offset, lines before it)`.
@@ -96,9 +127,11 @@ impl FileOut {
     /// Drops everything unacknowledged (a producer restart re-reads it).
     pub fn clear(&mut self, out: &mut Outbox) {
         for b in self.batches.drain(..) {
-            out.buffered = out.buffered.saturating_sub(b.writer.len_bytes());
+            out.buffered = out.buffered.saturating_sub(b.writer.reserved_bytes());
         }
+        self.by_host.clear();
         self.pending.clear();
+        self.pending_ts.clear();
     }
 
     /// Handles one piece from the splitter.
@@ -142,25 +175,46 @@ impl FileOut {
         out: &mut Outbox,
         now: Instant,
     ) {
-        let idx = match self.batches.iter().position(|b| b.host == rec.host) {
-            Some(i) => i,
+        let idx = match self.by_host.get(rec.host.as_ref()) {
+            Some(&i) => i,
             None => {
-                let writer = BatchWriter::with_server(self.fp, &rec.host, server, rec.source.offset, rec.ts_micros);
-                out.buffered += writer.len_bytes();
+                if self.batches.len() >= lim.max_hosts.max(1) {
+                    // Junk `Host` values must not grow memory without limit: the batch open
+                    // longest goes out now, its records keep their host.
+                    let oldest = (0..self.batches.len()).min_by_key(|&i| self.batches[i].opened).unwrap_or(0);
+                    self.seal(oldest, out);
+                    metrics::counter!(super::metrics::HOST_CAP_SEALS).increment(1);
+                }
+                let cap = INITIAL_BATCH_BYTES.min(lim.max_bytes);
+                let writer = BatchWriter::with_server_capacity(
+                    self.fp,
+                    &rec.host,
+                    server,
+                    rec.source.offset,
+                    rec.ts_micros,
+                    cap,
+                );
+                out.buffered += writer.reserved_bytes();
                 self.pending.insert(rec.source.offset, line - 1);
+                self.by_host.insert(rec.host.clone().into_owned(), self.batches.len());
                 self.batches.push(OpenBatch {
                     host: rec.host.clone().into_owned(),
                     writer,
                     first_offset: rec.source.offset,
                     opened: now,
+                    min_ts: rec.ts_micros,
+                    max_ts: rec.ts_micros,
                 });
                 self.batches.len() - 1
             }
         };
         let b = &mut self.batches[idx];
-        let before = b.writer.len_bytes();
+        b.min_ts = b.min_ts.min(rec.ts_micros);
+        b.max_ts = b.max_ts.max(rec.ts_micros);
+        let before = b.writer.reserved_bytes();
         b.writer.push(rec);
-        out.buffered += b.writer.len_bytes() - before;
+        // What is allocated, not what is written: a buffer grows by doubling.
+        out.buffered += b.writer.reserved_bytes() - before;
         if b.writer.count() >= lim.max_records || b.writer.len_bytes() >= lim.max_bytes {
             self.seal(idx, out);
         }
@@ -197,9 +251,16 @@ impl FileOut {
     }
 
     fn seal(&mut self, idx: usize, out: &mut Outbox) {
-        // The bytes stay counted in `buffered` until the sink takes the message.
+        // The payload's bytes stay counted in `buffered` until the sink takes the message;
+        // the reserve beyond them is given back (the sink copies the payload).
         let b = self.batches.swap_remove(idx);
+        self.by_host.remove(&b.host);
+        if let Some(moved) = self.batches.get(idx) {
+            self.by_host.insert(moved.host.clone(), idx);
+        }
+        out.buffered = out.buffered.saturating_sub(b.writer.reserved_bytes() - b.writer.len_bytes());
         let lines = b.writer.count();
+        self.pending_ts.insert(b.first_offset, (b.min_ts, b.max_ts));
         out.ready.push(Ready {
             topic: Topic::Records,
             key: b.host.into_bytes(),
@@ -208,6 +269,11 @@ impl FileOut {
             offset: b.first_offset,
             lines,
         });
+    }
+
+    /// Open batches (distinct hosts) of this file.
+    pub fn open_batches(&self) -> usize {
+        self.batches.len()
     }
 
     /// Seals batches open for at least `linger` (all of them with `None`).
@@ -224,7 +290,11 @@ impl FileOut {
     }
 
     /// A producer acknowledged the unit starting at `offset`.
-    pub fn acked(&mut self, offset: u64) {
+    /// Returns the newest event time of the unit's records (none for a reject).
+    pub fn acked(&mut self, offset: u64) -> Option<i64> {
         self.pending.remove(&offset);
+        let (_, max) = self.pending_ts.remove(&offset)?;
+        self.acked_max_ts = Some(self.acked_max_ts.map_or(max, |m| m.max(max)));
+        Some(max)
     }
 }

@@ -40,9 +40,15 @@ pub struct CollectorSection {
     /// How long a clean shutdown waits for outstanding acknowledgements.
     pub shutdown_timeout_ms: u64,
     /// The web server whose logs these are: every record carries it (wire version 2), so
-    /// diagnosis can tell one failing server from many failing sites. Default: this machine's
-    /// host name ([`default_server`]); a `[[source]]` may name another with `server`.
+    /// diagnosis can tell one failing server from many failing sites; it also names this
+    /// collector in its heartbeats (`collector_heartbeats.server`, the billing run's
+    /// completeness report). Default: this machine's host name ([`default_server`]); a
+    /// `[[source]]` may name another with `server`.
     pub server: String,
+    /// How often each `[[source]]` publishes a heartbeat (how far its records are delivered)
+    /// to `[kafka] heartbeat_topic`. 0 turns heartbeats off (the billing run then cannot see
+    /// this collector).
+    pub heartbeat_interval_ms: u64,
 }
 
 impl Default for CollectorSection {
@@ -52,6 +58,7 @@ impl Default for CollectorSection {
             metrics_addr: None,
             shutdown_timeout_ms: 30_000,
             server: default_server(),
+            heartbeat_interval_ms: 10_000,
         }
     }
 }
@@ -83,6 +90,8 @@ pub struct KafkaConfig {
     pub brokers: String,
     pub topic: String,
     pub rejects_topic: String,
+    /// Where heartbeats go (JSON, `sitelog_schema::heartbeat`); default `sitelog.heartbeats`.
+    pub heartbeat_topic: String,
     pub client_id: String,
     /// `security_protocol`, `ssl_*` and `sasl_*`: the keys the processor's `[kafka]` has too,
     /// one definition (`sitelog_schema::kafka`). The SASL password comes from
@@ -111,6 +120,7 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             topic: sitelog_schema::wire::ACCESS_TOPIC.into(),
             rejects_topic: sitelog_schema::wire::REJECTS_TOPIC.into(),
+            heartbeat_topic: sitelog_schema::wire::HEARTBEAT_TOPIC.into(),
             client_id: "sitelog-collect".into(),
             security: KafkaSecurity::default(),
             message_timeout_ms: 0,
@@ -140,6 +150,10 @@ pub struct Limits {
     pub max_open_files: usize,
     /// Bytes read from a file per read call.
     pub read_chunk_bytes: ByteSize,
+    /// Distinct hosts with an open batch per file. A line with a new host beyond it sends the
+    /// batch open longest first (counted in `sitelog_collect_host_cap_seals_total`), so junk
+    /// `Host` headers cannot grow memory without limit; every record keeps its own host.
+    pub max_hosts: usize,
 }
 
 impl Default for Limits {
@@ -152,6 +166,7 @@ impl Default for Limits {
             max_line_bytes: ByteSize(64 << 10),
             max_open_files: 512,
             read_chunk_bytes: ByteSize(128 << 10),
+            max_hosts: 1000,
         }
     }
 }
@@ -318,6 +333,16 @@ impl CollectorConfig {
         if kf.rejects_topic.is_empty() {
             return bad("kafka.rejects_topic", "must not be empty");
         }
+        if kf.heartbeat_topic.is_empty() || kf.heartbeat_topic == kf.topic {
+            return bad("kafka.heartbeat_topic", "must be set and differ from kafka.topic");
+        }
+        let c = &self.collector;
+        if c.server.trim().is_empty() || c.server.len() > sitelog_schema::heartbeat::MAX_NAME {
+            return bad("collector.server", "must be 1 to 256 bytes (default: the host name)");
+        }
+        if c.heartbeat_interval_ms != 0 && c.heartbeat_interval_ms < 100 {
+            return bad("collector.heartbeat_interval_ms", "must be 0 (off) or at least 100");
+        }
         kf.security.validate().map_err(|(k, m)| (k.to_owned(), m))?;
         if !kafka::COMPRESSIONS.contains(&kf.compression.as_str()) {
             return bad("kafka.compression", "must be none, lz4, zstd, snappy or gzip");
@@ -366,6 +391,9 @@ impl CollectorConfig {
         }
         if l.max_open_files == 0 {
             return bad("limits.max_open_files", "must be at least 1");
+        }
+        if l.max_hosts == 0 {
+            return bad("limits.max_hosts", "must be at least 1");
         }
         if l.read_chunk_bytes.0 < 4096 {
             return bad("limits.read_chunk_bytes", "must be at least 4KiB");

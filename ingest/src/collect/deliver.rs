@@ -162,11 +162,44 @@ pub fn client_config(k: &KafkaConfig) -> Result<ClientConfig, SinkError> {
     Ok(c)
 }
 
+/// Acknowledgements of the heartbeat producer: reported like the records', never fatal.
+struct HeartbeatCtx {
+    events: EventSender,
+}
+
+impl ClientContext for HeartbeatCtx {
+    fn error(&self, err: KafkaError, reason: &str) {
+        warn!(target: "librdkafka", error = %err, "heartbeats: {reason}");
+    }
+}
+
+impl ProducerContext for HeartbeatCtx {
+    type DeliveryOpaque = Box<Token>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, token: Box<Token>) {
+        let result = match result {
+            Ok(_) => Ok(()),
+            Err((e, _)) => Err(e.to_string()),
+        };
+        let _ = self.events.send(Event::Ack(Ack { token: *token, result }));
+    }
+}
+
+/// How long a heartbeat may wait for its acknowledgement (a missing heartbeat topic fails it
+/// after this long; the records are not affected).
+const HEARTBEAT_TIMEOUT_MS: &str = "5000";
+
 pub struct KafkaSink {
     config: ClientConfig,
+    /// Heartbeats go through a producer of their own: a heartbeat that fails (e.g. the topic
+    /// does not exist) must never end the records' gap-less session. It claims only what the
+    /// records' producer had acknowledged before it was built, so no ordering between the two
+    /// is needed.
+    heartbeats: ThreadedProducer<HeartbeatCtx>,
     plaintext: Option<String>,
     topic: String,
     rejects_topic: String,
+    heartbeat_topic: String,
     events: EventSender,
     producer: ThreadedProducer<Ctx>,
 }
@@ -176,11 +209,20 @@ impl KafkaSink {
         let config = client_config(k)?;
         let plaintext = (!k.security.uses_tls()).then(|| k.security.security_protocol.clone());
         let producer = Self::producer(&config, &events, &plaintext)?;
+        let mut hb = config.clone();
+        hb.set("enable.idempotence", "false")
+            .set("enable.gapless.guarantee", "false")
+            .set("message.timeout.ms", HEARTBEAT_TIMEOUT_MS);
+        let heartbeats = hb
+            .create_with_context(HeartbeatCtx { events: events.clone() })
+            .map_err(|e| SinkError::Producer(e.to_string()))?;
         Ok(KafkaSink {
             config,
+            heartbeats,
             plaintext,
             topic: k.topic.clone(),
             rejects_topic: k.rejects_topic.clone(),
+            heartbeat_topic: k.heartbeat_topic.clone(),
             events,
             producer,
         })
@@ -198,6 +240,7 @@ impl KafkaSink {
     /// Waits up to `timeout` for queued messages (their acks arrive as events).
     pub fn flush(&self, timeout: Duration) {
         let _ = self.producer.flush(timeout);
+        let _ = self.heartbeats.flush(Duration::from_millis(500));
     }
 }
 
@@ -206,6 +249,12 @@ impl Sink for KafkaSink {
         let name = match topic {
             Topic::Records => &self.topic,
             Topic::Rejects => &self.rejects_topic,
+            Topic::Heartbeats => {
+                let record =
+                    BaseRecord::with_opaque_to(&self.heartbeat_topic, Box::new(token)).key(key).payload(payload);
+                // A full queue drops this heartbeat (the next one says the same, newer).
+                return self.heartbeats.send(record).map_err(|(e, _)| SinkError::Producer(e.to_string()));
+            }
         };
         let mut record = BaseRecord::with_opaque_to(name, Box::new(token)).key(key).payload(payload);
         loop {

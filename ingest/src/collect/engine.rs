@@ -37,6 +37,7 @@ use super::parse::LineParser;
 use super::reader::Reader;
 use super::sink::{Ack, Event, Sink, Token, Topic};
 use super::split::LineSplitter;
+use sitelog_schema::heartbeat::{Heartbeat, HEARTBEAT_VERSION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
@@ -176,6 +177,13 @@ pub struct Collector<S: Sink> {
     done: bool,
     stats: Arc<Stats>,
     watcher: Option<super::watch::DirWatcher>,
+    /// Heartbeat clock: `sent_at` = origin (µs since the epoch) + time since `Instant`.
+    clock_origin: (i64, Instant),
+    last_heartbeat: Option<Instant>,
+    /// The final heartbeat of a `--once` run or a shutdown was sent.
+    final_heartbeat: bool,
+    /// Per source: the newest event time among acknowledged records (files come and go).
+    delivered_max: Vec<Option<i64>>,
 }
 
 const MAX_ACTIVE_BACKFILL: usize = 4;
@@ -230,9 +238,16 @@ impl<S: Sink> Collector<S> {
             max_records: cfg.limits.batch_max_records,
             max_bytes: cfg.limits.batch_max_bytes.as_usize(),
             max_line: cfg.limits.max_line_bytes.as_usize(),
+            max_hosts: cfg.limits.max_hosts,
         };
         let now = Instant::now();
+        let wall = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
+        let n_sources = cfg.sources.len();
         Ok(Collector {
+            clock_origin: (wall, now),
+            last_heartbeat: None,
+            final_heartbeat: false,
+            delivered_max: vec![None; n_sources],
             buf: vec![0u8; cfg.limits.read_chunk_bytes.as_usize()],
             cfg,
             mode,
@@ -281,6 +296,12 @@ impl<S: Sink> Collector<S> {
 
     pub fn stats(&self) -> Arc<Stats> {
         self.stats.clone()
+    }
+
+    /// Sets the heartbeat clock: `sent_at` is `origin_us` now and runs on from there (the
+    /// binary passes `SITELOG_NOW` when set, for tests and replays; else the system clock).
+    pub fn set_clock(&mut self, origin_us: i64) {
+        self.clock_origin = (origin_us, Instant::now());
     }
 
     pub fn sink_mut(&mut self) -> &mut S {
@@ -363,12 +384,23 @@ impl<S: Sink> Collector<S> {
         self.finish_files(now);
         self.send_ready();
         self.update_gauges(now);
-        let finished_run = match &self.mode {
+        let mut finished_run = match &self.mode {
             Mode::Follow => false,
             Mode::Once | Mode::Backfill { .. } => {
                 all_idle && self.inflight_msgs == 0 && self.outbox.buffered == 0 && self.restart_at.is_none()
             }
         };
+        let drained = self.inflight_msgs == 0 && self.outbox.buffered == 0 && self.restart_at.is_none();
+        // A `--once` run and a clean shutdown end with one last heartbeat per source, sent
+        // once everything else is acknowledged, and wait for its acknowledgement too.
+        let ending = finished_run || (stopping && drained);
+        if ending && !self.final_heartbeat && self.heartbeats_on() {
+            self.final_heartbeat = true;
+            self.heartbeat(now);
+            finished_run = false;
+        } else if !stopping && !finished_run {
+            self.heartbeat_due(now);
+        }
         let stop_now = match self.shutdown_deadline {
             Some(deadline) => self.inflight_msgs == 0 && self.outbox.buffered == 0 || now >= deadline,
             None => false,
@@ -469,11 +501,18 @@ impl<S: Sink> Collector<S> {
                 let topic = match t.topic {
                     Topic::Records => "records",
                     Topic::Rejects => "rejects",
+                    Topic::Heartbeats => "heartbeats",
                 };
                 metrics::counter!(m::MESSAGES_ACKED, "topic" => topic).increment(1);
+                if t.topic == Topic::Heartbeats {
+                    return;
+                }
                 if let Some(f) = self.files.get_mut(&t.file) {
                     if let Some(out) = &mut f.out {
-                        out.acked(t.offset);
+                        if let Some(ts) = out.acked(t.offset) {
+                            let d = &mut self.delivered_max[f.source];
+                            *d = Some(d.map_or(ts, |m| m.max(ts)));
+                        }
                     }
                     if t.topic == Topic::Records {
                         self.sources[f.source].metrics.records_acked.increment(t.lines as u64);
@@ -482,6 +521,11 @@ impl<S: Sink> Collector<S> {
                         self.stats.rejects_acked.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+            }
+            Err(e) if t.topic == Topic::Heartbeats => {
+                // Heartbeats have their own producer: a lost one is followed by the next.
+                metrics::counter!(m::HEARTBEAT_ERRORS).increment(1);
+                warn!(error = %e, topic = %self.cfg.kafka.heartbeat_topic, "heartbeat not delivered");
             }
             Err(e) => {
                 metrics::counter!(m::DELIVERY_ERRORS).increment(1);
@@ -1299,6 +1343,106 @@ impl<S: Sink> Collector<S> {
         }
     }
 
+    // ---------------------------------------------------------------- heartbeats
+
+    fn heartbeats_on(&self) -> bool {
+        // A backfill reads archives of a source that a tailing collector may be following:
+        // only the tailing collector speaks for the source.
+        self.cfg.collector.heartbeat_interval_ms > 0 && !matches!(self.mode, Mode::Backfill { .. })
+    }
+
+    fn heartbeat_due(&mut self, now: Instant) {
+        if !self.heartbeats_on() || self.restart_at.is_some() {
+            return;
+        }
+        let every = Duration::from_millis(self.cfg.collector.heartbeat_interval_ms);
+        if self.last_heartbeat.is_none_or(|t| now.duration_since(t) >= every) {
+            self.heartbeat(now);
+        }
+    }
+
+    /// The heartbeats of every source as they stand now, from acknowledged state only.
+    pub fn heartbeats(&self, now: Instant) -> Vec<Heartbeat> {
+        let sent_at_us = self.clock_origin.0 + now.saturating_duration_since(self.clock_origin.1).as_micros() as i64;
+        let mut out: Vec<Heartbeat> = self
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Heartbeat {
+                version: HEARTBEAT_VERSION,
+                server: self.cfg.collector.server.clone(),
+                source: s.name.clone(),
+                sent_at_us,
+                delivered_through_us: self.delivered_max[i].unwrap_or(0).max(0),
+                position: 0,
+                idle: true,
+                files: 0,
+            })
+            .collect();
+        let mut through: Vec<Option<i64>> = vec![None; self.sources.len()];
+        for f in self.files.values() {
+            let h = &mut out[f.source];
+            h.files += 1;
+            h.position += f.ack_position().0;
+            let Some(o) = &f.out else { continue };
+            // A file constrains its source unless it is read to its end with everything read
+            // acknowledged. Then: just before its oldest unacknowledged record, but never
+            // past the newest acknowledged one of the source (a heartbeat claims acknowledged
+            // data only); lines not read yet are taken to be no older than the file's newest
+            // acknowledged record, and with none acknowledged nothing is claimed.
+            if f.idle() && o.pending.is_empty() && o.batches.is_empty() {
+                continue;
+            }
+            let acked = self.delivered_max[f.source].unwrap_or(0);
+            let t = match o.undelivered_min_ts() {
+                Some(min) => min.saturating_sub(1).min(acked),
+                None => o.acked_max_ts.unwrap_or(0).min(acked),
+            };
+            let cur = &mut through[f.source];
+            *cur = Some(cur.map_or(t, |c| c.min(t)));
+        }
+        for (h, t) in out.iter_mut().zip(through) {
+            if let Some(t) = t {
+                h.idle = false;
+                h.delivered_through_us = t.max(0);
+            }
+        }
+        out
+    }
+
+    /// Sends one heartbeat per source (acknowledged like any message; not re-sent).
+    fn heartbeat(&mut self, now: Instant) {
+        self.last_heartbeat = Some(now);
+        for h in self.heartbeats(now) {
+            // Strings and integers always serialize.
+            let payload = serde_json::to_vec(&h).unwrap_or_default();
+            self.next_seq += 1;
+            let token = Token {
+                gen: self.gen,
+                seq: self.next_seq,
+                file: 0,
+                offset: 0,
+                bytes: payload.len() as u32,
+                lines: 0,
+                topic: Topic::Heartbeats,
+            };
+            match self.sink.send(Topic::Heartbeats, h.key().as_bytes(), &payload, token) {
+                Ok(()) => {
+                    metrics::counter!(m::HEARTBEATS_SENT, "source" => h.source.clone()).increment(1);
+                    metrics::gauge!(m::DELIVERED_THROUGH, "source" => h.source.clone())
+                        .set(h.delivered_through_us as f64 / 1e6);
+                    self.inflight_bytes += payload.len();
+                    self.inflight_msgs += 1;
+                }
+                Err(e) => {
+                    metrics::counter!(m::HEARTBEAT_ERRORS).increment(1);
+                    warn!(error = %e, "sending a heartbeat failed");
+                    return;
+                }
+            }
+        }
+    }
+
     // ---------------------------------------------------------------- checkpoints
 
     fn checkpoint(&mut self, now: Instant, force: bool) {
@@ -1358,6 +1502,12 @@ impl<S: Sink> Collector<S> {
         }
     }
 
+    /// Test hook: the most open batches (distinct hosts) any file has now.
+    #[doc(hidden)]
+    pub fn debug_max_open_batches(&self) -> usize {
+        self.files.values().filter_map(|f| f.out.as_ref()).map(FileOut::open_batches).max().unwrap_or(0)
+    }
+
     /// Test hook: the sum of tracked files and open descriptors.
     #[doc(hidden)]
     pub fn debug_counts(&self) -> (usize, usize) {
@@ -1372,6 +1522,19 @@ impl<S: Sink> Collector<S> {
             && self.outbox.buffered == 0
             && self.backfill_queue.is_empty()
             && self.files.values().all(|f| f.idle() && (f.kind == Kind::Live || f.out.is_none() && !f.lost))
+    }
+
+    /// Test hook: why the collector is not settled.
+    #[doc(hidden)]
+    pub fn debug_state(&self) -> String {
+        format!(
+            "restart_at {:?} inflight {} buffered {} backfill {} files {:?}",
+            self.restart_at,
+            self.inflight_msgs,
+            self.outbox.buffered,
+            self.backfill_queue.len(),
+            self.files.values().map(|f| (f.idle(), f.kind == Kind::Live, f.out.is_none(), f.lost)).collect::<Vec<_>>()
+        )
     }
 
     /// Test hook: makes the next step rescan the globs and poll every file.

@@ -19,6 +19,10 @@ pub const FILES_OPEN: &str = "sitelog_collect_files_open";
 pub const ROTATIONS: &str = "sitelog_collect_rotations_total";
 pub const FILES_COMPLETED: &str = "sitelog_collect_files_completed_total";
 pub const FILES_LOST: &str = "sitelog_collect_files_lost_total";
+pub const HOST_CAP_SEALS: &str = "sitelog_collect_host_cap_seals_total";
+pub const HEARTBEAT_ERRORS: &str = "sitelog_collect_heartbeat_errors_total";
+pub const HEARTBEATS_SENT: &str = "sitelog_collect_heartbeats_sent_total";
+pub const DELIVERED_THROUGH: &str = "sitelog_collect_delivered_through_seconds";
 
 /// Registers descriptions (shown as `# HELP` by the exporter).
 pub fn describe() {
@@ -38,6 +42,17 @@ pub fn describe() {
     describe_counter!(ROTATIONS, "Rotations seen, by kind (rename, delete, truncate).");
     describe_counter!(FILES_COMPLETED, "Files read to the end with every line acknowledged.");
     describe_counter!(FILES_LOST, "Files that vanished before they were read to the end.");
+    describe_counter!(
+        HOST_CAP_SEALS,
+        "Batches sent early because a file had limits.max_hosts open batches (many distinct Host values)."
+    );
+    describe_counter!(HEARTBEAT_ERRORS, "Heartbeats not delivered (their own producer; records unaffected).");
+    describe_counter!(HEARTBEATS_SENT, "Heartbeats sent, by source.");
+    describe_gauge!(
+        DELIVERED_THROUGH,
+        Unit::Seconds,
+        "Event time (Unix seconds) up to which a source's records are acknowledged, as last heartbeat."
+    );
 }
 
 /// Handles for one source.

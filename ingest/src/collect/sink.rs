@@ -13,6 +13,8 @@ pub enum Topic {
     Records,
     /// One JSON `Reject` per message, key = source path.
     Rejects,
+    /// One JSON `sitelog_schema::heartbeat::Heartbeat` per message, key = `server/source`.
+    Heartbeats,
 }
 
 /// Identifies a sent message to the collector when its acknowledgement arrives.

@@ -123,7 +123,9 @@ impl MemSink {
         };
         let head = b.unacked.iter().position(|m| m.1 == part).expect("partition head");
         let (token, part, _) = b.unacked.remove(head);
-        if gapless {
+        // Heartbeats have a producer of their own, without the gap-less guarantee (a lost one
+        // is followed by the next): a failure there ends nothing.
+        if gapless && part.0 != Topic::Heartbeats {
             b.broken.insert(part);
         }
         let _ = events.send(Event::Ack(Ack { token, result: Err("test: broker said no".into()) }));
@@ -160,6 +162,9 @@ impl MemSink {
             match topic {
                 Topic::Records => {
                     let reader = BatchReader::new(payload).expect("batch header");
+                    // Every message names its web server ([collector] server: the host name).
+                    assert_eq!(reader.header().version, sitelog_schema::wire::VERSION);
+                    assert!(!reader.header().server.is_empty(), "a message without its server");
                     let key = (reader.header().fingerprint, reader.header().host.to_owned());
                     for r in reader {
                         let r = r.expect("record");
@@ -177,6 +182,7 @@ impl MemSink {
                     let r: Reject = serde_json::from_slice(payload).expect("reject json");
                     out.entry((r.fingerprint, r.offset)).or_default().push(r.raw);
                 }
+                Topic::Heartbeats => {}
             }
         }
         out
@@ -593,7 +599,8 @@ impl Harness {
             // A restart after repeated failures backs off.
             std::thread::sleep(Duration::from_millis(1));
         }
-        panic!("collector did not settle");
+        let c = self.col.as_ref().expect("collector");
+        panic!("collector did not settle: {}", c.debug_state());
     }
 
     fn check(&self) -> Result<(), TestCaseError> {
@@ -649,12 +656,13 @@ proptest! {
         }
         h.drain();
         h.check()?;
-        // A clean restart afterwards sends nothing again.
-        let before = h.sink.0.borrow().log.len();
+        // A clean restart afterwards sends nothing again (but heartbeats).
+        let data = |s: &MemSink| s.0.borrow().log.iter().filter(|(t, _)| *t != Topic::Heartbeats).count();
+        let before = data(&h.sink);
         drop(h.col.take());
         h.col = Some(collector(&h.cfg, Mode::Follow, &h.sink));
         h.drain();
-        prop_assert_eq!(h.sink.0.borrow().log.len(), before, "a restart re-sent acknowledged lines");
+        prop_assert_eq!(data(&h.sink), before, "a restart re-sent acknowledged lines");
     }
 }
 
@@ -977,4 +985,198 @@ fn delivery_deadline_restarts_the_session() {
     assert!(h.col().stats().producer_restarts.load(Ordering::Relaxed) > before, "the stall restarted the session");
     h.drain();
     h.check().expect("every line accepted once");
+}
+
+// ------------------------------------------------------------------------------- heartbeats
+
+/// Lines `T<micros> …`: the number is the record's event time.
+struct TsParser;
+
+impl LineParser for TsParser {
+    fn parse<'a>(&self, line: &'a [u8]) -> Result<AccessRecord<'a>, String> {
+        let s = std::str::from_utf8(line).map_err(|_| "not utf-8".to_owned())?;
+        let ts = s.strip_prefix('T').and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok());
+        let ts_micros = ts.ok_or("no T<micros>")?;
+        Ok(AccessRecord { path: Cow::Borrowed(s), ts_micros, ..Default::default() })
+    }
+}
+
+fn write_ts(path: &Path, ts: std::ops::RangeInclusive<i64>) {
+    let mut f = fs::OpenOptions::new().create(true).append(true).open(path).expect("open");
+    for t in ts {
+        writeln!(f, "T{t} line").expect("write");
+    }
+}
+
+/// Heartbeat payloads the sink was given, in send order (acknowledged or not).
+fn sent_heartbeats(sink: &MemSink) -> Vec<sitelog_schema::heartbeat::Heartbeat> {
+    let b = sink.0.borrow();
+    let unacked = b.unacked.iter().map(|(_, (t, _), p)| (*t, p));
+    b.log
+        .iter()
+        .map(|(t, p)| (*t, p))
+        .chain(unacked)
+        .filter(|(t, _)| *t == Topic::Heartbeats)
+        .map(|(_, p)| serde_json::from_slice(p).expect("heartbeat json"))
+        .collect()
+}
+
+/// A heartbeat claims acknowledged records only: while delivery is paused its
+/// `delivered_through` does not advance, whatever was read; acknowledging part of the records
+/// moves it to just before the oldest unacknowledged one; everything acknowledged and read to
+/// the end is `idle`. Two sites' files in one source; the file of a quiet site does not hold
+/// the source back once it is read and acknowledged.
+#[test]
+fn heartbeats_never_claim_unacknowledged_records() {
+    let root = temp_dir("hb");
+    let cfg = config(&root, "");
+    let (a, b) = (root.join("logs/a.example"), root.join("logs/b.example"));
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    write_ts(&a.join("access.log"), 100..=105);
+    write_ts(&b.join("access.log"), 50..=50); // the quiet site: one old line
+    let sink = MemSink::default();
+    let mut c = Collector::with_parsers(cfg, Mode::Follow, sink.clone(), mpsc::channel(), vec![Arc::new(TsParser)])
+        .expect("collector");
+    let events = c.events();
+    let now = std::time::Instant::now;
+    for _ in 0..20 {
+        c.step(Duration::ZERO).unwrap();
+    }
+    // Read, nothing acknowledged: nothing claimed.
+    let h = &c.heartbeats(now())[0];
+    assert_eq!((h.idle, h.delivered_through_us, h.files), (false, 0, 2), "{h:?}");
+    assert!(!sent_heartbeats(&sink).is_empty(), "heartbeats are sent by the loop");
+    // The batches are a.example 100-102 and 103-105 (3 records each) and b.example 50:
+    // acknowledging messages one by one in send order.
+    let mut seen = Vec::new();
+    while !sink.0.borrow().unacked.iter().all(|m| m.0.topic == Topic::Heartbeats) {
+        sink.deliver(1, &mut |_| 0, &events);
+        c.step(Duration::ZERO).unwrap();
+        seen.push(c.heartbeats(now())[0].clone());
+    }
+    let acked: Vec<_> = sink.emitted().into_values().flatten().collect();
+    for h in &seen {
+        // Never past the newest acknowledged record, never past the oldest unacknowledged one.
+        let newest = acked.iter().filter_map(|l| l[1..].split(' ').next()?.parse::<i64>().ok()).max().unwrap_or(0);
+        assert!(h.delivered_through_us <= newest, "{h:?} ahead of {newest}");
+    }
+    let last = c.heartbeats(now())[0].clone();
+    assert_eq!((last.idle, last.delivered_through_us), (true, 105), "{last:?}");
+
+    // Delivery paused: new lines are read and sent, heartbeats stay at 105 and not idle.
+    write_ts(&a.join("access.log"), 200..=205);
+    for _ in 0..20 {
+        c.rescan_now();
+        c.step(Duration::ZERO).unwrap();
+    }
+    let paused = c.heartbeats(now())[0].clone();
+    assert_eq!((paused.idle, paused.delivered_through_us), (false, 105), "{paused:?}");
+    // Delivery resumes: everything acknowledged, idle again.
+    for _ in 0..50 {
+        sink.deliver(usize::MAX, &mut |_| 0, &events);
+        c.step(Duration::ZERO).unwrap();
+    }
+    let done = c.heartbeats(now())[0].clone();
+    assert_eq!((done.idle, done.delivered_through_us), (true, 205), "{done:?}");
+    assert!(done.position > 0);
+    drop(c);
+    fs::remove_dir_all(&root).unwrap();
+}
+
+/// `--once` ends with one heartbeat per source, idle, and waits for its acknowledgement.
+#[test]
+fn once_ends_with_an_idle_heartbeat() {
+    let root = temp_dir("hb-once");
+    let cfg = config(&root, "");
+    let a = root.join("logs/a.example");
+    fs::create_dir_all(&a).unwrap();
+    write_ts(&a.join("access.log"), 1..=7);
+    let sink = MemSink::default();
+    let mut c = Collector::with_parsers(cfg, Mode::Once, sink.clone(), mpsc::channel(), vec![Arc::new(TsParser)])
+        .expect("collector");
+    c.set_clock(1_000_000);
+    let events = c.events();
+    for _ in 0..1000 {
+        c.step(Duration::ZERO).unwrap();
+        if c.is_done() {
+            break;
+        }
+        sink.deliver(usize::MAX, &mut |_| 0, &events);
+    }
+    assert!(c.is_done());
+    let hb = sent_heartbeats(&sink);
+    let last = hb.last().expect("a heartbeat");
+    assert!(last.idle && last.delivered_through_us == 7 && last.source == "test", "{last:?}");
+    assert!(last.sent_at_us >= 1_000_000 && last.sent_at_us < 100_000_000, "the clock runs from set_clock");
+    assert!(sink.0.borrow().unacked.is_empty(), "the final heartbeat was acknowledged before exit");
+    fs::remove_dir_all(&root).unwrap();
+}
+
+// ------------------------------------------------------------------------------- junk hosts
+
+/// The host is the line's first word (as `$host` in a log format).
+struct HostParser;
+
+impl LineParser for HostParser {
+    fn parse<'a>(&self, line: &'a [u8]) -> Result<AccessRecord<'a>, String> {
+        let s = std::str::from_utf8(line).map_err(|_| "not utf-8".to_owned())?;
+        let host = s.split(' ').next().unwrap_or_default();
+        Ok(AccessRecord { host: Cow::Borrowed(host), path: Cow::Borrowed(s), ts_micros: 1, ..Default::default() })
+    }
+}
+
+/// 100 000 distinct junk `Host` values in one file: open batches stay at `limits.max_hosts`,
+/// the bytes held (counted as allocated, not as written) stay within the in-flight budget, and
+/// every line arrives once with its own host.
+#[test]
+fn junk_hosts_do_not_grow_memory() {
+    let root = temp_dir("junk");
+    let text = format!(
+        "[collector]\ncheckpoint_dir = \"{root}/state\"\n[limits]\nmax_inflight_bytes = \"1MiB\"\nbatch_max_records = 500\n\
+         linger_ms = 60000\nmax_hosts = 64\n[tail]\ninotify = false\ncheckpoint_interval_ms = 0\n\
+         [[source]]\nname = \"junk\"\npaths = [\"{root}/logs/junk.log\"]\nformat = \"combined\"\n",
+        root = root.display()
+    );
+    let cfg = CollectorConfig::from_toml(&text, "junk.toml").unwrap();
+    fs::create_dir_all(root.join("logs")).unwrap();
+    let n = 100_000;
+    let mut body = String::with_capacity(n * 40);
+    for i in 0..n {
+        body.push_str(&format!("junk-{i}.example GET /x{i}\n"));
+    }
+    fs::write(root.join("logs/junk.log"), body).unwrap();
+    let sink = MemSink::default();
+    let mut c = Collector::with_parsers(cfg, Mode::Once, sink.clone(), mpsc::channel(), vec![Arc::new(HostParser)])
+        .expect("collector");
+    let events = c.events();
+    let mut most = 0;
+    for _ in 0..1_000_000 {
+        c.step(Duration::ZERO).unwrap();
+        most = most.max(c.debug_max_open_batches());
+        let held = c.stats().inflight_bytes.load(Ordering::Relaxed);
+        assert!(held <= 2 << 20, "{held} bytes held");
+        if c.is_done() {
+            break;
+        }
+        sink.deliver(usize::MAX, &mut |_| 0, &events);
+    }
+    assert!(c.is_done());
+    assert!(most <= 64 && most > 0, "open batches {most}");
+    let mut hosts = HashSet::new();
+    for (t, p) in &sink.0.borrow().log {
+        if *t == Topic::Records {
+            let r = BatchReader::new(p).unwrap();
+            let host = r.header().host.to_owned();
+            for rec in r {
+                let rec = rec.unwrap();
+                assert_eq!(rec.path.split(' ').next(), Some(host.as_str()), "a record keeps its host");
+                hosts.insert(host.clone());
+            }
+        }
+    }
+    assert_eq!(hosts.len(), n);
+    assert_eq!(sink.emitted().len(), n, "every line once");
+    drop(c);
+    fs::remove_dir_all(&root).unwrap();
 }

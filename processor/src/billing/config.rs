@@ -20,11 +20,12 @@ pub struct BillingConfig {
     pub user: String,
     /// File with the billing user's password (`SITELOG_BILLING_PASSWORD` wins).
     pub password_file: Option<PathBuf>,
-    /// A month is complete once every active source's watermark is this many hours past the
-    /// month's end (records still in flight from collectors and the processor).
+    /// A month is complete once every active collector source (its latest heartbeat) has
+    /// delivered this many hours past the month's end, or was idle after that (records still
+    /// in flight from Kafka through the processor).
     pub grace_hours: u32,
-    /// A source whose watermark is more than this many days before a month's start is retired
-    /// (a site that left, a decommissioned web host) and not waited for.
+    /// A collector source whose latest heartbeat is more than this many days before a month's
+    /// start is retired (a decommissioned web server) and not waited for.
     pub source_idle_days: u32,
 }
 

@@ -1,12 +1,12 @@
 //! The billing run: exact monthly usage per customer and site in Europe/Helsinki months,
-//! priced by each plan's metering rule, with completeness (watermarks), closed runs and
+//! priced by each plan's metering rule, with completeness (collector heartbeats), closed runs and
 //! reconciliation.
 //!
 //! - `month`: Helsinki months and days as exact UTC bounds (DST included);
 //! - `sql`: every statement billing sends (audited against the `sitelog_billing` grants);
 //! - `compute`: register billing fields + `usage_daily` → site lines;
 //! - `figures`: metering rules, site lines, customer totals, adjustments (pure);
-//! - `complete`: watermarks and the grace period → complete or provisional;
+//! - `complete`: collector heartbeats and the grace period → complete or provisional;
 //! - `runs`: closed runs (`billing_runs`, `billing_run_lines`), content hash, adjustments;
 //! - `verify`: rollup vs raw records, vs source progress, vs a closed run;
 //! - `render`: table, CSV (stable header) and JSON.

@@ -116,7 +116,7 @@ pub fn table(r: &BillingReport) -> String {
         (None, super::Status::Complete) => {
             let _ = writeln!(
                 o,
-                "Status: complete (every active source delivered past {}); not closed yet",
+                "Status: complete (every active collector source delivered past {}); not closed yet",
                 r.completeness.needed
             );
         }
@@ -190,13 +190,9 @@ pub fn table(r: &BillingReport) -> String {
         );
     }
     if !r.completeness.lagging.is_empty() {
-        let _ = writeln!(o, "\nLagging sources (watermark before {}):", r.completeness.needed);
+        let _ = writeln!(o, "\nLagging collector sources (not delivered up to {}):", r.completeness.needed);
         for l in &r.completeness.lagging {
-            let _ = writeln!(
-                o,
-                "  {:<40} file {}  watermark {}  {:.1} h behind",
-                l.site_host, l.fingerprint, l.watermark, l.behind_hours
-            );
+            let _ = writeln!(o, "  {}", l.describe());
         }
     }
     if !r.adjustments.is_empty() {

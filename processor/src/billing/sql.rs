@@ -70,11 +70,12 @@ pub const USAGE_MONTH: Statement = Statement {
 };
 
 /// The newest request time stored per site host, and the file that holds it.
-pub const WATERMARKS: Statement = Statement {
-    name: "watermarks",
-    sql: "SELECT site_host, argMax(fingerprint, max_ts) AS fingerprint, \
-          toUnixTimestamp64Micro(max(max_ts)) AS watermark_us \
-          FROM source_progress GROUP BY site_host ORDER BY site_host",
+/// The latest heartbeat of every collector source (`billing::complete`).
+pub const HEARTBEATS: Statement = Statement {
+    name: "heartbeats",
+    sql: "SELECT server, source, toUnixTimestamp64Milli(max(sent_at)) AS sent_at_ms, \
+          toUnixTimestamp64Micro(argMax(delivered_through, sent_at)) AS delivered_through_us, \
+          argMax(idle, sent_at) AS idle FROM collector_heartbeats GROUP BY server, source ORDER BY server, source",
     example_binds: &[],
 };
 
@@ -157,7 +158,7 @@ pub const ALL: &[Statement] = &[
     SITES,
     CUSTOMERS,
     USAGE_MONTH,
-    WATERMARKS,
+    HEARTBEATS,
     PROGRESS_RECORDS,
     USAGE_BY_HOST,
     RAW_DAILY,
