@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder};
 use serde::{Deserialize, Serialize};
 
+use super::fasthash::FastMap;
+use crate::classify::RequestClass;
 use crate::store::rows::AccessLogRow;
 
 const BUILTIN: &str = include_str!("scenarios.toml");
@@ -167,10 +169,11 @@ pub struct Matcher {
 }
 
 /// The scanners list (`scanners.txt`) with a cache of verdicts per user agent: agents repeat
-/// far more than they vary, and a hash lookup is cheaper than a scan of the agent.
+/// far more than they vary, and a hash lookup (the fast keyed hash of `fasthash`) is cheaper
+/// than a scan of the agent.
 pub struct ScannerList {
     ac: AhoCorasick,
-    cache: std::collections::HashMap<String, bool>,
+    cache: FastMap<Box<str>, bool>,
 }
 
 impl Default for ScannerList {
@@ -178,7 +181,7 @@ impl Default for ScannerList {
         let pats: Vec<&str> =
             SCANNERS.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
         let ac = AhoCorasickBuilder::new().ascii_case_insensitive(true).build(pats).expect("scanners.txt builds");
-        ScannerList { ac, cache: std::collections::HashMap::new() }
+        ScannerList { ac, cache: FastMap::default() }
     }
 }
 
@@ -191,7 +194,7 @@ impl ScannerList {
         if self.cache.len() >= 50_000 {
             self.cache.clear(); // bounded: a spray of random agents cannot grow it
         }
-        self.cache.insert(user_agent.to_owned(), v);
+        self.cache.insert(user_agent.into(), v);
         v
     }
 }
@@ -245,22 +248,47 @@ impl Matcher {
     /// Whether `row` matches; `path` is its lower-cased path, `scanner` whether its user
     /// agent is on the scanners list. Cheap, selective conditions are tested first.
     pub fn matches(&self, row: &AccessLogRow, path: &str, scanner: bool) -> bool {
-        let any_of = |v: &[String], f: &dyn Fn(&str) -> bool| v.is_empty() || v.iter().any(|x| f(x));
-        (self.status.is_empty() || self.status.iter().any(|&(a, b)| (a..=b).contains(&row.status)))
-            && (self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(&row.method)))
-            && !(self.exclude_known_bots && row.is_bot)
-            && !(self.exclude_static && row.request_class == "static")
-            && (!self.scanner_agent || scanner)
-            && any_of(&self.request_class, &|c| row.request_class == c)
-            && any_of(&self.path_prefix, &|p| path.starts_with(p))
-            && any_of(&self.path_suffix, &|s| path.ends_with(s))
-            && (self.path_glob.is_empty()
-                || self.path_glob.iter().any(|(a, b)| {
-                    path.len() >= a.len() + b.len() && path.starts_with(a.as_str()) && path.ends_with(b.as_str())
-                }))
-            && any_of(&self.query_param, &|q| query_value(&row.query, q).is_some())
-            && self.path_contains_ac.as_ref().is_none_or(|ac| ac.is_match(path))
-            && (self.any.is_empty() || self.any.iter().any(|m| m.matches(row, path, scanner)))
+        if !self.status.is_empty() && !self.status.iter().any(|&(a, b)| a <= row.status && row.status <= b) {
+            return false;
+        }
+        if !self.methods.is_empty() && !self.methods.iter().any(|m| m.eq_ignore_ascii_case(&row.method)) {
+            return false;
+        }
+        if (self.exclude_known_bots && row.is_bot)
+            || (self.exclude_static && row.request_class == "static")
+            || (self.scanner_agent && !scanner)
+        {
+            return false;
+        }
+        if !self.request_class.is_empty() && !self.request_class.iter().any(|c| row.request_class == *c) {
+            return false;
+        }
+        if !self.path_prefix.is_empty() && !self.path_prefix.iter().any(|p| path.starts_with(p.as_str())) {
+            return false;
+        }
+        if !self.path_suffix.is_empty() && !self.path_suffix.iter().any(|p| path.ends_with(p.as_str())) {
+            return false;
+        }
+        if !self.path_glob.is_empty()
+            && !self.path_glob.iter().any(|(a, b)| {
+                path.len() >= a.len() + b.len() && path.starts_with(a.as_str()) && path.ends_with(b.as_str())
+            })
+        {
+            return false;
+        }
+        if !self.query_param.is_empty() && !self.query_param.iter().any(|q| query_value(&row.query, q).is_some()) {
+            return false;
+        }
+        if self.path_contains_ac.as_ref().is_some_and(|ac| !ac.is_match(path)) {
+            return false;
+        }
+        self.any.is_empty() || self.any.iter().any(|m| m.matches(row, path, scanner))
+    }
+
+    /// A necessary condition of `matches` on one field: `accept` holds for this filter's own
+    /// condition on it and for at least one alternative of `any` (when given).
+    fn may_accept(&self, accept: &dyn Fn(&Matcher) -> bool) -> bool {
+        accept(self) && (self.any.is_empty() || self.any.iter().any(|a| a.may_accept(accept)))
     }
 
     /// Whether this filter (or one of its alternatives) asks for the scanners list.
@@ -275,6 +303,124 @@ pub fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         (k == name).then_some(v)
     })
+}
+
+/// The request classes `classify` gives rows, by dispatch index.
+const CLASSES: [RequestClass; 9] = [
+    RequestClass::Page,
+    RequestClass::Static,
+    RequestClass::WpAdmin,
+    RequestClass::WpLogin,
+    RequestClass::Xmlrpc,
+    RequestClass::WpJson,
+    RequestClass::Feed,
+    RequestClass::WpCron,
+    RequestClass::Other,
+];
+
+pub(crate) fn class_index(class: &str) -> Option<usize> {
+    Some(match class {
+        "page" => 0,
+        "static" => 1,
+        "wp-admin" => 2,
+        "wp-login" => 3,
+        "xmlrpc" => 4,
+        "wp-json" => 5,
+        "feed" => 6,
+        "wp-cron" => 7,
+        "other" => 8,
+        _ => return None,
+    })
+}
+
+/// Statuses with a precomputed mask (others take every scenario to the full match).
+const STATUS_TABLE: usize = 600;
+
+/// Which scenarios a row can match at all, from its method, status, request class, bot flag
+/// and scanner verdict, as a bit mask over the scenario list (bit i = scenario i), so that each
+/// row runs only the matchers that may accept it: a page view from a browser skips every
+/// POST-only, 4xx-only and scanner-only scenario without looking at them. Each mask is a
+/// necessary condition of `Matcher::matches` (computed from the same filters), never a
+/// sufficient one: the full match still decides, so the detector's behaviour is unchanged.
+pub struct Dispatch {
+    all: u64,
+    /// Methods named by some filter, each with the scenarios that accept it.
+    methods: Vec<(String, u64)>,
+    /// Scenarios accepting a method no filter names.
+    other_method: u64,
+    status: Vec<u64>,
+    class: [u64; CLASSES.len()],
+    bot: u64,
+    /// Scenarios whose match depends on the scanner verdict, and those that a non-scanner
+    /// agent can still match.
+    pub needs_scanner: u64,
+    pub not_scanner: u64,
+}
+
+impl Dispatch {
+    /// At most 64 matchers (the built-in list has 8; overrides cannot add any).
+    pub fn new(matchers: &[&Matcher]) -> Option<Dispatch> {
+        if matchers.len() > 64 {
+            return None;
+        }
+        let mask = |accept: &dyn Fn(&Matcher) -> bool| -> u64 {
+            matchers.iter().enumerate().filter(|(_, m)| m.may_accept(accept)).fold(0, |acc, (i, _)| acc | 1 << i)
+        };
+        let mut named: Vec<String> = Vec::new();
+        fn collect(m: &Matcher, out: &mut Vec<String>) {
+            for x in &m.methods {
+                if !out.iter().any(|y| y.eq_ignore_ascii_case(x)) {
+                    out.push(x.to_ascii_uppercase());
+                }
+            }
+            m.any.iter().for_each(|a| collect(a, out));
+        }
+        matchers.iter().for_each(|m| collect(m, &mut named));
+        let methods = named
+            .into_iter()
+            .map(|x| {
+                let mk = mask(&|m| m.methods.is_empty() || m.methods.iter().any(|y| y.eq_ignore_ascii_case(&x)));
+                (x, mk)
+            })
+            .collect();
+        let status = (0..STATUS_TABLE as u16)
+            .map(|st| mask(&|m| m.status.is_empty() || m.status.iter().any(|&(a, b)| a <= st && st <= b)))
+            .collect();
+        let class = CLASSES.map(|c| {
+            let c = c.as_str();
+            mask(&|m| {
+                (m.request_class.is_empty() || m.request_class.iter().any(|x| x == c))
+                    && !(m.exclude_static && c == "static")
+            })
+        });
+        Some(Dispatch {
+            all: mask(&|_| true),
+            methods,
+            other_method: mask(&|m| m.methods.is_empty()),
+            status,
+            class,
+            bot: mask(&|m| !m.exclude_known_bots),
+            needs_scanner: matchers
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.needs_scanner())
+                .fold(0, |acc, (i, _)| acc | 1 << i),
+            not_scanner: mask(&|m| !m.scanner_agent),
+        })
+    }
+
+    /// The scenarios `row` may match, before its user agent is looked at.
+    #[inline]
+    pub fn candidates(&self, row: &AccessLogRow) -> u64 {
+        let method = match self.methods.iter().find(|(m, _)| m.eq_ignore_ascii_case(&row.method)) {
+            Some((_, mask)) => *mask,
+            None => self.other_method,
+        };
+        let status = self.status.get(row.status as usize).copied().unwrap_or(u64::MAX);
+        let class = class_index(&row.request_class).map_or(u64::MAX, |i| self.class[i]);
+        let bot = if row.is_bot { self.bot } else { u64::MAX };
+        self.all & method & status & class & bot
+    }
 }
 
 #[cfg(test)]
