@@ -61,6 +61,9 @@ pub struct SignalRow {
 pub struct Scenarios {
     list: Vec<(Scenario, Matcher)>,
     dispatch: Dispatch,
+    /// Per scenario: event time (µs) a bucket must be idle before it can no longer fire or
+    /// extend an event (its drain time plus the cool-down).
+    horizon: Vec<i64>,
 }
 
 impl Scenarios {
@@ -77,7 +80,17 @@ impl Scenarios {
             name: format!("{} scenarios", list.len()),
             msg: "at most 64 scenarios".into(),
         })?;
-        Ok(Arc::new(Scenarios { list, dispatch }))
+        let horizon = list
+            .iter()
+            .map(|(s, _)| {
+                let drain = match s.kind {
+                    Kind::Leaky => s.capacity * s.leak_secs,
+                    Kind::Distinct => s.window_secs as f64,
+                };
+                ((drain + s.cooldown_secs as f64) * US) as i64
+            })
+            .collect();
+        Ok(Arc::new(Scenarios { list, dispatch, horizon }))
     }
 }
 
@@ -447,13 +460,7 @@ impl State {
             .buckets
             .iter()
             .filter(|(k, b)| {
-                let s = &sc.list[k.scenario as usize].0;
-                let drain = match s.kind {
-                    Kind::Leaky => s.capacity * s.leak_secs,
-                    Kind::Distinct => s.window_secs as f64,
-                };
-                let horizon = ((drain + s.cooldown_secs as f64) * US) as i64;
-                b.last_ts + horizon < now && seen - b.last_obs > IDLE_OBSERVATIONS
+                b.last_ts + sc.horizon[k.scenario as usize] < now && seen - b.last_obs > IDLE_OBSERVATIONS
             })
             .map(|(k, _)| *k)
             .collect();

@@ -161,8 +161,8 @@ pub struct Matcher {
     /// Whether the row's user agent must be on the scanners list (decided once per row by the
     /// detector, cached per agent: see [`ScannerList`]).
     scanner_agent: bool,
-    /// `path_contains` as one automaton (one pass over the path whatever the list's length).
-    path_contains_ac: Option<AhoCorasick>,
+    /// `path_contains` as one searcher (one pass over the path whatever the list's length).
+    path_contains: Option<Substrings>,
     exclude_known_bots: bool,
     exclude_static: bool,
     any: Vec<Matcher>,
@@ -196,6 +196,37 @@ impl ScannerList {
         }
         self.cache.insert(user_agent.into(), v);
         v
+    }
+}
+
+/// Whether any of a few substrings occurs. The packed (SIMD "Teddy") searcher takes ~15 ns on
+/// a typical path where the automaton's prefilter, stopping at every `/`, took ~55 ns; the
+/// automaton remains for what the packed searcher cannot take (empty or too many patterns, or
+/// a CPU without its instructions).
+enum Substrings {
+    Packed(aho_corasick::packed::Searcher),
+    Automaton(AhoCorasick),
+}
+
+impl Substrings {
+    fn new(patterns: &[String]) -> Self {
+        let packed = if patterns.iter().any(|p| p.is_empty()) {
+            None
+        } else {
+            aho_corasick::packed::Config::new().builder().extend(patterns).build()
+        };
+        match packed {
+            Some(p) => Substrings::Packed(p),
+            None => Substrings::Automaton(AhoCorasick::new(patterns).expect("path_contains builds")),
+        }
+    }
+
+    #[inline]
+    fn is_match(&self, hay: &str) -> bool {
+        match self {
+            Substrings::Packed(p) => p.find(hay).is_some(),
+            Substrings::Automaton(a) => a.is_match(hay),
+        }
     }
 }
 
@@ -237,8 +268,7 @@ impl Matcher {
             status,
             request_class: f.request_class.clone(),
             scanner_agent,
-            path_contains_ac: (!f.path_contains.is_empty())
-                .then(|| AhoCorasick::new(lower(&f.path_contains)).expect("path_contains builds")),
+            path_contains: (!f.path_contains.is_empty()).then(|| Substrings::new(&lower(&f.path_contains))),
             exclude_known_bots: f.exclude_known_bots,
             exclude_static: f.exclude_static,
             any: f.any.iter().map(|a| Matcher::new(a, scenario)).collect::<Result<_, _>>()?,
@@ -279,7 +309,7 @@ impl Matcher {
         if !self.query_param.is_empty() && !self.query_param.iter().any(|q| query_value(&row.query, q).is_some()) {
             return false;
         }
-        if self.path_contains_ac.as_ref().is_some_and(|ac| !ac.is_match(path)) {
+        if self.path_contains.as_ref().is_some_and(|c| !c.is_match(path)) {
             return false;
         }
         self.any.is_empty() || self.any.iter().any(|m| m.matches(row, path, scanner))
@@ -468,6 +498,30 @@ mod tests {
         assert_eq!(l.iter().find(|s| s.name == "xmlrpc-abuse").unwrap().capacity, 50.0);
         o.insert("no-such".to_owned(), Override::default());
         assert!(load(&o).unwrap_err().to_string().contains("no such scenario"));
+    }
+
+    #[test]
+    fn the_packed_substring_search_agrees_with_the_automaton() {
+        let pats: Vec<String> =
+            ["/.env", "/.git/", "wp-config.php.", "wp-config.php~", "/phpinfo.php", "/.aws/", "/.ssh/", "/.htpasswd"]
+                .map(String::from)
+                .to_vec();
+        let packed = Substrings::new(&pats);
+        assert!(matches!(packed, Substrings::Packed(_)), "this CPU builds the packed searcher");
+        let ac = Substrings::Automaton(AhoCorasick::new(&pats).unwrap());
+        let pieces = ["/", ".env", "/.git/", "wp-config.php", ".", "~", "phpinfo.php", "a", "/.ht", "passwd", "x/y"];
+        let mut hits = 0;
+        // Every sequence of up to four pieces: short paths (under Teddy's minimum length) and
+        // long ones, matches at the start, the end and across pieces.
+        let mut stack = vec![(String::new(), 0)];
+        while let Some((p, depth)) = stack.pop() {
+            assert_eq!(packed.is_match(&p), ac.is_match(&p), "{p:?}");
+            hits += ac.is_match(&p) as usize;
+            if depth < 4 {
+                stack.extend(pieces.iter().map(|x| (format!("{p}{x}"), depth + 1)));
+            }
+        }
+        assert!(hits > 1000, "{hits}");
     }
 
     #[test]
