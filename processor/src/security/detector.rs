@@ -170,6 +170,10 @@ struct State {
     scanners: ScannerList,
     /// Reused for counting distinct values (no allocation per row).
     scratch: Vec<u64>,
+    /// The smallest `last_obs` of any bucket or signal group at the last expiry scan.
+    least_obs: u64,
+    /// The last site key seen and its hash (a partition's records come in runs of one site).
+    last_site: (String, u64),
     evictions: u64,
 }
 
@@ -212,10 +216,29 @@ fn stable_hash(parts: &[&[u8]]) -> u64 {
     h.finish()
 }
 
+/// Whether `b` has an ASCII upper-case letter, 8 bytes per step ("determine if a word has a
+/// byte between m and n", Bit Twiddling Hacks: bytes above 0x40 and below 0x5b; bytes ≥ 0x80
+/// are excluded by the `!x` term).
+#[inline]
+fn has_upper(b: &[u8]) -> bool {
+    const ONES: u64 = u64::MAX / 255;
+    let word = |x: u64| {
+        let low = x & (ONES * 127);
+        (ONES * (127 + 0x5b) - low) & !x & (low + ONES * (127 - 0x40)) & (ONES * 128) != 0
+    };
+    let mut chunks = b.chunks_exact(8);
+    let mut any = false;
+    for c in &mut chunks {
+        any |= word(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+    }
+    let mut tail = [0u8; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    any | word(u64::from_le_bytes(tail))
+}
+
 /// The path as the matchers see it: lower case, borrowed unless it has an upper-case letter.
 fn lower_path(path: &str) -> Cow<'_, str> {
-    // A fold without early exit: the compiler vectorises it (paths are short; most have none).
-    if path.bytes().fold(false, |acc, b| acc | b.is_ascii_uppercase()) {
+    if has_upper(path.as_bytes()) {
         path.to_ascii_lowercase().into()
     } else {
         path.into()
@@ -237,6 +260,8 @@ impl Detector {
                 signal_groups: FastMap::default(),
                 scanners: ScannerList::default(),
                 scratch: Vec::new(),
+                least_obs: 0,
+                last_site: (String::new(), site_hash(b"")),
                 evictions: 0,
             },
             evictions: 0,
@@ -273,12 +298,13 @@ impl Detector {
         }
         let path = lower_path(&row.path);
         let site_key = if row.site_id.is_empty() { &row.site_host } else { &row.site_id };
-        let site = site_hash(site_key.as_bytes());
+        let mut site = None;
         while cand != 0 {
             let i = cand.trailing_zeros() as usize;
             cand &= cand - 1;
             let (s, m) = &sc.list[i];
             if m.matches(row, &path, scanner) {
+                let site = *site.get_or_insert_with(|| st.site_hash(site_key));
                 st.hit(sc, i, s, row, &path, site, site_key);
             }
         }
@@ -320,6 +346,16 @@ fn event_row(sc: &Scenarios, key: &GroupKey, b: &Bucket) -> Option<EventRow> {
 }
 
 impl State {
+    /// `site_hash` of the site key, remembered for the next rows of the same site.
+    fn site_hash(&mut self, key: &str) -> u64 {
+        if self.last_site.0 != key {
+            self.last_site.0.clear();
+            self.last_site.0.push_str(key);
+            self.last_site.1 = site_hash(key.as_bytes());
+        }
+        self.last_site.1
+    }
+
     /// Scenario `i` (`s`) matched `row`: count it in its bucket, fire or extend an event, and
     /// count near-misses for the cross-tenant scenario.
     #[allow(clippy::too_many_arguments)]
@@ -456,6 +492,13 @@ impl State {
     /// keeps expiry a function of the record order only — never of batch boundaries.
     fn expire(&mut self, sc: &Scenarios) {
         let (now, seen) = (self.watermark, self.observed);
+        metrics::gauge!("sitelog_security_buckets").set(self.buckets.len() as f64);
+        // Nothing can be idle for `IDLE_OBSERVATIONS` yet if the least recently matched bucket
+        // or group at the last scan (or anything newer) matched within them: skip the scan.
+        // Exact, since `last_obs` only grows and new entries start at the current count.
+        if seen - self.least_obs <= IDLE_OBSERVATIONS {
+            return;
+        }
         let expired: Vec<GroupKey> = self
             .buckets
             .iter()
@@ -468,7 +511,13 @@ impl State {
             self.remove_bucket(sc, k);
         }
         self.signal_groups.retain(|_, g| g.start + SIGNAL_WINDOW_US >= now || seen - g.last_obs <= IDLE_OBSERVATIONS);
-        metrics::gauge!("sitelog_security_buckets").set(self.buckets.len() as f64);
+        self.least_obs = self
+            .buckets
+            .values()
+            .map(|b| b.last_obs)
+            .chain(self.signal_groups.values().map(|g| g.last_obs))
+            .min()
+            .unwrap_or(seen);
     }
 
     /// At the limit: the least recently seen tenth goes (O(n) selection, once per tenth).
@@ -605,13 +654,15 @@ mod tests {
                 for path in paths {
                     for query in ["", "author=2", "rest_route=/x"] {
                         for ua in ["Mozilla/5.0", "sqlmap/1.7", "Googlebot/2.1"] {
-                            for is_bot in [false, true] {
+                            for (is_bot, class) in [(false, ""), (true, ""), (false, "static"), (false, "mystery")] {
                                 let mut r = row("203.0.113.7", 0, method, path, status);
                                 r.query = query.into();
                                 r.user_agent = ua.into();
                                 r.is_bot = is_bot;
-                                r.request_class =
-                                    crate::classify::request_class(method, path, query).as_str().into();
+                                r.request_class = match class {
+                                    "" => crate::classify::request_class(method, path, query).as_str().into(),
+                                    c => c.into(),
+                                };
                                 let mut cand = sc.dispatch.candidates(&r);
                                 let scanner = scanners.is_scanner(ua);
                                 if !scanner {
@@ -644,20 +695,18 @@ mod tests {
     }
 
     #[test]
-    fn every_request_class_has_a_dispatch_entry() {
-        for c in [
-            crate::classify::request_class("GET", "/", ""),
-            crate::classify::request_class("GET", "/a.css", ""),
-            crate::classify::request_class("POST", "/wp-admin/x", ""),
-            crate::classify::request_class("POST", "/wp-login.php", ""),
-            crate::classify::request_class("POST", "/xmlrpc.php", ""),
-            crate::classify::request_class("GET", "/wp-json/x", ""),
-            crate::classify::request_class("GET", "/feed", ""),
-            crate::classify::request_class("GET", "/wp-cron.php", ""),
-            crate::classify::request_class("PROPFIND", "/", ""),
-        ] {
-            assert!(super::super::scenario::class_index(c.as_str()).is_some(), "{c:?}");
+    fn upper_case_is_found_wherever_it_is() {
+        for len in 0..40 {
+            for at in 0..len {
+                for b in [b'@', b'A', b'M', b'Z', b'[', b'a', b'z', 0x80, 0xc1, 0xda, 0xff, 0] {
+                    let mut v = vec![b'x'; len];
+                    v[at] = b;
+                    assert_eq!(has_upper(&v), v.iter().any(u8::is_ascii_uppercase), "{v:?}");
+                }
+            }
         }
+        assert_eq!(lower_path("/Wp-Login.PHP"), "/wp-login.php");
+        assert!(matches!(lower_path("/wp-login.php"), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -9,7 +9,6 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::fasthash::FastMap;
-use crate::classify::RequestClass;
 use crate::store::rows::AccessLogRow;
 
 const BUILTIN: &str = include_str!("scenarios.toml");
@@ -152,8 +151,8 @@ impl Scenario {
 /// A filter made ready to run: status ranges parsed, user-agent lists built.
 pub struct Matcher {
     methods: Vec<String>,
-    path_prefix: Vec<String>,
-    path_suffix: Vec<String>,
+    path_prefix: Affixes,
+    path_suffix: Affixes,
     path_glob: Vec<(String, String)>,
     query_param: Vec<String>,
     status: Vec<(u16, u16)>,
@@ -196,6 +195,51 @@ impl ScannerList {
         }
         self.cache.insert(user_agent.into(), v);
         v
+    }
+}
+
+/// Path prefixes or suffixes with a one-byte pre-check: the set of the bytes the affixes have
+/// at one position (a prefix's second byte — the first is always `/` — or a suffix's last).
+/// A path whose byte there is not in the set matches none of them, and most paths are
+/// rejected by that one lookup instead of a comparison per affix.
+struct Affixes {
+    list: Vec<String>,
+    suffix: bool,
+    /// 256-bit set; `None` when some affix is too short to have the byte.
+    bytes: Option<[u64; 4]>,
+}
+
+impl Affixes {
+    fn new(list: Vec<String>, suffix: bool) -> Self {
+        let probe = |s: &[u8]| if suffix { s.last().copied() } else { s.get(1).copied() };
+        let bytes = list.iter().map(|a| probe(a.as_bytes())).collect::<Option<Vec<u8>>>().map(|v| {
+            let mut set = [0u64; 4];
+            for b in v {
+                set[b as usize >> 6] |= 1 << (b & 63);
+            }
+            set
+        });
+        Affixes { list, suffix, bytes }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    #[inline]
+    fn any(&self, path: &str) -> bool {
+        if let Some(set) = &self.bytes {
+            let b = if self.suffix { path.as_bytes().last() } else { path.as_bytes().get(1) };
+            match b {
+                Some(&b) if set[b as usize >> 6] >> (b & 63) & 1 != 0 => {}
+                _ => return false,
+            }
+        }
+        if self.suffix {
+            self.list.iter().any(|a| path.ends_with(a.as_str()))
+        } else {
+            self.list.iter().any(|a| path.starts_with(a.as_str()))
+        }
     }
 }
 
@@ -261,8 +305,8 @@ impl Matcher {
         let lower = |v: &[String]| v.iter().map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>();
         Ok(Matcher {
             methods: f.methods.clone(),
-            path_prefix: lower(&f.path_prefix),
-            path_suffix: lower(&f.path_suffix),
+            path_prefix: Affixes::new(lower(&f.path_prefix), false),
+            path_suffix: Affixes::new(lower(&f.path_suffix), true),
             path_glob,
             query_param: f.query_param.clone(),
             status,
@@ -293,10 +337,10 @@ impl Matcher {
         if !self.request_class.is_empty() && !self.request_class.iter().any(|c| row.request_class == *c) {
             return false;
         }
-        if !self.path_prefix.is_empty() && !self.path_prefix.iter().any(|p| path.starts_with(p.as_str())) {
+        if !self.path_prefix.is_empty() && !self.path_prefix.any(path) {
             return false;
         }
-        if !self.path_suffix.is_empty() && !self.path_suffix.iter().any(|p| path.ends_with(p.as_str())) {
+        if !self.path_suffix.is_empty() && !self.path_suffix.any(path) {
             return false;
         }
         if !self.path_glob.is_empty()
@@ -327,40 +371,29 @@ impl Matcher {
     }
 }
 
-/// The value of query parameter `name` (first occurrence), if present.
+/// The value of query parameter `name` (first occurrence), if present: the query split at
+/// `&`, each part at its first `=` (a part without `=` has the value ""). Written as one scan
+/// without iterators: it runs on every row with a query.
 pub fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == name).then_some(v)
-    })
-}
-
-/// The request classes `classify` gives rows, by dispatch index.
-const CLASSES: [RequestClass; 9] = [
-    RequestClass::Page,
-    RequestClass::Static,
-    RequestClass::WpAdmin,
-    RequestClass::WpLogin,
-    RequestClass::Xmlrpc,
-    RequestClass::WpJson,
-    RequestClass::Feed,
-    RequestClass::WpCron,
-    RequestClass::Other,
-];
-
-pub(crate) fn class_index(class: &str) -> Option<usize> {
-    Some(match class {
-        "page" => 0,
-        "static" => 1,
-        "wp-admin" => 2,
-        "wp-login" => 3,
-        "xmlrpc" => 4,
-        "wp-json" => 5,
-        "feed" => 6,
-        "wp-cron" => 7,
-        "other" => 8,
-        _ => return None,
-    })
+    if name.contains('=') {
+        return None; // a key never contains `=`
+    }
+    let mut rest = query;
+    loop {
+        let (part, next) = match rest.find('&') {
+            Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+            None => (rest, None),
+        };
+        if let Some(after) = part.strip_prefix(name) {
+            if after.is_empty() {
+                return Some("");
+            }
+            if let Some(v) = after.strip_prefix('=') {
+                return Some(v);
+            }
+        }
+        rest = next?;
+    }
 }
 
 /// Statuses with a precomputed mask (others take every scenario to the full match).
@@ -379,7 +412,10 @@ pub struct Dispatch {
     /// Scenarios accepting a method no filter names.
     other_method: u64,
     status: Vec<u64>,
-    class: [u64; CLASSES.len()],
+    /// Request classes some filter names (and `static`, which `exclude_static` names), each
+    /// with the scenarios that accept it; every other class takes `other_class`.
+    classes: Vec<(String, u64)>,
+    other_class: u64,
     bot: u64,
     /// Scenarios whose match depends on the scanner verdict, and those that a non-scanner
     /// agent can still match.
@@ -416,19 +452,33 @@ impl Dispatch {
         let status = (0..STATUS_TABLE as u16)
             .map(|st| mask(&|m| m.status.is_empty() || m.status.iter().any(|&(a, b)| a <= st && st <= b)))
             .collect();
-        let class = CLASSES.map(|c| {
-            let c = c.as_str();
-            mask(&|m| {
-                (m.request_class.is_empty() || m.request_class.iter().any(|x| x == c))
-                    && !(m.exclude_static && c == "static")
+        let mut named: Vec<String> = vec!["static".into()];
+        fn collect_classes(m: &Matcher, out: &mut Vec<String>) {
+            for x in &m.request_class {
+                if !out.contains(x) {
+                    out.push(x.clone());
+                }
+            }
+            m.any.iter().for_each(|a| collect_classes(a, out));
+        }
+        matchers.iter().for_each(|m| collect_classes(m, &mut named));
+        let classes = named
+            .into_iter()
+            .map(|c| {
+                let mk = mask(&|m| {
+                    (m.request_class.is_empty() || m.request_class.contains(&c))
+                        && !(m.exclude_static && c == "static")
+                });
+                (c, mk)
             })
-        });
+            .collect();
         Some(Dispatch {
             all: mask(&|_| true),
             methods,
             other_method: mask(&|m| m.methods.is_empty()),
             status,
-            class,
+            classes,
+            other_class: mask(&|m| m.request_class.is_empty()),
             bot: mask(&|m| !m.exclude_known_bots),
             needs_scanner: matchers
                 .iter()
@@ -447,7 +497,10 @@ impl Dispatch {
             None => self.other_method,
         };
         let status = self.status.get(row.status as usize).copied().unwrap_or(u64::MAX);
-        let class = class_index(&row.request_class).map_or(u64::MAX, |i| self.class[i]);
+        let class = match self.classes.iter().find(|(c, _)| *c == row.request_class) {
+            Some((_, mask)) => *mask,
+            None => self.other_class,
+        };
         let bot = if row.is_bot { self.bot } else { u64::MAX };
         self.all & method & status & class & bot
     }
@@ -522,6 +575,35 @@ mod tests {
             }
         }
         assert!(hits > 1000, "{hits}");
+    }
+
+    #[test]
+    fn query_values_as_the_query_is_split() {
+        // The reference: split at `&`, each part at its first `=`.
+        let reference = |q: &'static str, name: &str| {
+            q.split('&').find_map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                (k == name).then_some(v)
+            })
+        };
+        for q in ["", "author=3", "a=1&author=2", "author", "author=", "authority=3", "&author=4&author=5", "x&y=author", "=1", "&", "author=a=b"] {
+            for name in ["author", "a", "", "x", "y", "author=", "authority"] {
+                assert_eq!(query_value(q, name), reference(q, name), "{q:?} {name:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn affix_prechecks_never_reject_a_match() {
+        let pre = Affixes::new(vec!["/wp-json/wp/v2/users".into(), "/wp-content/".into(), "/x".into()], false);
+        let suf = Affixes::new(vec![".sql".into(), ".bak".into(), ".sql.gz".into()], true);
+        for p in ["/", "", "/w", "/x", "/xy", "/wp-content/a", "/wp-json/wp/v2/users/1", "/a.sql", "/b.sql.gz", "/c.bak", "/d.bak/", "/e.sq"] {
+            assert_eq!(pre.any(p), pre.list.iter().any(|a| p.starts_with(a.as_str())), "{p}");
+            assert_eq!(suf.any(p), suf.list.iter().any(|a| p.ends_with(a.as_str())), "{p}");
+        }
+        // An affix too short for the pre-check turns it off.
+        let short = Affixes::new(vec!["/".into()], false);
+        assert!(short.bytes.is_none() && short.any("/anything"));
     }
 
     #[test]
