@@ -205,6 +205,16 @@ fn live_tailing_detects_exactly_what_a_backfill_does() {
         for a in &attacks {
             let want = (a.scenario.clone(), a.source.clone(), a.customer_id.clone(), a.site_host.clone());
             assert!(found.contains(&want), "{what}: injected {want:?} not found among {found:#?}");
+            // …starting on the day the generator began it (Helsinki).
+            let days: Vec<String> = got
+                .iter()
+                .filter(|e| (&e.0, &e.1, &e.2, &e.3) == (&want.0, &want.1, &want.2, &want.3))
+                .map(|e| {
+                    let t = chrono::DateTime::parse_from_rfc3339(&e.4).unwrap();
+                    t.with_timezone(&chrono_tz::Europe::Helsinki).date_naive().to_string()
+                })
+                .collect();
+            assert!(days.contains(&a.day), "{what}: {want:?} began on {} by the truth, events on {days:?}", a.day);
         }
         let attacked: BTreeSet<_> = attacks.iter().map(|a| (a.source.clone(), a.site_host.clone())).collect();
         let extra: Vec<_> = found.iter().filter(|e| !attacked.contains(&(e.1.clone(), e.3.clone()))).collect();
