@@ -95,12 +95,22 @@ impl Scenarios {
 }
 
 /// A bucket's group: scenario, address or network, and a hash of the site key — cheap to hash
-/// and copy.
+/// and copy, 24 bytes: the scenario's index (< 64) sits in the top byte of `tag`, the site
+/// key's hash in the other 56 bits.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 struct GroupKey {
-    scenario: u16,
     ip: Ipv6Addr,
-    site: u64,
+    tag: u64,
+}
+
+impl GroupKey {
+    fn new(scenario: usize, ip: Ipv6Addr, site: u64) -> Self {
+        GroupKey { ip, tag: (site & (u64::MAX >> 8)) | (scenario as u64) << 56 }
+    }
+
+    fn scenario(&self) -> usize {
+        (self.tag >> 56) as usize
+    }
 }
 
 impl Hash for GroupKey {
@@ -109,7 +119,7 @@ impl Hash for GroupKey {
         let ip = u128::from(self.ip);
         h.write_u64(ip as u64);
         h.write_u64((ip >> 64) as u64);
-        h.write_u64(self.site ^ ((self.scenario as u64) << 52));
+        h.write_u64(self.tag);
     }
 }
 
@@ -142,7 +152,8 @@ struct Bucket {
     last_ts: i64,
     started: i64,
     hits: u64,
-    window: VecDeque<(i64, u64)>,
+    /// Distinct scenarios only: (time, value hash) of the recent matches.
+    window: Option<Box<VecDeque<(i64, u64)>>>,
     /// `observed` when this bucket last matched.
     last_obs: u64,
     open: Option<Box<OpenEvent>>,
@@ -326,7 +337,7 @@ impl Detector {
 
 fn event_row(sc: &Scenarios, key: &GroupKey, b: &Bucket) -> Option<EventRow> {
     let e = b.open.as_ref()?;
-    let s = &sc.list[key.scenario as usize].0;
+    let s = &sc.list[key.scenario()].0;
     Some(EventRow {
         event_id: e.id,
         scenario: s.name.clone(),
@@ -361,7 +372,7 @@ impl State {
     #[allow(clippy::too_many_arguments)]
     fn hit(&mut self, sc: &Scenarios, i: usize, s: &Scenario, row: &AccessLogRow, path: &str, site: u64, site_key: &str) {
         let t = row.ts;
-        let key = GroupKey { scenario: i as u16, ip: row.client_ip, site };
+        let key = GroupKey::new(i, row.client_ip, site);
         if self.buckets.len() >= self.max_buckets && !self.buckets.contains_key(&key) {
             self.evict(sc);
         }
@@ -387,21 +398,22 @@ impl State {
                     }
                 };
                 let horizon = t - (s.window_secs as i64) * 1_000_000;
-                while b.window.front().is_some_and(|(ts, _)| *ts < horizon) {
-                    b.window.pop_front();
+                let window = b.window.get_or_insert_with(Default::default);
+                while window.front().is_some_and(|(ts, _)| *ts < horizon) {
+                    window.pop_front();
                 }
-                if b.window.is_empty() {
+                if window.is_empty() {
                     b.started = t;
                     b.hits = 0;
                 }
-                b.window.push_back((t, value));
-                if b.window.len() > 4 * s.threshold {
-                    b.window.pop_front();
+                window.push_back((t, value));
+                if window.len() > 4 * s.threshold {
+                    window.pop_front();
                 }
                 b.hits += 1;
                 let d = &mut self.scratch;
                 d.clear();
-                d.extend(b.window.iter().map(|(_, v)| *v));
+                d.extend(window.iter().map(|(_, v)| *v));
                 d.sort_unstable();
                 d.dedup();
                 d.len() >= s.threshold
@@ -413,7 +425,7 @@ impl State {
             // Near-miss signals count per network and site (an attacker spreading thin uses
             // several addresses of one network), apart from the leaky level, which drains
             // between slow attempts.
-            let gkey = GroupKey { scenario: i as u16, ip: row.client_net, site };
+            let gkey = GroupKey::new(i, row.client_net, site);
             if self.signal_groups.len() >= self.max_buckets && !self.signal_groups.contains_key(&gkey) {
                 evict_signal_groups(&mut self.signal_groups, self.max_buckets, &mut self.evictions);
             }
@@ -503,7 +515,7 @@ impl State {
             .buckets
             .iter()
             .filter(|(k, b)| {
-                b.last_ts + sc.horizon[k.scenario as usize] < now && seen - b.last_obs > IDLE_OBSERVATIONS
+                b.last_ts + sc.horizon[k.scenario()] < now && seen - b.last_obs > IDLE_OBSERVATIONS
             })
             .map(|(k, _)| *k)
             .collect();

@@ -248,8 +248,14 @@ impl Affixes {
 /// automaton remains for what the packed searcher cannot take (empty or too many patterns, or
 /// a CPU without its instructions).
 enum Substrings {
-    Packed(aho_corasick::packed::Searcher),
+    Packed(aho_corasick::packed::Searcher, Option<u8>),
     Automaton(AhoCorasick),
+}
+
+/// A punctuation byte every pattern contains, if there is one (`.` for the built-in
+/// sensitive files): a path without it matches none, and one `memchr` tells.
+fn required_byte(patterns: &[String]) -> Option<u8> {
+    b".~_-=%@!$:".iter().copied().find(|b| patterns.iter().all(|p| p.as_bytes().contains(b)))
 }
 
 impl Substrings {
@@ -260,7 +266,7 @@ impl Substrings {
             aho_corasick::packed::Config::new().builder().extend(patterns).build()
         };
         match packed {
-            Some(p) => Substrings::Packed(p),
+            Some(p) => Substrings::Packed(p, required_byte(patterns)),
             None => Substrings::Automaton(AhoCorasick::new(patterns).expect("path_contains builds")),
         }
     }
@@ -268,7 +274,9 @@ impl Substrings {
     #[inline]
     fn is_match(&self, hay: &str) -> bool {
         match self {
-            Substrings::Packed(p) => p.find(hay).is_some(),
+            Substrings::Packed(p, need) => {
+                need.is_none_or(|b| hay.as_bytes().contains(&b)) && p.find(hay).is_some()
+            }
             Substrings::Automaton(a) => a.is_match(hay),
         }
     }
@@ -308,7 +316,16 @@ impl Matcher {
             path_prefix: Affixes::new(lower(&f.path_prefix), false),
             path_suffix: Affixes::new(lower(&f.path_suffix), true),
             path_glob,
-            query_param: f.query_param.clone(),
+            // A name with `=` can never be a key: leave it out here, once, instead of per row
+            // (a list of only such names still matches nothing: `impossible`).
+            query_param: {
+                let ok: Vec<String> = f.query_param.iter().filter(|q| !q.contains('=')).cloned().collect();
+                if ok.is_empty() && !f.query_param.is_empty() {
+                    vec![IMPOSSIBLE_PARAM.to_owned()]
+                } else {
+                    ok
+                }
+            },
             status,
             request_class: f.request_class.clone(),
             scanner_agent,
@@ -350,7 +367,7 @@ impl Matcher {
         {
             return false;
         }
-        if !self.query_param.is_empty() && !self.query_param.iter().any(|q| query_value(&row.query, q).is_some()) {
+        if !self.query_param.is_empty() && !self.query_param.iter().any(|q| find_param(&row.query, q).is_some()) {
             return false;
         }
         if self.path_contains.as_ref().is_some_and(|c| !c.is_match(path)) {
@@ -377,6 +394,18 @@ impl Matcher {
 pub fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     if name.contains('=') {
         return None; // a key never contains `=`
+    }
+    find_param(query, name)
+}
+
+/// A parameter name no query can have (it contains `&`, where queries are split).
+const IMPOSSIBLE_PARAM: &str = "&";
+
+/// [`query_value`] for a name known to have no `=`.
+#[inline]
+fn find_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    if name == IMPOSSIBLE_PARAM {
+        return None;
     }
     let mut rest = query;
     loop {
@@ -560,7 +589,7 @@ mod tests {
                 .map(String::from)
                 .to_vec();
         let packed = Substrings::new(&pats);
-        assert!(matches!(packed, Substrings::Packed(_)), "this CPU builds the packed searcher");
+        assert!(matches!(packed, Substrings::Packed(_, Some(b'.'))), "this CPU builds the packed searcher");
         let ac = Substrings::Automaton(AhoCorasick::new(&pats).unwrap());
         let pieces = ["/", ".env", "/.git/", "wp-config.php", ".", "~", "phpinfo.php", "a", "/.ht", "passwd", "x/y"];
         let mut hits = 0;
