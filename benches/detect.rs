@@ -7,7 +7,10 @@
 //! 2. A spray of 1,000,000 distinct addresses each POSTing `wp-login.php`: the detector's
 //!    buckets stay within `[security] max_buckets` and the process's peak RSS is printed.
 //!
-//! Run: `cargo bench --bench detect`. No services needed.
+//! Off and on (and each scenario alone) alternate within every round, and the best pass of each
+//! counts; a split pass per round also times detection apart from derive within the same pass.
+//!
+//! Run: `cargo bench --bench detect` (`SITELOG_BENCH_ROUNDS`, default 7). No services needed.
 
 mod support {
     pub mod usage;

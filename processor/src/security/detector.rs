@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use siphasher::sip::SipHasher24;
 
 use super::fasthash::FastMap;
-use super::scenario::{DistinctField, Dispatch, Kind, Matcher, ScannerList, Scenario};
+use super::scenario::{Dispatch, DistinctField, Kind, Matcher, ScannerList, Scenario};
 use crate::store::rows::AccessLogRow;
 
 /// A row of `security_events`: the current state of one event (newest `version` wins).
@@ -370,7 +370,16 @@ impl State {
     /// Scenario `i` (`s`) matched `row`: count it in its bucket, fire or extend an event, and
     /// count near-misses for the cross-tenant scenario.
     #[allow(clippy::too_many_arguments)]
-    fn hit(&mut self, sc: &Scenarios, i: usize, s: &Scenario, row: &AccessLogRow, path: &str, site: u64, site_key: &str) {
+    fn hit(
+        &mut self,
+        sc: &Scenarios,
+        i: usize,
+        s: &Scenario,
+        row: &AccessLogRow,
+        path: &str,
+        site: u64,
+        site_key: &str,
+    ) {
         let t = row.ts;
         let key = GroupKey::new(i, row.client_ip, site);
         if self.buckets.len() >= self.max_buckets && !self.buckets.contains_key(&key) {
@@ -514,9 +523,7 @@ impl State {
         let expired: Vec<GroupKey> = self
             .buckets
             .iter()
-            .filter(|(k, b)| {
-                b.last_ts + sc.horizon[k.scenario()] < now && seen - b.last_obs > IDLE_OBSERVATIONS
-            })
+            .filter(|(k, b)| b.last_ts + sc.horizon[k.scenario()] < now && seen - b.last_obs > IDLE_OBSERVATIONS)
             .map(|(k, _)| *k)
             .collect();
         for k in &expired {
@@ -656,9 +663,19 @@ mod tests {
         let sc = scenarios();
         let mut scanners = ScannerList::default();
         let paths = [
-            "/", "/wp-login.php", "/xmlrpc.php", "/wp-json/wp/v2/users", "/wp-content/plugins/x/readme.txt",
-            "/wp-config-sample.php", "/.env", "/DB.SQL", "/style.css", "/wp-admin/admin-ajax.php", "/feed/",
-            "/wp-cron.php", "/WP-LOGIN.PHP",
+            "/",
+            "/wp-login.php",
+            "/xmlrpc.php",
+            "/wp-json/wp/v2/users",
+            "/wp-content/plugins/x/readme.txt",
+            "/wp-config-sample.php",
+            "/.env",
+            "/DB.SQL",
+            "/style.css",
+            "/wp-admin/admin-ajax.php",
+            "/feed/",
+            "/wp-cron.php",
+            "/WP-LOGIN.PHP",
         ];
         let (mut checked, mut skipped) = (0, 0);
         for method in ["GET", "POST", "post", "HEAD", "PROPFIND", ""] {

@@ -274,9 +274,7 @@ impl Substrings {
     #[inline]
     fn is_match(&self, hay: &str) -> bool {
         match self {
-            Substrings::Packed(p, need) => {
-                need.is_none_or(|b| hay.as_bytes().contains(&b)) && p.find(hay).is_some()
-            }
+            Substrings::Packed(p, need) => need.is_none_or(|b| hay.as_bytes().contains(&b)) && p.find(hay).is_some(),
             Substrings::Automaton(a) => a.is_match(hay),
         }
     }
@@ -495,8 +493,7 @@ impl Dispatch {
             .into_iter()
             .map(|c| {
                 let mk = mask(&|m| {
-                    (m.request_class.is_empty() || m.request_class.contains(&c))
-                        && !(m.exclude_static && c == "static")
+                    (m.request_class.is_empty() || m.request_class.contains(&c)) && !(m.exclude_static && c == "static")
                 });
                 (c, mk)
             })
@@ -615,7 +612,19 @@ mod tests {
                 (k == name).then_some(v)
             })
         };
-        for q in ["", "author=3", "a=1&author=2", "author", "author=", "authority=3", "&author=4&author=5", "x&y=author", "=1", "&", "author=a=b"] {
+        for q in [
+            "",
+            "author=3",
+            "a=1&author=2",
+            "author",
+            "author=",
+            "authority=3",
+            "&author=4&author=5",
+            "x&y=author",
+            "=1",
+            "&",
+            "author=a=b",
+        ] {
             for name in ["author", "a", "", "x", "y", "author=", "authority"] {
                 assert_eq!(query_value(q, name), reference(q, name), "{q:?} {name:?}");
             }
@@ -626,7 +635,20 @@ mod tests {
     fn affix_prechecks_never_reject_a_match() {
         let pre = Affixes::new(vec!["/wp-json/wp/v2/users".into(), "/wp-content/".into(), "/x".into()], false);
         let suf = Affixes::new(vec![".sql".into(), ".bak".into(), ".sql.gz".into()], true);
-        for p in ["/", "", "/w", "/x", "/xy", "/wp-content/a", "/wp-json/wp/v2/users/1", "/a.sql", "/b.sql.gz", "/c.bak", "/d.bak/", "/e.sq"] {
+        for p in [
+            "/",
+            "",
+            "/w",
+            "/x",
+            "/xy",
+            "/wp-content/a",
+            "/wp-json/wp/v2/users/1",
+            "/a.sql",
+            "/b.sql.gz",
+            "/c.bak",
+            "/d.bak/",
+            "/e.sq",
+        ] {
             assert_eq!(pre.any(p), pre.list.iter().any(|a| p.starts_with(a.as_str())), "{p}");
             assert_eq!(suf.any(p), suf.list.iter().any(|a| p.ends_with(a.as_str())), "{p}");
         }
