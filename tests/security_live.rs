@@ -92,7 +92,7 @@ fn streams(sample_logs: &Path, live_logs: &Path) -> Vec<Stream> {
                     Some((age, p))
                 })
                 .collect();
-            files.sort_by(|a, b| b.0.cmp(&a.0));
+            files.sort_by_key(|f| std::cmp::Reverse(f.0));
             let files = files
                 .into_iter()
                 .map(|(_, p)| {

@@ -152,7 +152,9 @@ struct Bucket {
     last_ts: i64,
     started: i64,
     hits: u64,
-    /// Distinct scenarios only: (time, value hash) of the recent matches.
+    /// Distinct scenarios only: (time, value hash) of the recent matches. Boxed: the deque's
+    /// own 32 bytes would weigh on every leaky bucket too (8 here).
+    #[allow(clippy::box_collection)]
     window: Option<Box<VecDeque<(i64, u64)>>>,
     /// `observed` when this bucket last matched.
     last_obs: u64,

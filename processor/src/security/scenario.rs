@@ -349,7 +349,7 @@ impl Matcher {
         {
             return false;
         }
-        if !self.request_class.is_empty() && !self.request_class.iter().any(|c| row.request_class == *c) {
+        if !self.request_class.is_empty() && !self.request_class.contains(&row.request_class) {
             return false;
         }
         if !self.path_prefix.is_empty() && !self.path_prefix.any(path) {
