@@ -7,6 +7,7 @@
 //! processed which site.
 
 pub mod detector;
+pub mod fasthash;
 pub mod investigate;
 pub mod query;
 pub mod scenario;
