@@ -149,35 +149,9 @@ fn may_select(g: &Grants, table: &str, column: &str) -> bool {
 
 /// (table, column) pairs a statement reads, from ClickHouse's analyzed query tree.
 fn columns_read(client: &clickhouse::Client, db: &str, sql: &str) -> BTreeSet<(String, String)> {
-    let text: String = support::block_on(
-        client.query(&format!("EXPLAIN QUERY TREE {}", sql.replace('?', "??"))).fetch_all::<String>(),
-    )
-    .unwrap_or_else(|e| panic!("EXPLAIN QUERY TREE {sql}: {e}"))
-    .join("\n");
-    let field = |line: &str, name: &str| -> Option<String> {
-        line.split(", ").find_map(|kv| kv.trim().strip_prefix(&format!("{name}: ")).map(str::to_owned))
-    };
-    let mut tables = BTreeMap::new();
-    for line in text.lines().map(str::trim) {
-        if let Some(rest) = line.strip_prefix("TABLE id: ") {
-            let id = rest.split(',').next().unwrap().to_owned();
-            let name = field(line, "table_name").unwrap();
-            let table =
-                name.strip_prefix(&format!("{db}.")).unwrap_or_else(|| panic!("a table of {db}: {name}")).to_owned();
-            tables.insert(id, table);
-        }
-    }
-    let mut out = BTreeSet::new();
-    for line in text.lines().map(str::trim).filter(|l| l.starts_with("COLUMN id: ")) {
-        let (Some(col), Some(src)) = (field(line, "column_name"), field(line, "source_id")) else {
-            continue;
-        };
-        if let Some(t) = tables.get(&src) {
-            out.insert((t.clone(), col));
-        }
-    }
-    assert!(!tables.is_empty(), "the tree names its tables:\n{text}");
-    out
+    let read = support::query_tree::reads(client, db, sql);
+    assert!(read.iter().any(|(t, _)| !t.is_empty()), "the tree names tables of {db}: {sql}");
+    read.into_iter().filter_map(|(t, c)| c.map(|c| (t, c))).collect()
 }
 
 #[test]

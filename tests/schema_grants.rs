@@ -267,38 +267,6 @@ fn object_name(rest: &str) -> String {
     token.rsplit('.').next().unwrap_or_default().to_owned()
 }
 
-/// (table, column) pairs a read touches in `db`, from ClickHouse's analyzed query tree;
-/// tables without a column read are listed with `None`.
-fn reads(ch: &clickhouse::Client, db: &str, sql: &str) -> Vec<(String, Option<String>)> {
-    let text: String =
-        support::block_on(ch.query(&format!("EXPLAIN QUERY TREE {}", sql.replace('?', "??"))).fetch_all::<String>())
-            .unwrap_or_else(|e| panic!("EXPLAIN QUERY TREE {sql}: {e}"))
-            .join("\n");
-    let field = |line: &str, name: &str| -> Option<String> {
-        line.split(", ").find_map(|kv| kv.trim().strip_prefix(&format!("{name}: ")).map(str::to_owned))
-    };
-    let mut tables = BTreeMap::new();
-    for line in text.lines().map(str::trim) {
-        if let Some(rest) = line.strip_prefix("TABLE id: ") {
-            let id = rest.split(',').next().unwrap().to_owned();
-            let name = field(line, "table_name").unwrap();
-            if let Some(t) = name.strip_prefix(&format!("{db}.")) {
-                tables.insert(id, t.to_owned());
-            }
-        }
-    }
-    let mut out: Vec<(String, Option<String>)> = tables.values().map(|t| (t.clone(), None)).collect();
-    for line in text.lines().map(str::trim).filter(|l| l.starts_with("COLUMN id: ")) {
-        let (Some(col), Some(src)) = (field(line, "column_name"), field(line, "source_id")) else {
-            continue;
-        };
-        if let Some(t) = tables.get(&src) {
-            out.push((t.clone(), Some(col)));
-        }
-    }
-    out
-}
-
 /// What one query sent by a command needs.
 fn needs_of(ch: &clickhouse::Client, db: &str, query: &str) -> Vec<Need> {
     let q = query.trim();
@@ -313,9 +281,10 @@ fn needs_of(ch: &clickhouse::Client, db: &str, query: &str) -> Vec<Need> {
         rest
     };
     match words.as_slice() {
-        ["SELECT", ..] | ["WITH", ..] => {
-            reads(ch, db, q).into_iter().map(|(t, c)| Need { table: t, kind: "SELECT".into(), column: c }).collect()
-        }
+        ["SELECT", ..] | ["WITH", ..] => support::query_tree::reads(ch, db, q)
+            .into_iter()
+            .map(|(t, c)| Need { table: t, kind: "SELECT".into(), column: c })
+            .collect(),
         ["INSERT", "INTO", ..] => vec![need(&object_name(after(2)), "INSERT", None)],
         ["DESCRIBE", "TABLE", ..] => vec![need(&object_name(after(2)), "ANY", None)],
         ["ALTER", "TABLE", ..] => {

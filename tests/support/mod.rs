@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
 pub mod proxy;
+pub mod query_tree;
 pub mod webhook;
 
 use sitelog::stack::LocalStack;

@@ -85,15 +85,20 @@ impl ClientContext for Ctx {
     }
 }
 
+/// Tells the collector's loop how a message ended (both producers' delivery callbacks).
+fn acknowledge(events: &EventSender, result: &DeliveryResult<'_>, token: Token) {
+    let result = match result {
+        Ok(_) => Ok(()),
+        Err((e, _)) => Err(e.to_string()),
+    };
+    let _ = events.send(Event::Ack(Ack { token, result }));
+}
+
 impl ProducerContext for Ctx {
     type DeliveryOpaque = Box<Token>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, token: Box<Token>) {
-        let result = match result {
-            Ok(_) => Ok(()),
-            Err((e, _)) => Err(e.to_string()),
-        };
-        let _ = self.events.send(Event::Ack(Ack { token: *token, result }));
+        acknowledge(&self.events, result, *token);
     }
 }
 
@@ -177,11 +182,7 @@ impl ProducerContext for HeartbeatCtx {
     type DeliveryOpaque = Box<Token>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, token: Box<Token>) {
-        let result = match result {
-            Ok(_) => Ok(()),
-            Err((e, _)) => Err(e.to_string()),
-        };
-        let _ = self.events.send(Event::Ack(Ack { token: *token, result }));
+        acknowledge(&self.events, result, *token);
     }
 }
 
