@@ -10,7 +10,6 @@ use sitelog_processor::billing::render::field;
 use sitelog_processor::diagnosis::incidents::{self, IncidentRow};
 use sitelog_processor::diagnosis::notify::{incident_json, rfc3339};
 
-use super::security::{parse_duration, parse_time};
 use super::ProcessorOpts;
 
 #[derive(clap::Args, Debug)]
@@ -37,15 +36,8 @@ enum Action {
     List {
         #[command(flatten)]
         opts: ProcessorOpts,
-        /// How far back from now: `30m`, `24h`, `7d`.
-        #[arg(long, conflicts_with_all = ["from", "to"])]
-        since: Option<String>,
-        /// Start (RFC 3339 or YYYY-MM-DD, UTC); with --to.
-        #[arg(long, requires = "to")]
-        from: Option<String>,
-        /// End, exclusive.
-        #[arg(long, requires = "from")]
-        to: Option<String>,
+        #[command(flatten)]
+        period: super::Period,
         /// `table` for people; `json`: one object per line (id, kind, site_host, server,
         /// opened_at, resolved_at, affected_customers, …).
         #[arg(long, value_enum, default_value = "table")]
@@ -75,16 +67,10 @@ enum Action {
 pub fn run(a: IncidentsArgs) -> anyhow::Result<ExitCode> {
     let rt = super::runtime()?;
     match a.action {
-        Action::List { opts, since, from, to, format } => {
+        Action::List { opts, period, format } => {
             let cfg = opts.load()?;
-            let now = sitelog::clock::now()?;
-            let (from, to) = match (from, to) {
-                (Some(f), Some(t)) => (parse_time(&f)?.timestamp(), parse_time(&t)?.timestamp()),
-                _ => {
-                    let back = parse_duration(since.as_deref().unwrap_or("7d"))?;
-                    (now.timestamp() - back, now.timestamp() + 1)
-                }
-            };
+            let (from, to) = period.bounds("7d")?;
+            let (from, to) = (from.timestamp(), to.timestamp());
             let client = cfg.clickhouse.client()?;
             let rows = rt.block_on(incidents::list(&client, from, to)).context("reading incidents")?;
             let mut out = std::io::stdout().lock();

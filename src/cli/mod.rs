@@ -21,6 +21,7 @@ pub mod visitor_keys;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use sitelog_processor::config::ProcessorConfig;
 
 /// `tracing` to stderr, filtered by `RUST_LOG` (default `info`).
@@ -82,6 +83,38 @@ pub fn metrics_addr(text: &str) -> Result<std::net::SocketAddr, String> {
         return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
     }
     text.parse().map_err(|_| format!("'{text}' is not PORT or HOST:PORT"))
+}
+
+/// `--since DURATION` or `--from T --to T`: the period a listing covers (each command states
+/// its default `--since`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct Period {
+    /// How far back from now: `30m`, `24h`, `7d`.
+    #[arg(long, conflicts_with_all = ["from", "to"])]
+    pub since: Option<String>,
+    /// Start (RFC 3339 or YYYY-MM-DD, UTC); with --to.
+    #[arg(long, requires = "to")]
+    pub from: Option<String>,
+    /// End, exclusive (RFC 3339 or YYYY-MM-DD, UTC).
+    #[arg(long, requires = "from")]
+    pub to: Option<String>,
+}
+
+impl Period {
+    /// `[from, to)`: the given times, or `since` (default `default_since`) back from the clock
+    /// to just after now.
+    pub fn bounds(&self, default_since: &str) -> anyhow::Result<(DateTime<Utc>, DateTime<Utc>)> {
+        let (from, to) = match (&self.from, &self.to) {
+            (Some(f), Some(t)) => (security::parse_time(f)?, security::parse_time(t)?),
+            _ => {
+                let now = sitelog::clock::now()?;
+                let secs = security::parse_duration(self.since.as_deref().unwrap_or(default_since))?;
+                (now - chrono::Duration::seconds(secs), now + chrono::Duration::seconds(1))
+            }
+        };
+        anyhow::ensure!(from < to, "--from must be before --to");
+        Ok((from, to))
+    }
 }
 
 /// Serves Prometheus `/metrics` for everything recorded through the `metrics` facade.

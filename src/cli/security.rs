@@ -23,15 +23,8 @@ enum Action {
     Events {
         #[command(flatten)]
         opts: ProcessorOpts,
-        /// How far back from now: `30m`, `24h`, `7d`.
-        #[arg(long, conflicts_with_all = ["from", "to"])]
-        since: Option<String>,
-        /// Start (RFC 3339 or YYYY-MM-DD, UTC); with --to.
-        #[arg(long, requires = "to")]
-        from: Option<String>,
-        /// End, exclusive (RFC 3339 or YYYY-MM-DD, UTC).
-        #[arg(long, requires = "from")]
-        to: Option<String>,
+        #[command(flatten)]
+        period: super::Period,
         /// Only this customer's sites (platform events are left out).
         #[arg(long)]
         customer: Option<String>,
@@ -138,8 +131,8 @@ pub async fn audit(
 
 pub fn run(a: SecurityArgs) -> anyhow::Result<ExitCode> {
     match a.action {
-        Action::Events { opts, since, from, to, customer, site, scenario, format, reason } => {
-            events(opts, since, from, to, customer, site, scenario, format, reason)
+        Action::Events { opts, period, customer, site, scenario, format, reason } => {
+            events(opts, period, customer, site, scenario, format, reason)
         }
         Action::Blocklist { opts, format, min_severity, since, set } => {
             blocklist(opts, format, &min_severity, &since, &set)
@@ -218,12 +211,9 @@ fn blocklist(
     Ok(ExitCode::SUCCESS)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn events(
     opts: ProcessorOpts,
-    since: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
+    period: super::Period,
     customer: Option<String>,
     site: Option<String>,
     scenario: Option<String>,
@@ -231,15 +221,7 @@ fn events(
     reason: String,
 ) -> anyhow::Result<ExitCode> {
     let cfg = opts.load()?;
-    let now = sitelog::clock::now()?;
-    let (from_t, to_t) = match (&from, &to) {
-        (Some(f), Some(t)) => (parse_time(f)?, parse_time(t)?),
-        _ => {
-            let secs = parse_duration(since.as_deref().unwrap_or("24h"))?;
-            (now - chrono::Duration::seconds(secs), now + chrono::Duration::seconds(1))
-        }
-    };
-    anyhow::ensure!(from_t < to_t, "--from must be before --to");
+    let (from_t, to_t) = period.bounds("24h")?;
     let q = EventQuery {
         from_us: from_t.timestamp_micros(),
         to_us: to_t.timestamp_micros(),
