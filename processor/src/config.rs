@@ -246,6 +246,14 @@ impl ProcessorConfig {
 mod tests {
     use super::*;
 
+    /// Secrets never sit in the file: an inline ClickHouse password is refused, naming the key.
+    #[test]
+    fn inline_clickhouse_password_is_refused() {
+        let e = ProcessorConfig::from_toml("[clickhouse]\npassword = \"hunter2\"\n", "p.toml").unwrap_err().to_string();
+        assert!(e.contains("clickhouse.password") && e.contains("password_file"), "{e}");
+        assert!(!e.contains("hunter2"), "the error does not repeat the secret: {e}");
+    }
+
     /// What the configs may ask for is compiled in: TLS, SCRAM, every codec.
     #[test]
     fn librdkafka_has_tls_scram_and_zstd() {

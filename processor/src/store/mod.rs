@@ -16,8 +16,10 @@ pub struct ClickHouseConfig {
     pub url: String,
     pub database: String,
     pub user: String,
-    /// Never put a real password here: use `SITELOG_CLICKHOUSE_PASSWORD` or `password_file`.
-    pub password: Option<String>,
+    /// Refused when present: a password never sits in a config file. Use
+    /// `SITELOG_CLICKHOUSE_PASSWORD` or `password_file`.
+    #[serde(skip_serializing)]
+    pub password: Option<sitelog_schema::kafka::Refused>,
     pub password_file: Option<std::path::PathBuf>,
     /// CA certificate(s) (PEM) the server's certificate must chain to, for `https://` URLs;
     /// default: the system's trust store (`SSL_CERT_FILE` / `SSL_CERT_DIR` honoured).
@@ -58,6 +60,13 @@ pub enum ConfigError {
 
 impl ClickHouseConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.password.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "password",
+                msg: "a password never sits in a config file: use SITELOG_CLICKHOUSE_PASSWORD or clickhouse.password_file"
+                    .into(),
+            });
+        }
         if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
             return Err(ConfigError::Invalid {
                 key: "url",
@@ -84,7 +93,7 @@ impl ClickHouseConfig {
         Ok(())
     }
 
-    /// The password from env (wins), file, or config — in that order.
+    /// The password from env (wins) or file.
     fn password(&self) -> Result<Option<String>, ConfigError> {
         if let Ok(p) = std::env::var("SITELOG_CLICKHOUSE_PASSWORD") {
             return Ok(Some(p));
@@ -94,7 +103,7 @@ impl ClickHouseConfig {
                 .map_err(|source| ConfigError::PasswordFile { path: path.display().to_string(), source })?;
             return Ok(Some(p.trim_end_matches(['\n', '\r']).to_owned()));
         }
-        Ok(self.password.clone())
+        Ok(None)
     }
 
     /// A client bound to the configured database, as the configured user.
