@@ -10,6 +10,8 @@
 //! and last seen, count, severity), and both must name every attack the generator injected
 //! (`truth/security.csv`, written by the generator, never by reading logs back) and nothing
 //! else. Detection runs on event time, so how and when the records were read must not matter.
+//! The same holds for disruption alerting: `alerts run` over either database finds the same
+//! incidents, one per disruption the generator injected (`truth/incidents.csv`).
 
 mod support;
 
@@ -317,4 +319,19 @@ fn live_tailing_detects_exactly_what_a_backfill_does() {
         backfill.difference(&live).collect::<Vec<_>>()
     );
     eprintln!("live = backfill: {} events, {} injected attacks found", live.len(), attacks.len());
+
+    // Disruption alerting over what live tailing stored finds the incidents it finds over the
+    // backfill's data (same ids: kind, subject and opening minute), and the injected ones.
+    let window = |c: &str| {
+        let from = (opts.start - chrono::Days::new(1)).to_string();
+        let to = (opts.start + chrono::Days::new(u64::from(opts.days) + 1)).to_string();
+        let out = support::sitelog(&["alerts", "run", "-c", c, "--from", &from, "--to", &to, "--dry-run"], &[]);
+        out.lines().map(str::to_owned).collect::<BTreeSet<String>>()
+    };
+    let live_incidents = window(cfg);
+    let backfill_incidents = window(run.config.to_str().unwrap());
+    assert_eq!(live_incidents, backfill_incidents, "incidents from live tailing vs backfill");
+    let injected = sitelog::sample::truth::read_incidents(&opts.out.join("truth")).unwrap();
+    let opened = live_incidents.iter().filter(|l| l.split_whitespace().nth(2) == Some("opened")).count();
+    assert_eq!(opened, injected.len(), "one incident per injected disruption: {live_incidents:#?}");
 }
