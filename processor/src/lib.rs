@@ -15,6 +15,7 @@ pub mod diagnosis;
 pub mod heartbeat;
 pub mod quarantine;
 pub mod register;
+pub mod retry;
 pub mod security;
 pub mod store;
 pub mod topics;

@@ -223,7 +223,7 @@ impl Notifier {
                 }
                 let body = serde_json::to_vec(&payload(&hook.format, *change, row)).expect("JSON");
                 let key = format!("{}:{transition}", row.id);
-                let mut backoff = crate::consume::Backoff::default();
+                let mut backoff = crate::retry::Backoff::default();
                 let mut attempt = 0;
                 let delivered = loop {
                     attempt += 1;
