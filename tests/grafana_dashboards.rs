@@ -471,11 +471,20 @@ fn every_panel_query_returns_rows_on_the_sample_and_matches_the_truth() {
                         let n = row_count(ch, &sql);
                         assert!(n >= 1, "{name}: panel {title:?} returns no rows ({vars:?}, interval {interval_s})\n{sql}");
                         queries += 1;
+                        if p["type"] == "timeseries" {
+                            // The plugin draws a time series from a DateTime column.
+                            let q = format!("SELECT toTypeName(time) FROM ({}\n) LIMIT 1", sql.replace('?', "??"));
+                            let ty = support::block_on(ch.query(&q).fetch_one::<String>())
+                                .unwrap_or_else(|e| panic!("{name}: panel {title:?}: a `time` column: {e}"));
+                            assert!(ty.starts_with("DateTime"), "{name}: panel {title:?}: time is {ty}");
+                        }
                     }
                 }
                 // What it reads is granted to the data source user's role.
                 let ctx = Ctx { from, to, interval_s: auto_interval, vars: selections[0].clone() };
-                for (table, col) in reads(ch, &run.db, &expand(raw, &ctx)) {
+                let read = reads(ch, &run.db, &expand(raw, &ctx));
+                assert!(read.iter().any(|(_, c)| c.is_some()), "{name}: panel {title:?} reads no sitelog column");
+                for (table, col) in read {
                     assert!(
                         granted_to_ops(&table, col.as_deref()),
                         "{name}: panel {title:?} reads {table}.{} which sitelog_ops may not",
