@@ -100,7 +100,11 @@ fn dashboards_are_valid_json_with_unique_uids_and_the_plugin_datasource() {
             if p["type"] == "row" {
                 continue;
             }
-            assert!(["timeseries", "table", "stat"].contains(&p["type"].as_str().unwrap()), "{what}: type {}", p["type"]);
+            assert!(
+                ["timeseries", "table", "stat"].contains(&p["type"].as_str().unwrap()),
+                "{what}: type {}",
+                p["type"]
+            );
             for k in ["x", "y", "w", "h"] {
                 assert!(p["gridPos"][k].is_u64(), "{what}: gridPos.{k}");
             }
@@ -301,10 +305,7 @@ fn macro_expansion_matches_the_plugin() {
         expand("$__conditionalAll(customer_id IN (${customer}), $customer) AND $__conditionalAll(x IN ($customers), $customers)", &ctx),
         "customer_id IN ('c1','c2') AND 1=1"
     );
-    assert_eq!(
-        expand("$__dateFilter(day)", &ctx),
-        "day >= toDate('2023-11-14') AND day <= toDate('2023-11-15')"
-    );
+    assert_eq!(expand("$__dateFilter(day)", &ctx), "day >= toDate('2023-11-14') AND day <= toDate('2023-11-15')");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -340,7 +341,8 @@ fn reads(ch: &clickhouse::Client, db: &str, sql: &str) -> BTreeSet<(String, Opti
     for line in text.lines().map(str::trim) {
         if let Some(rest) = line.strip_prefix("TABLE id: ") {
             let id = rest.split(',').next().unwrap().to_owned();
-            if let Some(t) = field(line, "table_name").and_then(|n| n.strip_prefix(&format!("{db}.")).map(str::to_owned))
+            if let Some(t) =
+                field(line, "table_name").and_then(|n| n.strip_prefix(&format!("{db}.")).map(str::to_owned))
             {
                 tables.insert(id, t);
             }
@@ -404,7 +406,10 @@ fn every_panel_query_returns_rows_on_the_sample_and_matches_the_truth() {
 
     let truth_dir = opts.out.join("truth");
     let health = truth::read_health(&truth_dir).unwrap();
-    assert!(health.iter().all(|h| h.hour >= from && h.hour + chrono::Duration::hours(1) <= to), "range covers the sample");
+    assert!(
+        health.iter().all(|h| h.hour >= from && h.hour + chrono::Duration::hours(1) <= to),
+        "range covers the sample"
+    );
     let mut per_site: BTreeMap<&str, u64> = BTreeMap::new();
     for h in &health {
         *per_site.entry(&h.site_host).or_default() += h.requests;
@@ -469,7 +474,10 @@ fn every_panel_query_returns_rows_on_the_sample_and_matches_the_truth() {
                         let ctx = Ctx { from, to, interval_s, vars: vars.clone() };
                         let sql = expand(raw, &ctx);
                         let n = row_count(ch, &sql);
-                        assert!(n >= 1, "{name}: panel {title:?} returns no rows ({vars:?}, interval {interval_s})\n{sql}");
+                        assert!(
+                            n >= 1,
+                            "{name}: panel {title:?} returns no rows ({vars:?}, interval {interval_s})\n{sql}"
+                        );
                         queries += 1;
                         if p["type"] == "timeseries" {
                             // The plugin draws a time series from a DateTime column.
@@ -537,8 +545,7 @@ fn every_panel_query_returns_rows_on_the_sample_and_matches_the_truth() {
             .into_iter()
             .map(|r| r[0].clone())
             .collect();
-    let attacks: BTreeSet<String> =
-        truth::read_security(&truth_dir).unwrap().into_iter().map(|a| a.scenario).collect();
+    let attacks: BTreeSet<String> = truth::read_security(&truth_dir).unwrap().into_iter().map(|a| a.scenario).collect();
     assert!(!attacks.is_empty());
     assert!(attacks.is_subset(&scenarios), "security: every injected scenario {attacks:?} in {scenarios:?}");
 
@@ -559,8 +566,11 @@ fn every_panel_query_returns_rows_on_the_sample_and_matches_the_truth() {
         .into_iter()
         .map(|r| ((r[0].clone(), r[1].clone()), (u(&r[2]), u(&r[3]), u(&r[4]))))
         .collect();
-        let want: BTreeMap<_, _> =
-            want_usage.iter().filter(|((c, _), _)| all_sel || *c == one_customer).map(|(k, v)| (k.clone(), *v)).collect();
+        let want: BTreeMap<_, _> = want_usage
+            .iter()
+            .filter(|((c, _), _)| all_sel || *c == one_customer)
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
         assert_eq!(got, want, "usage per customer and month (all customers: {all_sel})");
     }
 }

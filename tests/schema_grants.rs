@@ -524,7 +524,6 @@ fn grants_cover_exactly_what_each_role_commands_send() {
     run(Role::Ops, &["incidents", "show", id, "-c", cfg], &[]);
     run(Role::Ops, &["incidents", "contacts", id, "-c", cfg, "--format", "csv"], &[]);
     assert!(hooks.lock().unwrap().len() >= 2, "the webhook got the transitions");
-    drop(run);
 
     // What the engine says each materialized view pushes: source table → target tables.
     let ch = client(&engine.url, &db);
