@@ -90,13 +90,14 @@ fn dashboards_are_valid_json_with_unique_uids_and_the_plugin_datasource() {
         assert!(d["title"].as_str().is_some_and(|t| !t.is_empty()), "{name}: title");
         assert!(d["schemaVersion"].as_u64().is_some_and(|v| v >= 39), "{name}: schemaVersion {}", d["schemaVersion"]);
         assert!(d.get("id").is_none_or(Value::is_null), "{name}: a provisioned dashboard carries no id");
-        let mut ids = BTreeSet::new();
+        let (mut ids, mut titles) = (BTreeSet::new(), BTreeSet::new());
         let ps = panels(d);
         assert!(!ps.is_empty(), "{name}: no panels");
         for p in ps {
             let title = p["title"].as_str().unwrap_or_default();
             let what = format!("{name}: panel {title:?}");
             assert!(ids.insert(p["id"].as_u64().unwrap_or_else(|| panic!("{what}: no id"))), "{what}: id used twice");
+            assert!(titles.insert(title), "{what}: title used twice");
             if p["type"] == "row" {
                 continue;
             }
@@ -428,7 +429,10 @@ fn every_panel_query_returns_rows_on_the_sample_and_matches_the_truth() {
         let mut selections: Vec<BTreeMap<String, Var>> = vec![BTreeMap::new()];
         for v in query_variables(d) {
             let var = v["name"].as_str().unwrap();
-            let sql = v["query"].as_str().unwrap();
+            // The plugin's variable query: {queryType: "sql", rawSql} (a plain string in older
+            // dashboards).
+            assert_eq!(v["query"]["queryType"], "sql", "{name}: variable {var}");
+            let sql = v["query"]["rawSql"].as_str().unwrap_or_else(|| panic!("{name}: variable {var}: rawSql"));
             let ctx = Ctx { from, to, interval_s: auto_interval, vars: BTreeMap::new() };
             // One column, of any name (the plugin takes the first as the value).
             let q = format!("SELECT toString(*) FROM ({}\n)", expand(sql, &ctx).replace('?', "??"));
@@ -507,7 +511,7 @@ fn every_panel_query_returns_rows_on_the_sample_and_matches_the_truth() {
     // Figures against the truth.
     let site_vars = BTreeMap::from([("site".to_owned(), Var::One(site.clone()))]);
     let ctx = Ctx { from, to, interval_s: auto_interval, vars: site_vars };
-    let got = rows(ch, &expand(panel_sql(&all, "site.json", "Requests"), &ctx), &["requests"]);
+    let got = rows(ch, &expand(panel_sql(&all, "site.json", "Requests in range"), &ctx), &["requests"]);
     assert_eq!(u(&got[0][0]), site_requests, "site health: requests of {site} = truth/health.csv");
     let per_server: BTreeMap<String, u64> =
         rows(ch, &expand(panel_sql(&all, "site.json", "Servers"), &ctx), &["server", "requests"])
