@@ -58,6 +58,11 @@ pub struct AlertRules {
     pub latency_min_requests: u64,
     /// Hysteresis: an incident resolves after this many consecutive minutes without firing.
     pub resolve_after_minutes: u32,
+    /// Grouping delay (Alertmanager's `group_wait`): a site or server incident opens only when
+    /// its condition still holds this many minutes after it first did — time for its server's
+    /// (or the platform's) incident to form and take it in. Its `opened_at` is still the
+    /// first firing minute. 0 opens at once.
+    pub group_wait_minutes: u32,
     /// A server incident needs at least this many of its sites firing, and this share of its
     /// sites with enough traffic to be judged.
     pub server_min_sites: usize,
@@ -85,6 +90,7 @@ impl Default for AlertRules {
             latency_window_minutes: 5,
             latency_min_requests: 20,
             resolve_after_minutes: 10,
+            group_wait_minutes: 1,
             server_min_sites: 2,
             server_min_share: 0.5,
             platform_min_servers: 3,
@@ -254,6 +260,9 @@ pub struct Engine {
     /// Next minute to add.
     next_minute: Option<i64>,
     open: BTreeMap<Subject, Incident>,
+    /// Sites and servers firing but not open yet ([`AlertRules::group_wait_minutes`]): when
+    /// they first fired.
+    pending: BTreeMap<Subject, i64>,
 }
 
 impl Engine {
@@ -277,6 +286,7 @@ impl Engine {
             frames: VecDeque::new(),
             next_minute: None,
             open: BTreeMap::new(),
+            pending: BTreeMap::new(),
         }
     }
 
@@ -500,13 +510,26 @@ impl Engine {
                 continue;
             }
             if covered {
+                self.pending.remove(&subj);
                 continue;
             }
+            // Group wait: sites and servers open once they still fire `group_wait` later.
+            let wait = i64::from(self.rules.group_wait_minutes) * 60;
+            let first = if matches!(subj, Subject::Platform) || wait == 0 {
+                now
+            } else {
+                let first = *self.pending.entry(subj.clone()).or_insert(now);
+                if now - first < wait {
+                    continue;
+                }
+                self.pending.remove(&subj);
+                first
+            };
             let mut inc = Incident {
-                id: Incident::make_id(&subj, now),
+                id: Incident::make_id(&subj, first),
                 subject: subj.clone(),
                 cause,
-                opened_at: now,
+                opened_at: first,
                 last_firing: now,
                 resolved_at: None,
                 sites: BTreeSet::new(),
@@ -524,10 +547,16 @@ impl Engine {
                 inc.servers.insert(sv.clone());
             }
             add_members(&mut inc, &sites, &self.site_info, &self.subjects);
-            add_counts(&mut inc, &sites, self.frames.back(), &self.subjects);
+            // The minutes it fired since `first` (group wait) count too.
+            let fired = ((now - first) / 60 + 1) as usize;
+            for f in self.frames.iter().rev().take(fired) {
+                add_counts(&mut inc, &sites, Some(f), &self.subjects);
+            }
             out.push(Transition { change: Change::Opened, incident: inc.clone() });
             self.open.insert(subj, inc);
         }
+        // A pending subject whose condition stopped starts over.
+        self.pending.retain(|subj, _| desired.contains_key(subj));
         // Hysteresis: open incidents stay while their keep condition holds, and resolve after
         // `resolve_after_minutes` without it.
         let keep: Vec<(Subject, bool)> = self
@@ -652,7 +681,10 @@ mod tests {
             }
             rows
         });
-        assert_eq!(opened(&ts), vec![(400, "site".into(), "s2.fi".into())]);
+        // Fires at 400, opens one minute of group wait later with the first firing time.
+        assert_eq!(opened(&ts), vec![(401, "site".into(), "s2.fi".into())]);
+        let first = &ts.iter().find(|(_, t)| t.change == Change::Opened).unwrap().1.incident;
+        assert_eq!(first.opened_at, T0 + 401 * 60, "the end of minute 400");
         let resolved: Vec<_> = ts.iter().filter(|(_, t)| t.change == Change::Resolved).collect();
         assert_eq!(resolved.len(), 1);
         let (m, t) = resolved[0];
@@ -675,7 +707,7 @@ mod tests {
             }
             rows
         });
-        assert_eq!(opened(&ts), vec![(400, "server".into(), "web-01".into())], "{ts:#?}");
+        assert_eq!(opened(&ts), vec![(401, "server".into(), "web-01".into())], "{ts:#?}");
         let r = ts.iter().find(|(_, t)| t.change == Change::Resolved).expect("resolved");
         let sites: Vec<_> = r.1.incident.sites.iter().cloned().collect();
         assert_eq!(sites, ["s0.fi", "s1.fi", "s2.fi", "s3.fi", "tiny.fi"]);
@@ -721,7 +753,7 @@ mod tests {
         });
         let o: Vec<_> = ts.iter().filter(|(_, t)| t.change == Change::Opened).collect();
         assert_eq!(o.len(), 1);
-        assert_eq!(o[0].0, 400);
+        assert_eq!(o[0].0, 401);
         assert_eq!(o[0].1.incident.cause, "latency");
         assert_eq!(o[0].1.incident.subject, Subject::Site("s5.fi".into()));
     }
@@ -758,6 +790,27 @@ mod tests {
             whole.iter().filter(|(m, _)| *m > 410).map(|(m, t)| (*m, t.change, t.incident.id.clone())).collect();
         let got: Vec<_> = rest.iter().map(|(m, t)| (*m, t.change, t.incident.id.clone())).collect();
         assert_eq!(got, want);
+    }
+
+    /// A server whose busiest sites fail a minute before its aggregate does (quiet sites log
+    /// every third minute): one server incident, no site incidents before it.
+    #[test]
+    fn busy_sites_failing_first_wait_for_their_server() {
+        let ts = run(700, |m| {
+            let mut rows: Vec<MinuteCounts> = (0..30)
+                .filter(|&i: &usize| i.is_multiple_of(3) || (i + m as usize).is_multiple_of(3))
+                .map(|i| row(&format!("s{i}.fi"), if i < 20 { "web-01" } else { "web-02" }, &format!("c{i}"), 8, 0, 0))
+                .collect();
+            if (600..630).contains(&m) {
+                for r in rows.iter_mut().filter(|r| r.server == "web-01") {
+                    r.errors = r.requests;
+                }
+            }
+            rows
+        });
+        let o = opened(&ts);
+        assert_eq!(o.len(), 1, "{o:?}");
+        assert_eq!((o[0].1.as_str(), o[0].2.as_str()), ("server", "web-01"));
     }
 
     #[test]

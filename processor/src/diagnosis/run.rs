@@ -146,8 +146,11 @@ pub async fn live(
         let open = incidents::open_at(client, p).await?;
         tracing::info!(evaluator, through = %super::notify::rfc3339(p), open = open.len(), "resuming");
         engine.resume(open.iter().map(IncidentRow::to_incident).collect());
-        // History only: these minutes were evaluated before.
-        feed(client, cfg, &mut engine, p - history, p, p, &mut report).await?;
+        // History: these minutes were evaluated before. The last `group_wait` of them are
+        // evaluated again (what they change was stored already and is dropped) so that sites
+        // firing but not yet open are pending again as they were.
+        let wait = i64::from(cfg.rules.group_wait_minutes) * 60;
+        feed(client, cfg, &mut engine, p - history, p, p - wait, &mut RunReport::default()).await?;
     }
     let mut pending: Vec<(Change, IncidentRow)> = Vec::new();
     loop {
