@@ -16,6 +16,7 @@ pub mod heartbeat;
 pub mod quarantine;
 pub mod register;
 pub mod security;
+pub mod serve;
 pub mod store;
 pub mod topics;
 pub mod visitors;
