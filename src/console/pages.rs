@@ -314,7 +314,12 @@ async fn now_page(c: &Console, now: DateTime<Utc>) -> (StatusCode, Page) {
                         format!("<span class=\"ok\">{} behind</span>", human_secs(behind))
                     };
                     (
-                        format!(" data-source=\"{}/{}\"", esc(&m.server), esc(&m.source)),
+                        format!(
+                            " data-source=\"{}/{}\" data-behind=\"{}\"",
+                            esc(&m.server),
+                            esc(&m.source),
+                            if m.idle { 0 } else { behind }
+                        ),
                         vec![
                             esc(&m.server),
                             esc(&m.source),
@@ -326,7 +331,7 @@ async fn now_page(c: &Console, now: DateTime<Utc>) -> (StatusCode, Page) {
                 })
                 .collect();
             let inner = if rows.is_empty() {
-                "<p class=\"missing\">No collector heartbeat yet.</p>".to_owned()
+                "<p class=\"warn\">No collector heartbeat yet.</p>".to_owned()
             } else {
                 table(&["server", "source", "delivered through (UTC)", "behind now", "last heartbeat, ago"], &rows)
             };
@@ -714,8 +719,8 @@ async fn site_usage(c: &Console, host: &str, month: Month) -> Result<(Vec<UsageD
         format!(
             "SELECT site_id, any(customer_id) AS customer_id, {day} AS day, sum(requests) AS requests, \
              sum(bytes_sent) AS bytes_sent, sum(bot_requests) AS bot_requests, uniqExactMerge(visitors_ip) AS visitors_ip \
-             FROM usage_daily WHERE (if(empty(?), site_host = ?, has(?, site_id))) \
-             AND day >= toDate(?) AND day < toDate(?) GROUP BY {group} ORDER BY {group}"
+             FROM (SELECT * FROM usage_daily WHERE (if(empty(?), site_host = ?, has(?, site_id))) \
+             AND day >= toDate(?) AND day < toDate(?)) GROUP BY {group} ORDER BY {group}"
         )
     };
     let fetch = |q: String| {
