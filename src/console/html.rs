@@ -166,7 +166,11 @@ pub fn line_chart(
     let (w, h, left, right, top, bottom) = (720.0, 200.0, 56.0, 10.0, 10.0, 24.0);
     let span = (to - from).max(1) as f64;
     let max = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(0.0_f64, f64::max);
-    let ymax = if max > 0.0 { max * 1.1 } else { 1.0 };
+    let mut ymax = if max > 0.0 { max * 1.1 } else { 1.0 };
+    if label.contains("ratio") {
+        // Ratios end at 100 %.
+        ymax = ymax.min(1.0);
+    }
     let x = |t: i64| left + (t - from) as f64 / span * (w - left - right);
     let y = |v: f64| top + (1.0 - v / ymax) * (h - top - bottom);
     let mut o = format!(

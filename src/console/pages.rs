@@ -146,6 +146,25 @@ struct Bucket {
     p95_us: f64,
 }
 
+/// One point per step in `[from, to)`: buckets without requests count 0 (a gap in the data is
+/// a dip in the chart, not a straight line across it).
+fn filled(b: &[Bucket], from: i64, to: i64, step: i64) -> Vec<Bucket> {
+    let by: BTreeMap<i64, &Bucket> = b.iter().map(|x| (i64::from(x.t), x)).collect();
+    let mut out = Vec::new();
+    let mut t = from.div_euclid(step) * step;
+    while t < to {
+        let x = by.get(&t);
+        out.push(Bucket {
+            t: t as u32,
+            requests: x.map_or(0, |x| x.requests),
+            errors: x.map_or(0, |x| x.errors),
+            p95_us: x.map_or(0.0, |x| x.p95_us),
+        });
+        t += step;
+    }
+    out
+}
+
 /// Per-interval requests, 5xx and p95 request time from `health_minute` in `[from, to)`,
 /// for the hosts `hosts` (all when empty).
 async fn buckets(c: &Console, from: i64, to: i64, step_secs: u32, hosts: &[String]) -> Result<Vec<Bucket>, clickhouse::error::Error> {
@@ -233,7 +252,7 @@ async fn now_page(c: &Console, now: DateTime<Utc>) -> (StatusCode, Page) {
         incidents::list(&c.ops, n - 7 * 86_400, n + 1),
         health::sites(&c.ops, hour, &all, objective),
         health::servers(&c.ops, hour, &[], objective),
-        buckets(c, n - 86_400, n + 1, 600, &[]),
+        buckets(c, n - 86_400, n, 600, &[]),
         billing::complete::latest(&c.ops),
     );
     let mut o = Out::new();
@@ -271,6 +290,7 @@ async fn now_page(c: &Console, now: DateTime<Utc>) -> (StatusCode, Page) {
     match chart {
         Ok(b) => {
             let total: u64 = b.iter().map(|x| x.requests).sum();
+            let b = filled(&b, n - 86_400, n, 600);
             let errors: u64 = b.iter().map(|x| x.errors).sum();
             let rate = Series {
                 name: "requests per minute",
@@ -407,6 +427,7 @@ async fn incident_page(c: &Console, id: &str, now: DateTime<Utc>, login: &str, p
     });
     match timeline {
         Ok(b) => {
+            let b = filled(&b, from, to, 60);
             let mut marks = vec![(opened, "opened")];
             if let Some(t) = r.resolved_at {
                 marks.push((i64::from(t), "resolved"));
@@ -749,7 +770,7 @@ async fn site_page(c: &Console, host: &str, now: DateTime<Utc>, login: &str, pat
     let (from_us, to_us) = ((now - chrono::Duration::days(7)).timestamp_micros(), now.timestamp_micros() + 1);
     let (hl, chart, mix, events, usage) = tokio::join!(
         health::sites(&c.ops, day, &filter, c.cfg.health.objective),
-        buckets(c, n - 86_400, n + 1, 600, &hosts),
+        buckets(c, n - 86_400, n, 600, &hosts),
         inv::site_mix(&c.ops, host, day.from_us, day.to_us),
         async {
             audit(c, login, path).await.map_err(|e| e.to_string())?;
@@ -760,6 +781,7 @@ async fn site_page(c: &Console, host: &str, now: DateTime<Utc>, login: &str, pat
     let mut o = Out::new();
     match (hl, chart) {
         (Ok(list), Ok(b)) => {
+            let b = filled(&b, n - 86_400, n, 600);
             let requests: u64 = list.iter().map(|h| h.requests).sum();
             let errors: u64 = list.iter().map(|h| h.status_5xx).sum();
             let mut s = format!(
