@@ -78,7 +78,14 @@ fn every_console_page_loads_in_chromium_shows_the_true_figures_and_needs_a_login
     let playwright = playwright_dir();
     let today = Utc::now().with_timezone(&chrono_tz::Europe::Helsinki).date_naive();
     let dir = support::temp_dir("console");
-    let opts = GenerateOptions { out: dir.join("sample"), seed: 11, start: today - Days::new(8), days: 7, customers: 12, rate: 12 };
+    let opts = GenerateOptions {
+        out: dir.join("sample"),
+        seed: 11,
+        start: today - Days::new(8),
+        days: 7,
+        customers: 12,
+        rate: 12,
+    };
     let password_file = dir.join("console-passwords");
     std::fs::write(&password_file, format!("# people who may use the console\n{USER}:{PASSWORD}\n")).unwrap();
     let extra = format!("\n[serve]\nlisten = \"127.0.0.1:0\"\npassword_file = \"{}\"\n", password_file.display());
@@ -260,7 +267,11 @@ fn every_console_page_loads_in_chromium_shows_the_true_figures_and_needs_a_login
         assert_eq!(got, want, "affected customers of {}", inc["id"]);
         let truth_match = injected.iter().find(|w| {
             w.kind == inc["kind"].as_str().unwrap()
-                && if w.kind == "site" { inc["site_host"] == w.site_host.as_str() } else { inc["server"] == w.server.as_str() }
+                && if w.kind == "site" {
+                    inc["site_host"] == w.site_host.as_str()
+                } else {
+                    inc["server"] == w.server.as_str()
+                }
         });
         if let Some(w) = truth_match {
             assert_eq!(got, w.affected_customers, "{}: affected customers vs truth", w.scenario);

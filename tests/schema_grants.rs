@@ -524,7 +524,6 @@ fn grants_cover_exactly_what_each_role_commands_send() {
     run(Role::Ops, &["incidents", "show", id, "-c", cfg], &[]);
     run(Role::Ops, &["incidents", "contacts", id, "-c", cfg, "--format", "csv"], &[]);
     assert!(hooks.lock().unwrap().len() >= 2, "the webhook got the transitions");
-    drop(run);
 
     // The web console (`sitelog serve`): every page as the ops role, Usage as billing.
     let mut serve = Command::new(env!("CARGO_BIN_EXE_sitelog"))

@@ -133,7 +133,7 @@ pub fn num(n: u64) -> String {
     let s = n.to_string();
     let mut o = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && i % 3 == s.len() % 3 {
             o.push('\u{202f}');
         }
         o.push(c);
@@ -185,13 +185,8 @@ pub fn line_chart(
     );
     for frac in [0.0, 0.5, 1.0] {
         let v = ymax * frac;
-        let _ = write!(
-            o,
-            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-            left - 4.0,
-            y(v) + 4.0,
-            esc(&fmt(v))
-        );
+        let _ =
+            write!(o, "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>", left - 4.0, y(v) + 4.0, esc(&fmt(v)));
     }
     let tfmt = |t: i64| {
         chrono::DateTime::from_timestamp(t, 0).map(|d| d.format("%m-%d %H:%M").to_string()).unwrap_or_default()

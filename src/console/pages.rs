@@ -63,7 +63,10 @@ fn first_line(s: &str) -> String {
 
 /// ClickHouse's "unknown table" (code 60) or a missing column's table, in its words.
 pub fn is_missing_table(msg: &str) -> bool {
-    msg.contains("UNKNOWN_TABLE") || msg.contains("Code: 60") || msg.contains("does not exist") || msg.contains("doesn't exist")
+    msg.contains("UNKNOWN_TABLE")
+        || msg.contains("Code: 60")
+        || msg.contains("does not exist")
+        || msg.contains("doesn't exist")
 }
 
 fn query_params(q: &str) -> BTreeMap<String, String> {
@@ -100,7 +103,9 @@ pub async fn route(c: &Console, path: &str, query: &str, login: &str) -> (Status
         [""] => now_page(c, now).await,
         ["incidents", id] if !id.is_empty() => incident_page(c, &unseg(id), now, login, path).await,
         ["security"] => security_page(c, now, days_param(&q, 1), login, path).await,
-        ["security", "ip", addr] if !addr.is_empty() => ip_page(c, &unseg(addr), now, days_param(&q, 7), login, path).await,
+        ["security", "ip", addr] if !addr.is_empty() => {
+            ip_page(c, &unseg(addr), now, days_param(&q, 7), login, path).await
+        }
         ["sites", host] if !host.is_empty() => site_page(c, &unseg(host).to_ascii_lowercase(), now, login, path).await,
         ["usage"] => usage_page(c, q.get("month").map(String::as_str), now).await,
         _ => error_page(StatusCode::NOT_FOUND, &format!("No page {path}")),
@@ -167,7 +172,13 @@ fn filled(b: &[Bucket], from: i64, to: i64, step: i64) -> Vec<Bucket> {
 
 /// Per-interval requests, 5xx and p95 request time from `health_minute` in `[from, to)`,
 /// for the hosts `hosts` (all when empty).
-async fn buckets(c: &Console, from: i64, to: i64, step_secs: u32, hosts: &[String]) -> Result<Vec<Bucket>, clickhouse::error::Error> {
+async fn buckets(
+    c: &Console,
+    from: i64,
+    to: i64,
+    step_secs: u32,
+    hosts: &[String],
+) -> Result<Vec<Bucket>, clickhouse::error::Error> {
     c.ops
         .query(
             "SELECT toUInt32(intDiv(toUInt32(minute), ?) * ?) AS t, sum(requests) AS requests, \
@@ -313,7 +324,14 @@ async fn now_page(c: &Console, now: DateTime<Utc>) -> (StatusCode, Page) {
                 num(errors),
                 pct(if total == 0 { 0.0 } else { errors as f64 / total as f64 })
             );
-            s.push_str(&line_chart("platform request rate, 24 h", n - 86_400, n, &[rate], &|v| format!("{v:.0}/min"), &[]));
+            s.push_str(&line_chart(
+                "platform request rate, 24 h",
+                n - 86_400,
+                n,
+                &[rate],
+                &|v| format!("{v:.0}/min"),
+                &[],
+            ));
             s.push_str(&line_chart("platform 5xx ratio, 24 h", n - 86_400, n, &[ratio], &|v| pct(v), &[]));
             o.push(section("Platform, last 24 hours (10-minute steps)", &s));
         }
@@ -364,13 +382,8 @@ async fn now_page(c: &Console, now: DateTime<Utc>) -> (StatusCode, Page) {
         Ok(list) => o.push(section(&format!("Incidents, last 7 days ({})", list.len()), &incident_rows(&list))),
         Err(e) => o.failed("Incidents, last 7 days", "incidents", &e),
     }
-    let page = Page {
-        title: "Now".into(),
-        role: ops_role(c),
-        nav: Nav::Now,
-        body: o.body,
-        refresh: c.cfg.serve.refresh_secs,
-    };
+    let page =
+        Page { title: "Now".into(), role: ops_role(c), nav: Nav::Now, body: o.body, refresh: c.cfg.serve.refresh_secs };
     (o.status, page)
 }
 
@@ -390,7 +403,8 @@ async fn incident_page(c: &Console, id: &str, now: DateTime<Utc>, login: &str, p
         Err(e) => {
             let mut o = Out::new();
             o.failed("Incident", "incidents", &e);
-            let page = Page { title: format!("Incident {id}"), role: ops_role(c), nav: Nav::None, body: o.body, refresh: 0 };
+            let page =
+                Page { title: format!("Incident {id}"), role: ops_role(c), nav: Nav::None, body: o.body, refresh: 0 };
             return (o.status, page);
         }
     };
@@ -399,7 +413,9 @@ async fn incident_page(c: &Console, id: &str, now: DateTime<Utc>, login: &str, p
     let end = r.resolved_at.map(i64::from).unwrap_or(now.timestamp());
     let (from, to) = (opened - 1800, (end + 1800).min(now.timestamp().max(end)));
     let subject = match r.kind.as_str() {
-        "site" => format!("site <a href=\"/sites/{}\">{}</a> on {}", seg(&r.site_host), esc(&r.site_host), esc(&r.server)),
+        "site" => {
+            format!("site <a href=\"/sites/{}\">{}</a> on {}", seg(&r.site_host), esc(&r.site_host), esc(&r.server))
+        }
         "server" => format!("server {}", esc(&r.server)),
         _ => "the platform".into(),
     };
@@ -495,7 +511,8 @@ async fn incident_page(c: &Console, id: &str, now: DateTime<Utc>, login: &str, p
         }
         Err(e) => o.failed("Affected customers and contacts", "the register's contacts", &e),
     }
-    let page = Page { title: format!("Incident {}", r.id), role: ops_role(c), nav: Nav::None, body: o.body, refresh: 0 };
+    let page =
+        Page { title: format!("Incident {}", r.id), role: ops_role(c), nav: Nav::None, body: o.body, refresh: 0 };
     (o.status, page)
 }
 
@@ -518,13 +535,7 @@ async fn security_page(c: &Console, now: DateTime<Utc>, days: i64, login: &str, 
     };
     let picked = [1, 7, 31]
         .iter()
-        .map(|d| {
-            if *d == days {
-                format!("<b>{d} d</b>")
-            } else {
-                format!("<a href=\"/security?days={d}\">{d} d</a>")
-            }
-        })
+        .map(|d| if *d == days { format!("<b>{d} d</b>") } else { format!("<a href=\"/security?days={d}\">{d} d</a>") })
         .collect::<Vec<_>>()
         .join(" · ");
     o.push(format!("<p>Window: last {days} days ({picked}). Addresses shown here are recorded in access_audit.</p>"));
@@ -536,7 +547,8 @@ async fn security_page(c: &Console, now: DateTime<Utc>, days: i64, login: &str, 
     match events {
         Ok(mut list) => {
             // Top sources: events, requests, sites, customers, worst severity.
-            let mut by: BTreeMap<&str, (u64, u64, BTreeSet<&str>, BTreeSet<&str>, &str)> = BTreeMap::new();
+            type Agg<'a> = (u64, u64, BTreeSet<&'a str>, BTreeSet<&'a str>, &'a str);
+            let mut by: BTreeMap<&str, Agg> = BTreeMap::new();
             for e in &list {
                 let s = by.entry(e.source.as_str()).or_insert((0, 0, BTreeSet::new(), BTreeSet::new(), ""));
                 s.0 += 1;
@@ -620,7 +632,14 @@ async fn security_page(c: &Console, now: DateTime<Utc>, days: i64, login: &str, 
     (o.status, page)
 }
 
-async fn ip_page(c: &Console, addr: &str, now: DateTime<Utc>, days: i64, login: &str, path: &str) -> (StatusCode, Page) {
+async fn ip_page(
+    c: &Console,
+    addr: &str,
+    now: DateTime<Utc>,
+    days: i64,
+    login: &str,
+    path: &str,
+) -> (StatusCode, Page) {
     let cidr6 = match inv::to_cidr6(addr) {
         Ok(c) => c,
         Err(e) => return error_page(StatusCode::BAD_REQUEST, &e),
@@ -727,7 +746,11 @@ struct UsageDay {
     visitors_ip: u64,
 }
 
-async fn site_usage(c: &Console, host: &str, month: Month) -> Result<(Vec<UsageDay>, Vec<UsageDay>), clickhouse::error::Error> {
+async fn site_usage(
+    c: &Console,
+    host: &str,
+    month: Month,
+) -> Result<(Vec<UsageDay>, Vec<UsageDay>), clickhouse::error::Error> {
     let ids: Vec<String> = c
         .ops
         .query("SELECT DISTINCT site_id FROM usage_daily WHERE site_host = ? AND site_id != '' ORDER BY site_id")
@@ -754,10 +777,7 @@ async fn site_usage(c: &Console, host: &str, month: Month) -> Result<(Vec<UsageD
             .bind(last.to_string())
             .fetch_all::<UsageDay>()
     };
-    let (days, month_total) = tokio::join!(
-        fetch(sql("site_id, day", "toString(day)")),
-        fetch(sql("site_id", "''"))
-    );
+    let (days, month_total) = tokio::join!(fetch(sql("site_id, day", "toString(day)")), fetch(sql("site_id", "''")));
     Ok((days?, month_total?))
 }
 
@@ -808,7 +828,8 @@ async fn site_page(c: &Console, host: &str, now: DateTime<Utc>, login: &str, pat
                 .iter()
                 .map(|h| {
                     let q = |x: Option<health::Quantiles>| {
-                        x.map(|q| format!("{} / {} / {}", ms(q.p50), ms(q.p95), ms(q.p99))).unwrap_or_else(|| "–".into())
+                        x.map(|q| format!("{} / {} / {}", ms(q.p50), ms(q.p95), ms(q.p99)))
+                            .unwrap_or_else(|| "–".into())
                     };
                     (
                         String::new(),
@@ -1055,7 +1076,17 @@ async fn usage_page(c: &Console, month: Option<&str>, now: DateTime<Utc>) -> (St
             o.push(section(
                 "Sites (the invoice lines)",
                 &table(
-                    &["customer", "site", "plan", "metering", "#included", "#billed usage", "#overage", "#requests", "#bytes"],
+                    &[
+                        "customer",
+                        "site",
+                        "plan",
+                        "metering",
+                        "#included",
+                        "#billed usage",
+                        "#overage",
+                        "#requests",
+                        "#bytes",
+                    ],
                     &rows,
                 ),
             ));
