@@ -370,3 +370,130 @@ fn every_console_page_loads_in_chromium_shows_the_true_figures_and_needs_a_login
         shots.display()
     );
 }
+
+/// GET over TLS (rustls, trusting only `ca`); the status line's code.
+fn tls_get(addr: std::net::SocketAddr, ca: &std::path::Path, path: &str, auth: Option<&str>) -> u16 {
+    use base64::Engine as _;
+    use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let conn =
+        rustls::ClientConnection::new(std::sync::Arc::new(cfg), ServerName::try_from("localhost").unwrap()).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, std::net::TcpStream::connect(addr).unwrap());
+    let header = auth
+        .map(|a| format!("Authorization: Basic {}\r\n", base64::engine::general_purpose::STANDARD.encode(a)))
+        .unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{header}Connection: close\r\n\r\n").unwrap();
+    let mut text = Vec::new();
+    let _ = s.read_to_end(&mut text); // the server may close without close_notify
+    String::from_utf8_lossy(&text).split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn the_console_speaks_tls_and_refuses_requests_without_a_valid_login() {
+    let dir = support::temp_dir("console-tls");
+    let (ca, cert, key) = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost\n").unwrap();
+    let openssl = |args: &[&str]| {
+        let st = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl (Debian package openssl)");
+        assert!(st.success(), "openssl {args:?}");
+    };
+    // A test CA and a certificate for localhost signed by it.
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=console test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "leaf.csr",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "cert.pem",
+    ]);
+    let users = dir.join("users");
+    std::fs::write(&users, format!("{USER}:{PASSWORD}\n")).unwrap();
+    let config = dir.join("processor.toml");
+    // No ClickHouse behind it: only the login and the embedded assets are exercised.
+    std::fs::write(
+        &config,
+        format!(
+            "[clickhouse]\nurl = \"http://127.0.0.1:9\"\n\n[serve]\nlisten = \"127.0.0.1:0\"\ntls_cert_file = \"{}\"\n\
+             tls_key_file = \"{}\"\npassword_file = \"{}\"\n",
+            cert.display(),
+            key.display(),
+            users.display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sitelog"))
+        .args(["serve", "-c", config.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let _serve = Serve(child);
+    let url = first.trim().strip_prefix("console: https://").expect("an https:// console").trim_end_matches('/');
+    let addr: std::net::SocketAddr = url.parse().unwrap();
+    let good = format!("{USER}:{PASSWORD}");
+    assert_eq!(tls_get(addr, &ca, "/", None), 401, "no login");
+    assert_eq!(tls_get(addr, &ca, "/", Some(&format!("{USER}:nope"))), 401, "wrong password");
+    assert_eq!(tls_get(addr, &ca, "/usage", Some("mallory:x")), 401, "unknown user");
+    assert_eq!(tls_get(addr, &ca, "/assets/console.css", Some(&good)), 200, "logged in");
+    assert_eq!(tls_get(addr, &ca, "/no-such-page", Some(&good)), 404);
+    // Plain HTTP to the TLS port gets no page.
+    use std::io::{Read, Write};
+    let mut plain = std::net::TcpStream::connect(addr).unwrap();
+    plain.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let _ = plain.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(!String::from_utf8_lossy(&got).contains("HTTP/1.1 200"), "plain HTTP served a page");
+}
