@@ -13,6 +13,7 @@
 //!   per-IP page's requests (`investigate ip`);
 //! - reading addresses and contacts left `access_audit` records with reason "web console" and
 //!   the logged-in user;
+//! - on a database without sitelog's tables the pages still answer, saying what is missing;
 //! - a screenshot of each page is written to `target/console-screenshots/` (the artifact),
 //!   and each page's server-side render time (`Server-Timing`) is printed.
 
@@ -61,6 +62,20 @@ fn playwright_dir() -> PathBuf {
         assert!(st.success(), "npm install playwright-core into {} failed", dir.display());
     }
     dir
+}
+
+/// GETs `path` with the test's login: status and body.
+fn get(addr: &str, path: &str) -> (u16, String) {
+    use base64::Engine as _;
+    use std::io::{Read, Write};
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    write!(c, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
 }
 
 /// GETs `path` with the test's login; the render time the console reports (`Server-Timing`).
@@ -353,6 +368,28 @@ fn every_console_page_loads_in_chromium_shows_the_true_figures_and_needs_a_login
         assert!(audited.iter().any(|a| a == path), "no access_audit record for {path}: {audited:?}");
     }
     assert!(audited.iter().any(|a| a.starts_with("/incidents/")), "incident contacts audited: {audited:?}");
+
+    // A database without sitelog's tables (features not installed there): every page still
+    // answers, and says plainly what is missing.
+    let empty = format!("{}_empty", run.db);
+    support::block_on(run.client.query(&format!("CREATE DATABASE IF NOT EXISTS {empty}")).execute()).unwrap();
+    let mut bare = std::process::Command::new(env!("CARGO_BIN_EXE_sitelog"))
+        .args(["serve", "-c", cfg, "--database", &empty])
+        .env("SITELOG_NOW", &now_s)
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(bare.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let _bare = Serve(bare);
+    let bare_addr = line.trim().trim_start_matches("console: http://").trim_end_matches('/').to_owned();
+    for path in ["/", "/security", "/usage", &format!("/sites/{}", site.primary_domain)] {
+        let (status, body) = get(&bare_addr, path);
+        assert_eq!(status, 200, "{path} without tables: {body}");
+        assert!(body.contains("class=\"missing\">Not available"), "{path} says what is missing: {body}");
+        assert!(!body.contains("class=\"error\""), "{path}: {body}");
+    }
 
     // Render times (server side): the browser's visit, then 5 more requests per page.
     let addr = base.trim_start_matches("http://").to_owned();
