@@ -3,5 +3,6 @@
 //! `clock` is the one place that says what time it is (`SITELOG_NOW` for tests and replays).
 
 pub mod clock;
+pub mod console;
 pub mod sample;
 pub mod stack;

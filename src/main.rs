@@ -57,6 +57,8 @@ enum Command {
     VisitorKeys(cli::visitor_keys::VisitorKeysArgs),
     /// Reports from ClickHouse: usage summary (and checks against generated ground truth).
     Report(cli::report::ReportArgs),
+    /// The web console: now, incidents, security, sites and usage pages (`[serve]`).
+    Serve(cli::serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +86,7 @@ fn main() -> ExitCode {
         Command::Audit(a) => cli::audit::run(a),
         Command::Alerts(a) => cli::alerts::run(a),
         Command::Incidents(a) => cli::incidents::run(a),
+        Command::Serve(a) => cli::serve::run(a),
     };
     match result {
         Ok(code) => code,

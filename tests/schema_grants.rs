@@ -494,6 +494,37 @@ fn grants_cover_exactly_what_each_role_commands_send() {
     run(Role::Ops, &["incidents", "contacts", id, "-c", cfg, "--format", "csv"], &[]);
     assert!(hooks.lock().unwrap().len() >= 2, "the webhook got the transitions");
 
+    // The web console (`sitelog serve`): every page as the ops role, Usage as billing.
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_sitelog"))
+        .args(["serve", "-c", cfg, "--listen", "127.0.0.1:0"])
+        .env("SITELOG_NOW", &to)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(serve.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("console: http://").expect("console: URL").trim_end_matches('/').to_owned();
+    let pages = [
+        (Role::Ops, "/".to_owned()),
+        (Role::Ops, format!("/incidents/{id}")),
+        (Role::Ops, "/security?days=31".to_owned()),
+        (Role::Ops, "/security/ip/192.0.2.1".to_owned()),
+        (Role::Ops, "/sites/example.fi".to_owned()),
+        (Role::Billing, format!("/usage?month={month}")),
+    ];
+    for (role, path) in &pages {
+        let from = log_len(&engine.query_log);
+        let status = http_get(&addr, path);
+        settle(&engine.query_log);
+        assert_eq!(status, 200, "sitelog serve {path}");
+        let sent = logged_since(&engine.query_log, from, &db);
+        queries.entry(*role).or_default().extend(sent.into_iter().map(|q| (format!("serve {path}"), q)));
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
+
     // What the engine says each materialized view pushes: source table → target tables.
     let ch = client(&engine.url, &db);
     let views: Vec<String> = support::block_on(
@@ -560,6 +591,16 @@ fn grants_cover_exactly_what_each_role_commands_send() {
         assert!(!sent.is_empty(), "{}: its commands sent nothing", role.name());
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// GET `path` from `addr` (HTTP/1.1, one request); the response status.
+fn http_get(addr: &str, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    write!(c, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 trait TapMkdir {

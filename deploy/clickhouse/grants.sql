@@ -110,3 +110,6 @@ ALTER USER sitelog_billing_user DEFAULT ROLE sitelog_billing;
 CREATE USER IF NOT EXISTS sitelog_alerts_user HOST NONE;
 GRANT sitelog_alerts TO sitelog_alerts_user WITH REPLACE OPTION;
 ALTER USER sitelog_alerts_user DEFAULT ROLE sitelog_alerts;
+CREATE USER IF NOT EXISTS sitelog_console_user HOST NONE;
+GRANT sitelog_ops TO sitelog_console_user WITH REPLACE OPTION;
+ALTER USER sitelog_console_user DEFAULT ROLE sitelog_ops;

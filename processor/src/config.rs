@@ -26,6 +26,8 @@ pub struct ProcessorConfig {
     /// `[alerts]`: disruption alerting (`sitelog alerts run`).
     pub alerts: crate::diagnosis::AlertsConfig,
     pub health: crate::diagnosis::health::HealthConfig,
+    /// `[serve]`: the web console (`sitelog serve`).
+    pub serve: crate::serve::ServeConfig,
 }
 
 /// `[privacy]`: the processor's secrets for visitor identities (see `visitors`).
@@ -225,6 +227,7 @@ impl ProcessorConfig {
         self.billing.validate()?;
         self.alerts.validate().map_err(|(k, m)| ("alerts", format!("{k}: {m}")))?;
         self.health.validate()?;
+        self.serve.validate()?;
         if self.attribution.register_poll_secs == 0 {
             return Err(("attribution.register_poll_secs", "must be at least 1".into()));
         }

@@ -17,6 +17,7 @@ pub mod quarantine;
 pub mod register;
 pub mod retry;
 pub mod security;
+pub mod serve;
 pub mod store;
 pub mod topics;
 pub mod visitors;

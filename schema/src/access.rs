@@ -191,7 +191,8 @@ pub const TABLES: &[TableAccess] = &[
         table: "collector_heartbeats",
         grants: &[
             g(Processor, Insert, Command),
-            g(Ops, Select, Direct(DASHBOARDS)),
+            // `sitelog serve`'s Now page: data freshness per collector source.
+            g(Ops, Select, Command),
             g(
                 Billing,
                 SelectColumns(&["server", "source", "sent_at", "delivered_through", "position", "idle"]),
@@ -333,6 +334,8 @@ pub const USERS: &[(&str, Role)] = &[
     ("sitelog_register_user", Register),
     ("sitelog_billing_user", Billing),
     ("sitelog_alerts_user", Alerts),
+    // `sitelog serve` (the web console) reads as ops; people get their own ops users.
+    ("sitelog_console_user", Ops),
 ];
 
 /// What to render.

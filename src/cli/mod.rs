@@ -15,6 +15,7 @@ pub mod process;
 pub mod report;
 pub mod schema;
 pub mod security;
+pub mod serve;
 pub mod stack;
 pub mod visitor_keys;
 
