@@ -329,37 +329,6 @@ fn row_count(ch: &clickhouse::Client, sql: &str) -> u64 {
     support::block_on(ch.query(&q).fetch_one::<u64>()).unwrap_or_else(|e| panic!("{e}\n{q}"))
 }
 
-/// Tables and columns `sql` reads in `db`, from ClickHouse's analyzed query tree.
-fn reads(ch: &clickhouse::Client, db: &str, sql: &str) -> BTreeSet<(String, Option<String>)> {
-    let text: String =
-        support::block_on(ch.query(&format!("EXPLAIN QUERY TREE {}", sql.replace('?', "??"))).fetch_all::<String>())
-            .unwrap_or_else(|e| panic!("EXPLAIN QUERY TREE {sql}: {e}"))
-            .join("\n");
-    let field = |line: &str, name: &str| -> Option<String> {
-        line.split(", ").find_map(|kv| kv.trim().strip_prefix(&format!("{name}: ")).map(str::to_owned))
-    };
-    let mut tables = BTreeMap::new();
-    for line in text.lines().map(str::trim) {
-        if let Some(rest) = line.strip_prefix("TABLE id: ") {
-            let id = rest.split(',').next().unwrap().to_owned();
-            if let Some(t) =
-                field(line, "table_name").and_then(|n| n.strip_prefix(&format!("{db}.")).map(str::to_owned))
-            {
-                tables.insert(id, t);
-            }
-        }
-    }
-    let mut out: BTreeSet<(String, Option<String>)> = tables.values().map(|t| (t.clone(), None)).collect();
-    for line in text.lines().map(str::trim).filter(|l| l.starts_with("COLUMN id: ")) {
-        if let (Some(col), Some(src)) = (field(line, "column_name"), field(line, "source_id")) {
-            if let Some(t) = tables.get(&src) {
-                out.insert((t.clone(), Some(col)));
-            }
-        }
-    }
-    out
-}
-
 fn granted_to_ops(table: &str, column: Option<&str>) -> bool {
     access::grants_of(Role::Ops).into_iter().filter(|(t, _)| *t == table).any(|(_, g)| match g.privilege {
         Privilege::Select => true,
@@ -494,7 +463,8 @@ fn every_panel_query_returns_rows_on_the_sample_and_matches_the_truth() {
                 }
                 // What it reads is granted to the data source user's role.
                 let ctx = Ctx { from, to, interval_s: auto_interval, vars: selections[0].clone() };
-                let read = reads(ch, &run.db, &expand(raw, &ctx));
+                let read: BTreeSet<(String, Option<String>)> =
+                    support::query_tree::reads(ch, &run.db, &expand(raw, &ctx)).into_iter().collect();
                 assert!(read.iter().any(|(_, c)| c.is_some()), "{name}: panel {title:?} reads no sitelog column");
                 for (table, col) in read {
                     assert!(

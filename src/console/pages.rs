@@ -272,29 +272,22 @@ async fn now_page(c: &Console, now: DateTime<Utc>) -> (StatusCode, Page) {
         Ok(list) => o.push(section(&format!("Open incidents ({})", list.len()), &incident_rows(&list))),
         Err(e) => o.failed("Open incidents", "incidents", &e),
     }
+    // The ten worst of each, side by side; a failed read says so in its own box.
     let mut grid = String::new();
-    match sites {
-        Ok(list) => {
-            let top: Vec<_> = list.into_iter().take(10).collect();
-            grid.push_str(&section("Worst sites, last hour", &health_rows(&top, true)));
-        }
-        Err(e) => {
-            let mut s = Out::new();
-            s.failed("Worst sites, last hour", "health_minute", &e);
-            o.status = o.status.max(s.status);
-            grid.push_str(&s.body);
-        }
-    }
-    match servers {
-        Ok(list) => {
-            let top: Vec<_> = list.into_iter().take(10).collect();
-            grid.push_str(&section("Worst servers, last hour", &health_rows(&top, false)));
-        }
-        Err(e) => {
-            let mut s = Out::new();
-            s.failed("Worst servers, last hour", "health_minute", &e);
-            o.status = o.status.max(s.status);
-            grid.push_str(&s.body);
+    for (title, list, is_site) in
+        [("Worst sites, last hour", sites, true), ("Worst servers, last hour", servers, false)]
+    {
+        match list {
+            Ok(list) => {
+                let top: Vec<_> = list.into_iter().take(10).collect();
+                grid.push_str(&section(title, &health_rows(&top, is_site)));
+            }
+            Err(e) => {
+                let mut s = Out::new();
+                s.failed(title, "health_minute", &e);
+                o.status = o.status.max(s.status);
+                grid.push_str(&s.body);
+            }
         }
     }
     o.push(format!("<div class=\"grid\">{grid}</div>"));
