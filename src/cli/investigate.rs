@@ -69,9 +69,11 @@ enum Action {
         top: u64,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
-        /// Why you look (a ticket id): required, recorded in access_audit.
+        /// Why you look (a ticket id), recorded in access_audit. Optional here: the command
+        /// shows paths, not client addresses (the issue's `investigate errors --site HOST`);
+        /// without it the record says "investigate errors".
         #[arg(long)]
-        reason: String,
+        reason: Option<String>,
     },
 }
 
@@ -213,6 +215,7 @@ pub fn run(a: InvestigateArgs) -> anyhow::Result<ExitCode> {
                 to_us: now.timestamp_micros(),
             };
             let e = rt.block_on(async {
+                let reason = reason.unwrap_or_else(|| "investigate errors".into());
                 audit(&client, &cfg.clickhouse.user, "investigate errors", &format!("{host} since={since}"), &reason)
                     .await?;
                 health::errors(&client, &host, w, cfg.health.objective, top).await.context("reading access_log")
