@@ -71,6 +71,7 @@ pub struct Stats {
     pub bytes_read: AtomicU64,
     pub files_completed: AtomicU64,
     pub files_skipped: AtomicU64,
+    /// `--backfill` and `--once`: the bytes of the files to read, and how far reading got.
     pub backfill_total_bytes: AtomicU64,
     pub backfill_done_bytes: AtomicU64,
     pub inflight_bytes: AtomicU64,
@@ -428,6 +429,12 @@ impl<S: Sink> Collector<S> {
                 self.discover(now);
                 self.last_scan = Some(now);
                 self.locate_missing();
+                if self.mode == Mode::Once {
+                    // The progress display's whole: the files as found now (a file already
+                    // sent counts as done when it is skipped).
+                    let total = self.files.values().map(|f| f.disk_size).sum();
+                    self.stats.backfill_total_bytes.store(total, Ordering::Relaxed);
+                }
                 if self.mode == Mode::Follow && self.cfg.tail.inotify {
                     self.watcher = super::watch::DirWatcher::new(self.events_tx.clone());
                     self.watch_dirs();
@@ -776,12 +783,12 @@ impl<S: Sink> Collector<S> {
         }
         let (offset, line) = match (start, self.store.lookup(fp)) {
             (_, Lookup::Completed(_)) => {
-                debug!(path = %path.display(), "already sent completely");
+                // Debug, like every per-file line: `collect` prints one summary line.
+                debug!(path = %path.display(), "already sent completely; skipping");
                 self.skip.insert(key, size);
                 self.stats.files_skipped.fetch_add(1, Ordering::Relaxed);
-                if matches!(self.mode, Mode::Backfill { .. }) {
-                    info!(path = %path.display(), "already sent; skipping");
-                }
+                // Skipped counts as read for the progress display.
+                self.backfill_completed_bytes += self.files.get(&id).map_or(0, |f| f.disk_size);
                 self.forget(id);
                 return;
             }
@@ -1496,7 +1503,7 @@ impl<S: Sink> Collector<S> {
         metrics::gauge!(m::FILES_OPEN).set(self.open_count as f64);
         metrics::gauge!(m::CHECKPOINT_AGE).set(now.duration_since(self.last_checkpoint_ok).as_secs_f64());
         self.stats.inflight_bytes.store(inflight as u64, Ordering::Relaxed);
-        if matches!(self.mode, Mode::Backfill { .. }) {
+        if matches!(self.mode, Mode::Backfill { .. } | Mode::Once) {
             let active: u64 = self.files.values().map(|f| f.disk_pos.min(f.disk_size)).sum();
             self.stats.backfill_done_bytes.store(self.backfill_completed_bytes + active, Ordering::Relaxed);
         }
