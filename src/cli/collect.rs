@@ -130,14 +130,14 @@ fn summary(stats: &Stats, secs: f64) -> String {
     let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let lines = get(&stats.lines);
     format!(
-        "collected {lines} lines ({} records, {} rejects acknowledged by Kafka) from {} files ({} already sent, \
-         skipped), {:.1} MB in {secs:.1} s ({:.0} lines/s); checkpoints written",
+        "collected {lines} lines ({} records, {} rejects acknowledged by Kafka), {:.1} MB in {secs:.1} s ({:.0} \
+         lines/s); {} files completed, {} already sent and skipped; checkpoints written",
         get(&stats.records_acked),
         get(&stats.rejects_acked),
-        get(&stats.files_completed) + get(&stats.files_skipped),
-        get(&stats.files_skipped),
         get(&stats.bytes_read) as f64 / 1e6,
         lines as f64 / secs.max(0.001),
+        get(&stats.files_completed),
+        get(&stats.files_skipped),
     )
 }
 
@@ -228,5 +228,26 @@ impl Progress {
     fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.handle.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_is_one_line_with_the_counts() {
+        let stats = Stats::default();
+        stats.lines.store(1000, Ordering::Relaxed);
+        stats.records_acked.store(990, Ordering::Relaxed);
+        stats.rejects_acked.store(10, Ordering::Relaxed);
+        stats.files_completed.store(3, Ordering::Relaxed);
+        stats.files_skipped.store(2, Ordering::Relaxed);
+        stats.bytes_read.store(2_500_000, Ordering::Relaxed);
+        assert_eq!(
+            summary(&stats, 2.0),
+            "collected 1000 lines (990 records, 10 rejects acknowledged by Kafka), 2.5 MB in 2.0 s (500 lines/s); \
+             3 files completed, 2 already sent and skipped; checkpoints written"
+        );
     }
 }
