@@ -12,36 +12,11 @@ use std::process::Command;
 use std::time::Instant;
 
 use sitelog_processor::store::sink::{load_progress, load_progress_of};
-use sitelog_schema::wire::BatchWriter;
-use sitelog_schema::{AccessRecord, SourceId};
 
 const HOST: &str = "kahvila.fi";
 const SOURCES: u64 = 100_000;
 /// Every stored source has records 0..=STORED_MAX (offsets k * 100).
 const STORED_MAX: u64 = 50;
-
-fn batch(fingerprint: u64, first: u64, n: u64) -> Vec<u8> {
-    let now = chrono::Utc::now().timestamp_micros() - 3_600_000_000;
-    let recs: Vec<AccessRecord<'static>> = (first..first + n)
-        .map(|k| AccessRecord {
-            ts_micros: now + k as i64 * 1_000_000,
-            tz_offset_secs: 7200,
-            host: HOST.into(),
-            client_ip: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, (k % 200) as u8))),
-            method: "GET".into(),
-            path: format!("/sivu/{k}").into(),
-            protocol: "HTTP/1.1".into(),
-            status: 200,
-            bytes_sent: 100,
-            user_agent: "Mozilla/5.0".into(),
-            source: SourceId { fingerprint, offset: k * 100 },
-            ..Default::default()
-        })
-        .collect();
-    let mut w = BatchWriter::new(fingerprint, HOST, recs[0].source.offset, recs[0].ts_micros);
-    recs.iter().for_each(|r| w.push(r));
-    w.finish()
-}
 
 fn count(client: &clickhouse::Client, sql: &str) -> u64 {
     support::block_on(client.query(sql).fetch_one::<u64>()).unwrap()
@@ -59,19 +34,7 @@ fn a_hundred_thousand_sources_are_not_loaded_and_stay_exact() {
     let topic = support::unique_name("progress100k");
     stack.create_topic(&topic, 2).unwrap();
     let db = support::unique_name("progress100k");
-    let dir = support::temp_dir("progress100k");
-    let config = dir.join("processor.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\ngroup_id = \"progress100k\"\n\n[clickhouse]\nurl = \"{}\"\n\
-             database = \"{db}\"\ncompression = false\n\n[sink]\nlinger_ms = 300\nmax_poll_interval_ms = 10000\n",
-            stack.kafka_bootstrap, stack.clickhouse_url
-        ),
-    )
-    .unwrap();
-    let cfg = config.to_str().unwrap();
-    support::sitelog(&["schema", "migrate", "-c", cfg], &[]);
+    let cfg = &support::processor_config(stack, &topic, "progress100k", &db, "");
     let ch = support::clickhouse_config(stack, &db).client().unwrap();
 
     // 100 K sources (fingerprints 1000..101000), each stored up to record STORED_MAX.
@@ -99,9 +62,10 @@ fn a_hundred_thousand_sources_are_not_loaded_and_stay_exact() {
     // 50 of those sources re-send records 40..60 (40..=50 stored already), a new source 7
     // sends 20, and one message is delivered twice.
     let old: Vec<u64> = (0..50).map(|i| 1000 + i * 2000).collect();
-    let mut messages: Vec<(String, Vec<u8>)> = old.iter().map(|&fp| (HOST.to_owned(), batch(fp, 40, 20))).collect();
-    messages.push((HOST.to_owned(), batch(7, 0, 20)));
-    messages.push((HOST.to_owned(), batch(7, 0, 20)));
+    let mut messages: Vec<(String, Vec<u8>)> =
+        old.iter().map(|&fp| (HOST.to_owned(), support::request_batch(HOST, fp, 40, 20))).collect();
+    messages.push((HOST.to_owned(), support::request_batch(HOST, 7, 0, 20)));
+    messages.push((HOST.to_owned(), support::request_batch(HOST, 7, 0, 20)));
     let keys: Vec<(u64, String)> = old.iter().chain([&7]).map(|&fp| (fp, HOST.to_owned())).collect();
     let t = Instant::now();
     let some = support::block_on(load_progress_of(&ch, &keys)).unwrap();
