@@ -501,8 +501,24 @@ impl Processor {
             stats: Stats::default(),
             cfg,
         };
-        p.reload_register()?;
+        p.first_register_load()?;
         Ok(p)
+    }
+
+    /// The register at start: a ClickHouse that is down or restarting (a deploy, an outage
+    /// beside a restart of this replica) is waited for with backoff, up to
+    /// [`START_UNREACHABLE_LIMIT`]; anything else ends the start at once.
+    fn first_register_load(&mut self) -> Result<(), ProcessError> {
+        let started = Instant::now();
+        let mut backoff = crate::retry::Backoff::default();
+        loop {
+            match self.reload_register() {
+                Err(ProcessError::Register(e)) if e.is_unreachable() && started.elapsed() < START_UNREACHABLE_LIMIT => {
+                    std::thread::sleep(backoff.failed("loading the register at start", "waiting for ClickHouse", &e));
+                }
+                other => return other,
+            }
+        }
     }
 
     fn reload_register(&mut self) -> Result<(), ProcessError> {
@@ -1233,6 +1249,9 @@ impl Processor {
         Ok(())
     }
 }
+
+/// How long a start waits for an unreachable ClickHouse before it gives up (non-zero exit).
+const START_UNREACHABLE_LIMIT: Duration = Duration::from_secs(120);
 
 /// At most this many (source, host) progress entries are kept in memory (~100 B each).
 const PROGRESS_CACHE_MAX: usize = 100_000;
