@@ -10,11 +10,16 @@
 //!    lines are stored in file order). Freshness of a line = first poll that sees it − the
 //!    moment it was written (an upper bound, ≤ 100 ms pessimistic).
 //!
+//! 3. **Detection cost**: the processor alone over the sample's topic again, `[security]
+//!    enabled = false` and `true` alternating (`SITELOG_BENCH_DETECTION_ROUNDS`, default 2):
+//!    processor CPU per record, each run checked against the ground truth.
+//!
 //! Prints rows/s, MB/s, freshness percentiles and each program's peak RSS.
 //! `cargo bench --bench e2e`. Knobs: `SITELOG_BENCH_FRESH_RATE` (lines/s, default 20000),
 //! `SITELOG_BENCH_FRESH_SECS` (default 20); the live collector uses the local stack's settings
 //! (no Kafka compression, one request in flight) as in the sample's `collector.toml`, `SITELOG_BENCH_INFLIGHT` (processor
-//! `sink.max_inflight_batches`, default 2), `SITELOG_BENCH_SAMPLE_ARGS` (extra `generate` args).
+//! `sink.max_inflight_batches`, default 2), `SITELOG_BENCH_SAMPLE_ARGS` (extra `generate` args),
+//! `SITELOG_BENCH_SKIP_FRESHNESS`.
 
 use std::fs;
 use std::io::Write;
@@ -57,14 +62,18 @@ struct Bench {
 
 impl Bench {
     fn processor_config(&self, topic: &str, group: &str) -> PathBuf {
+        self.processor_config_in(topic, group, &self.db, "")
+    }
+
+    /// A processor config for database `db`; `extra`: more TOML tables.
+    fn processor_config_in(&self, topic: &str, group: &str, db: &str, extra: &str) -> PathBuf {
         let p = self.dir.join(format!("processor-{group}.toml"));
         let text = format!(
             "[kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\ngroup_id = \"{group}\"\n\n\
-             [clickhouse]\nurl = \"{}\"\ndatabase = \"{}\"\ncompression = false\n\n\
-             [sink]\nmax_poll_interval_ms = 10000\nmax_inflight_batches = {}\n",
+             [clickhouse]\nurl = \"{}\"\ndatabase = \"{db}\"\ncompression = false\n\n\
+             [sink]\nmax_poll_interval_ms = 10000\nmax_inflight_batches = {}\n{extra}",
             self.stack.kafka_bootstrap,
             self.stack.clickhouse_url,
-            self.db,
             env_num("SITELOG_BENCH_INFLIGHT", 2)
         );
         fs::write(&p, text).expect("processor config");
@@ -98,7 +107,8 @@ impl Bench {
     }
 }
 
-fn throughput(b: &Bench) {
+/// Returns the sample's directory and record count (the topic `e2e-sample` then holds it).
+fn throughput(b: &Bench) -> (PathBuf, u64) {
     let sample = b.dir.join("sample");
     let s = sample.to_str().unwrap();
     let mut args = vec!["generate", "--out", s];
@@ -161,6 +171,51 @@ fn throughput(b: &Bench) {
         2.0 * secs
     );
     println!("usage_daily total = ground truth: {stored} records");
+    (sample, records)
+}
+
+/// The processor's CPU per record with `[security] enabled = false` and `true`, each run
+/// reading the whole sample from the topic `throughput` filled (a new group and database per
+/// run), alternating off and on so both see the same machine; exit when caught up. The CPU
+/// includes start-up and the 2 s idle wait at the end (the same in both).
+fn detection_cost(b: &Bench, sample: &Path, records: u64) {
+    let rounds = env_num("SITELOG_BENCH_DETECTION_ROUNDS", 2);
+    let register = sample.join("register.json");
+    let mut per_record = [Vec::new(), Vec::new()];
+    println!("\n## Detection cost: the processor over the sample ({records} records), security off / on");
+    for round in 0..rounds {
+        for (i, on) in [false, true].into_iter().enumerate() {
+            let name = format!("detect_{round}_{}", if on { "on" } else { "off" });
+            let cfg = b.processor_config_in("e2e-sample", &name, &name, &format!("\n[security]\nenabled = {on}\n"));
+            let cfg = cfg.to_str().unwrap();
+            run(&["schema", "migrate", "-c", cfg]);
+            run(&["customers", "import", register.to_str().unwrap(), "-c", cfg]);
+            let p = wait_rusage(b.process(Path::new(cfg), true));
+            assert_eq!(p.status, 0, "processor exit status");
+            let stored = b.query_u64(&format!("SELECT toUInt64(sum(requests)) FROM {name}.usage_daily"));
+            assert_eq!(stored, records, "{name}: usage_daily must count every record once");
+            let us = p.cpu_s * 1e6 / records as f64;
+            println!(
+                "round {round}, detection {}: processor CPU {:.2} s = {us:.2} µs/record, peak RSS {:.1} MB",
+                if on { "on " } else { "off" },
+                p.cpu_s,
+                p.rss_mb
+            );
+            per_record[i].push(us);
+        }
+    }
+    let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let (off, on) = (&per_record[0], &per_record[1]);
+    println!(
+        "best of {rounds}: off {:.2} µs/record, on {:.2} µs/record: {:+.1} %; mean: off {:.2}, on {:.2}: {:+.1} %",
+        best(off),
+        best(on),
+        (best(on) / best(off) - 1.0) * 100.0,
+        mean(off),
+        mean(on),
+        (mean(on) / mean(off) - 1.0) * 100.0
+    );
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -331,9 +386,12 @@ fn main() {
     let b = Bench { stack, ch, rt, dir: dir.clone(), db };
     run(&["schema", "migrate", "-c", b.processor_config("unused", "migrate").to_str().unwrap()]);
     if std::env::var_os("SITELOG_BENCH_SKIP_THROUGHPUT").is_none() {
-        throughput(&b);
+        let (sample, records) = throughput(&b);
+        detection_cost(&b, &sample, records);
     }
-    freshness(&b);
+    if std::env::var_os("SITELOG_BENCH_SKIP_FRESHNESS").is_none() {
+        freshness(&b);
+    }
     drop(b);
     let _ = fs::remove_dir_all(&dir);
 }

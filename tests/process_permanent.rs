@@ -1,13 +1,11 @@
 //! A failure that retrying cannot fix ends `sitelog process` with a clear message and a
 //! non-zero exit (so systemd and ops see it) instead of retrying forever: here the
-//! `access_log` table is missing when the first batch is inserted.
+//! `access_log` table is missing when the first batch is inserted. A failure that retrying
+//! can fix is waited for: here ClickHouse is down when the processor starts.
 
 mod support;
 
 use std::time::{Duration, Instant};
-
-use sitelog_schema::wire::BatchWriter;
-use sitelog_schema::{AccessRecord, SourceId};
 
 #[test]
 fn a_missing_table_ends_the_processor_with_the_cause() {
@@ -15,33 +13,12 @@ fn a_missing_table_ends_the_processor_with_the_cause() {
     let topic = support::unique_name("permanent");
     stack.create_topic(&topic, 1).unwrap();
     let db = support::unique_name("permanent");
-    let config = support::temp_dir("permanent").join("processor.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\ngroup_id = \"permanent\"\n\n[clickhouse]\nurl = \"{}\"\n\
-             database = \"{db}\"\ncompression = false\n\n[sink]\nlinger_ms = 200\nmax_poll_interval_ms = 10000\n",
-            stack.kafka_bootstrap, stack.clickhouse_url
-        ),
-    )
-    .unwrap();
-    let cfg = config.to_str().unwrap();
-    support::sitelog(&["schema", "migrate", "-c", cfg], &[]);
+    let cfg = &support::processor_config(stack, &topic, "permanent", &db, "");
     let ch = support::clickhouse_config(stack, &db).client().unwrap();
     support::block_on(ch.query("DROP TABLE access_log SYNC").execute()).unwrap();
 
-    let rec = AccessRecord {
-        ts_micros: chrono::Utc::now().timestamp_micros(),
-        host: "kahvila.fi".into(),
-        method: "GET".into(),
-        path: "/".into(),
-        status: 200,
-        source: SourceId { fingerprint: 5, offset: 0 },
-        ..Default::default()
-    };
-    let mut w = BatchWriter::new(5, "kahvila.fi", 0, rec.ts_micros);
-    w.push(&rec);
-    support::block_on(support::produce(&stack.kafka_bootstrap, &topic, &[("kahvila.fi".into(), w.finish())]));
+    let batch = support::request_batch("kahvila.fi", 5, 0, 1);
+    support::block_on(support::produce(&stack.kafka_bootstrap, &topic, &[("kahvila.fi".into(), batch)]));
 
     let started = Instant::now();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sitelog"))
@@ -53,4 +30,32 @@ fn a_missing_table_ends_the_processor_with_the_cause() {
     assert!(!out.status.success(), "a missing table is not retried forever: {err}");
     assert!(started.elapsed() < Duration::from_secs(90), "it gave up within seconds of the first failure");
     assert!(err.contains("access_log") && err.contains("UNKNOWN_TABLE"), "the message names the cause: {err}");
+}
+
+#[test]
+fn clickhouse_down_at_start_is_waited_for() {
+    let mut stack = support::own_stack("down-at-start");
+    let topic = support::unique_name("downstart");
+    stack.create_topic(&topic, 1).unwrap();
+    let db = support::unique_name("downstart");
+    let cfg = support::processor_config(&stack, &topic, "downstart", &db, "");
+    let batch = support::request_batch("kahvila.fi", 6, 0, 25);
+    support::block_on(support::produce(&stack.kafka_bootstrap, &topic, &[("kahvila.fi".into(), batch)]));
+
+    stack.stop_clickhouse();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_sitelog"))
+        .args(["process", "-c", &cfg, "--exit-when-idle", "2"])
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    stack.start_clickhouse().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the start waited for ClickHouse: {err}");
+    assert!(err.contains("waiting for ClickHouse"), "the wait is logged: {err}");
+    let ch = support::clickhouse_config(&stack, &db).client().unwrap();
+    let stored: u64 = support::block_on(ch.query("SELECT count() FROM access_log").fetch_one()).unwrap();
+    assert_eq!(stored, 25, "every record of the topic stored once");
 }

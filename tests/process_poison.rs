@@ -11,32 +11,11 @@ mod support;
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use sitelog_schema::wire::BatchWriter;
-use sitelog_schema::{AccessRecord, SourceId};
-
 const HOST: &str = "kahvila.fi";
 
+/// Records `first..first + n` of one source (fingerprint 77) for HOST.
 fn batch(first: u64, n: u64) -> Vec<u8> {
-    let now = chrono::Utc::now().timestamp_micros() - 3_600_000_000;
-    let recs: Vec<AccessRecord<'static>> = (first..first + n)
-        .map(|k| AccessRecord {
-            ts_micros: now + k as i64 * 1_000_000,
-            tz_offset_secs: 7200,
-            host: HOST.into(),
-            client_ip: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, (k % 200) as u8))),
-            method: "GET".into(),
-            path: format!("/sivu/{k}").into(),
-            protocol: "HTTP/1.1".into(),
-            status: 200,
-            bytes_sent: 100,
-            user_agent: "Mozilla/5.0".into(),
-            source: SourceId { fingerprint: 77, offset: k * 100 },
-            ..Default::default()
-        })
-        .collect();
-    let mut w = BatchWriter::new(77, HOST, recs[0].source.offset, recs[0].ts_micros);
-    recs.iter().for_each(|r| w.push(r));
-    w.finish()
+    support::request_batch(HOST, 77, first, n)
 }
 
 /// The poison kinds: (name, expected reason kind, bytes).
@@ -84,19 +63,13 @@ fn poison_messages_are_quarantined_and_real_records_stored_once() {
     stack.create_topic(&deadletter, 1).unwrap();
     let db = support::unique_name("poison");
     let dir = support::temp_dir("poison");
-    let config = dir.join("processor.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\ngroup_id = \"poison\"\ndeadletter_topic = \"{deadletter}\"\n\
-             deadletter_max_bytes = 1024\n\n[clickhouse]\nurl = \"{}\"\ndatabase = \"{db}\"\ncompression = false\n\n\
-             [sink]\nlinger_ms = 300\nmax_poll_interval_ms = 10000\n",
-            stack.kafka_bootstrap, stack.clickhouse_url
-        ),
-    )
-    .unwrap();
-    let cfg = config.to_str().unwrap();
-    support::sitelog(&["schema", "migrate", "-c", cfg], &[]);
+    let cfg = &support::processor_config(
+        stack,
+        &topic,
+        "poison",
+        &db,
+        &format!("deadletter_topic = \"{deadletter}\"\ndeadletter_max_bytes = 1024"),
+    );
 
     // One key (one partition): poison first, between every real batch, and last; plus one
     // larger than the dead-letter cap.

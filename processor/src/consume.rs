@@ -383,6 +383,10 @@ pub struct Processor {
     parts: BTreeMap<i32, PartBuf>,
     assigned: BTreeSet<i32>,
     eof: HashSet<i32>,
+    /// Source progress of the streams recent batches used: a cache of `source_progress`,
+    /// filled per batch with just the streams it names (never the whole table, which has a
+    /// row for every file and host ever read), cleared when a partition is assigned (another
+    /// replica may have advanced its streams) and when it exceeds [`PROGRESS_CACHE_MAX`].
     progress: HashMap<(u64, String), StreamProgress>,
     map: Arc<SiteMap>,
     map_version: u64,
@@ -497,9 +501,24 @@ impl Processor {
             stats: Stats::default(),
             cfg,
         };
-        p.reload_register()?;
-        p.progress = p.rt.block_on(sink::load_progress(&p.client))?;
+        p.first_register_load()?;
         Ok(p)
+    }
+
+    /// The register at start: a ClickHouse that is down or restarting (a deploy, an outage
+    /// beside a restart of this replica) is waited for with backoff, up to
+    /// [`START_UNREACHABLE_LIMIT`]; anything else ends the start at once.
+    fn first_register_load(&mut self) -> Result<(), ProcessError> {
+        let started = Instant::now();
+        let mut backoff = crate::retry::Backoff::default();
+        loop {
+            match self.reload_register() {
+                Err(ProcessError::Register(e)) if e.is_unreachable() && started.elapsed() < START_UNREACHABLE_LIMIT => {
+                    std::thread::sleep(backoff.failed("loading the register at start", "waiting for ClickHouse", &e));
+                }
+                other => return other,
+            }
+        }
     }
 
     fn reload_register(&mut self) -> Result<(), ProcessError> {
@@ -895,13 +914,9 @@ impl Processor {
             // First batch since the partition was assigned: the previous owner stored and
             // committed up to this offset (or its intent is there), so the progress read now
             // includes everything it stored.
-            if self.fresh.contains(&p) {
-                let progress = self.storage("reading source progress", stop, || sink::load_progress(&client))?;
-                if !self.assigned.contains(&p) {
-                    return Ok(()); // revoked meanwhile: the new owner reads it again
-                }
-                self.fresh.remove(&p);
-                self.progress = progress;
+            // The cache is dropped and re-read per batch from ClickHouse (`start_insert`).
+            if self.fresh.remove(&p) {
+                self.progress.clear();
             }
             let planned =
                 self.storage("reading batch intents", stop, || sink::planned_end(&client, &topic, p, offset))?;
@@ -1072,7 +1087,11 @@ impl Processor {
     /// A stored batch: remember its progress, commit its offsets (unless the revocation
     /// already did), count it.
     fn finish(&mut self, p: i32, f: InFlight, commit: bool) {
+        if self.progress.len() + f.advanced.len() > PROGRESS_CACHE_MAX {
+            self.progress.clear(); // re-read per batch; ClickHouse has every stored batch's progress
+        }
         self.progress.extend(f.advanced);
+        metrics::gauge!("sitelog_process_progress_cache_streams").set(self.progress.len() as f64);
         let mut tpl = TopicPartitionList::new();
         let committed = if commit {
             tpl.add_partition_offset(&self.cfg.kafka.topic, p, Offset::Offset(f.end + 1))
@@ -1103,6 +1122,25 @@ impl Processor {
     /// Prepares one partition's batch (decode, drop re-sent records, attribute, classify) and
     /// hands it to a task that stores it exactly once; `reap` commits it.
     fn start_insert(&mut self, p: i32, b: PartBuf) -> Result<(), ProcessError> {
+        // The progress of the batch's streams that are not cached yet. ClickHouse holds at
+        // least what the cache would (progress is written before a batch counts as stored).
+        let mut missing: Vec<(u64, String)> = b
+            .payloads
+            .iter()
+            .filter_map(|(_, payload)| BatchReader::new(payload).ok())
+            .map(|r| (r.header().fingerprint, r.header().host.to_owned()))
+            .filter(|k| !self.progress.contains_key(k))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if !missing.is_empty() {
+            let (client, stop) = (self.client.clone(), self.give_up.clone());
+            let found = self.storage("reading source progress", &stop, || sink::load_progress_of(&client, &missing))?;
+            if !self.assigned.contains(&p) {
+                return Ok(()); // revoked meanwhile: its new owner reads the batch again
+            }
+            self.progress.extend(found);
+        }
         let topic = self.cfg.kafka.topic.clone();
         let token = batch_token(&topic, p, b.start, b.end);
         let started = Instant::now();
@@ -1211,6 +1249,12 @@ impl Processor {
         Ok(())
     }
 }
+
+/// How long a start waits for an unreachable ClickHouse before it gives up (non-zero exit).
+const START_UNREACHABLE_LIMIT: Duration = Duration::from_secs(120);
+
+/// At most this many (source, host) progress entries are kept in memory (~100 B each).
+const PROGRESS_CACHE_MAX: usize = 100_000;
 
 /// Runs one ClickHouse step until it succeeds, with backoff; gives up on an error once
 /// `give_up` is set (shutdown). Nothing is committed for a batch that gave up. Returns

@@ -32,6 +32,14 @@ pub enum RegisterError {
     ClickHouse { what: &'static str, source: clickhouse::error::Error },
 }
 
+impl RegisterError {
+    /// ClickHouse could not be reached (down, restarting, timed out): retrying can fix it.
+    pub fn is_unreachable(&self) -> bool {
+        use clickhouse::error::Error;
+        matches!(self, RegisterError::ClickHouse { source: Error::Network(_) | Error::TimedOut, .. })
+    }
+}
+
 fn ch(what: &'static str) -> impl FnOnce(clickhouse::error::Error) -> RegisterError {
     move |source| RegisterError::ClickHouse { what, source }
 }

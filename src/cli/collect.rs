@@ -90,7 +90,8 @@ pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
     let (tx, rx) = mpsc::channel();
     let sink = KafkaSink::new(&cfg.kafka, tx.clone()).context("creating the Kafka producer")?;
     let brokers = cfg.kafka.brokers.clone();
-    let backfill = matches!(mode, Mode::Backfill { .. });
+    // `--once` and `--backfill` end: they show progress and end with one summary line.
+    let finite = !matches!(mode, Mode::Follow);
     let mut collector = Collector::new(cfg, mode, sink, (tx, rx))?;
     // Heartbeats carry the time they were sent: from `SITELOG_NOW` when set (tests, replays),
     // running on from there.
@@ -100,13 +101,17 @@ pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
 
     let stats = collector.stats();
     let started = Instant::now();
-    let progress = backfill.then(|| Progress::start(stats.clone()));
+    let progress = finite.then(|| Progress::start(stats.clone()));
     let result = collector.run();
     if let Some(p) = progress {
         p.stop();
     }
     result?;
     let secs = started.elapsed().as_secs_f64();
+    if finite {
+        eprintln!("{}", summary(&stats, secs));
+        return Ok(ExitCode::SUCCESS);
+    }
     tracing::info!(
         lines = stats.lines.load(Ordering::Relaxed),
         records_acked = stats.records_acked.load(Ordering::Relaxed),
@@ -118,6 +123,22 @@ pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
         "collector done; checkpoints written"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The one line `--once` and `--backfill` end with.
+fn summary(stats: &Stats, secs: f64) -> String {
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let lines = get(&stats.lines);
+    format!(
+        "collected {lines} lines ({} records, {} rejects acknowledged by Kafka), {:.1} MB in {secs:.1} s ({:.0} \
+         lines/s); {} files completed, {} already sent and skipped; checkpoints written",
+        get(&stats.records_acked),
+        get(&stats.rejects_acked),
+        get(&stats.bytes_read) as f64 / 1e6,
+        lines as f64 / secs.max(0.001),
+        get(&stats.files_completed),
+        get(&stats.files_skipped),
+    )
 }
 
 /// SIGTERM/SIGINT → an orderly shutdown; a second signal exits at once (the checkpoints on
@@ -143,7 +164,8 @@ fn forward_signals(rt: &tokio::runtime::Runtime, events: mpsc::Sender<Event>) {
     });
 }
 
-/// Backfill progress: a bar on a terminal, a log line every 10 s otherwise.
+/// `--once` / `--backfill` progress: a bar on stderr when it is a terminal, a log line every
+/// 10 s otherwise.
 struct Progress {
     stop: Arc<std::sync::atomic::AtomicBool>,
     handle: std::thread::JoinHandle<()>,
@@ -189,7 +211,7 @@ impl Progress {
                             lines,
                             lines_per_sec = format!("{rate:.0}"),
                             eta_secs = format!("{eta:.0}"),
-                            "backfill progress"
+                            "collect progress"
                         );
                     }
                     None => {}
@@ -206,5 +228,26 @@ impl Progress {
     fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.handle.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_is_one_line_with_the_counts() {
+        let stats = Stats::default();
+        stats.lines.store(1000, Ordering::Relaxed);
+        stats.records_acked.store(990, Ordering::Relaxed);
+        stats.rejects_acked.store(10, Ordering::Relaxed);
+        stats.files_completed.store(3, Ordering::Relaxed);
+        stats.files_skipped.store(2, Ordering::Relaxed);
+        stats.bytes_read.store(2_500_000, Ordering::Relaxed);
+        assert_eq!(
+            summary(&stats, 2.0),
+            "collected 1000 lines (990 records, 10 rejects acknowledged by Kafka), 2.5 MB in 2.0 s (500 lines/s); \
+             3 files completed, 2 already sent and skipped; checkpoints written"
+        );
     }
 }

@@ -202,3 +202,48 @@ pub fn run_sample(
     let client = clickhouse_config(stack, &db).client().unwrap();
     SampleRun { db, config, client, summary }
 }
+
+/// A processor config on `stack` for `topic`, consumer group `group` and database `db`
+/// (`kafka_extra`: more `[kafka]` lines), with `db` migrated; returns the file's path.
+pub fn processor_config(stack: &LocalStack, topic: &str, group: &str, db: &str, kafka_extra: &str) -> String {
+    let config = temp_dir(group).join("processor.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\ngroup_id = \"{group}\"\n{kafka_extra}\n\n\
+             [clickhouse]\nurl = \"{}\"\ndatabase = \"{db}\"\ncompression = false\n\n\
+             [sink]\nlinger_ms = 300\nmax_poll_interval_ms = 10000\n",
+            stack.kafka_bootstrap, stack.clickhouse_url
+        ),
+    )
+    .expect("writing processor.toml");
+    let cfg = config.to_str().expect("utf-8 path").to_owned();
+    sitelog(&["schema", "migrate", "-c", &cfg], &[]);
+    cfg
+}
+
+/// One wire batch of `n` GET requests for `host`, records `first..first + n` of source
+/// `fingerprint` (offsets k * 100), an hour ago, one second apart.
+pub fn request_batch(host: &str, fingerprint: u64, first: u64, n: u64) -> Vec<u8> {
+    use sitelog_schema::{AccessRecord, SourceId};
+    let now = chrono::Utc::now().timestamp_micros() - 3_600_000_000;
+    let recs: Vec<AccessRecord<'static>> = (first..first + n)
+        .map(|k| AccessRecord {
+            ts_micros: now + k as i64 * 1_000_000,
+            tz_offset_secs: 7200,
+            host: host.to_owned().into(),
+            client_ip: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, (k % 200) as u8))),
+            method: "GET".into(),
+            path: format!("/sivu/{k}").into(),
+            protocol: "HTTP/1.1".into(),
+            status: 200,
+            bytes_sent: 100,
+            user_agent: "Mozilla/5.0".into(),
+            source: SourceId { fingerprint, offset: k * 100 },
+            ..Default::default()
+        })
+        .collect();
+    let mut w = sitelog_schema::wire::BatchWriter::new(fingerprint, host, recs[0].source.offset, recs[0].ts_micros);
+    recs.iter().for_each(|r| w.push(r));
+    w.finish()
+}

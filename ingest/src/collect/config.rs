@@ -348,10 +348,10 @@ impl CollectorConfig {
             return bad("kafka.compression", "must be none, lz4, zstd, snappy or gzip");
         }
         // What the config asks for must be compiled into librdkafka (TLS, SCRAM, the codec).
-        kafka::check_supported(&kf.security, Some(&kf.compression), &super::deliver::builtin_features())
+        kafka::check_supported(&kf.security, Some(&kf.compression), &builtin_features())
             .map_err(|(k, m)| (k.to_owned(), m))?;
         for key in kf.properties.keys() {
-            if super::deliver::GUARANTEE_KEYS.contains(&key.as_str()) {
+            if GUARANTEE_KEYS.contains(&key.as_str()) {
                 return Err((
                     format!("kafka.properties.{key:?}"),
                     "is fixed by the collector: delivery must stay idempotent, ordered and gap-less \
@@ -475,6 +475,27 @@ impl<'de> Deserialize<'de> for ByteSize {
                 .ok_or_else(|| serde::de::Error::custom(format!("invalid size {s:?} (use bytes or e.g. \"16MiB\")"))),
         }
     }
+}
+
+/// librdkafka properties that decide whether a session is gap-less; `[kafka.properties]`
+/// may not set them (the config is refused, naming the key). `max.in.flight` stays settable:
+/// librdkafka refuses more than 5 with idempotence, and fewer keeps order all the same.
+pub const GUARANTEE_KEYS: &[&str] = &[
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "enable.idempotence",
+    "enable.gapless.guarantee",
+    "acks",
+    "request.required.acks",
+    "retries",
+    "message.send.max.retries",
+    "transactional.id",
+];
+
+/// librdkafka's `builtin.features` (e.g. `gzip,snappy,ssl,sasl,sasl_scram,lz4,zstd`): what
+/// this build can do, checked against the config at start-up.
+pub fn builtin_features() -> String {
+    rdkafka::ClientConfig::new().create_native_config().and_then(|c| c.get("builtin.features")).unwrap_or_default()
 }
 
 #[cfg(test)]

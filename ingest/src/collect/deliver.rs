@@ -26,12 +26,6 @@ use sitelog_schema::kafka;
 /// Environment variable that holds the SASL password.
 pub use sitelog_schema::kafka::PASSWORD_ENV;
 
-/// librdkafka's `builtin.features` (e.g. `gzip,snappy,ssl,sasl,sasl_scram,lz4,zstd`): what
-/// this build can do, checked against the config at start-up.
-pub fn builtin_features() -> String {
-    ClientConfig::new().create_native_config().and_then(|c| c.get("builtin.features")).unwrap_or_default()
-}
-
 /// Errors that no retry can fix: the broker or the network path refuses this client's
 /// configuration (wrong password, untrusted certificate, plaintext against a TLS listener or
 /// the reverse). The collector stops with the message instead of waiting forever; a broker
@@ -102,21 +96,6 @@ impl ProducerContext for Ctx {
     }
 }
 
-/// librdkafka properties that decide whether a session is gap-less; `[kafka.properties]`
-/// may not set them (the config is refused, naming the key). `max.in.flight` stays settable:
-/// librdkafka refuses more than 5 with idempotence, and fewer keeps order all the same.
-pub const GUARANTEE_KEYS: &[&str] = &[
-    "message.timeout.ms",
-    "delivery.timeout.ms",
-    "enable.idempotence",
-    "enable.gapless.guarantee",
-    "acks",
-    "request.required.acks",
-    "retries",
-    "message.send.max.retries",
-    "transactional.id",
-];
-
 /// Builds librdkafka's settings from `[kafka]`; the password from the environment or file.
 ///
 /// DECISION (gap-less sessions): the idempotent producer keeps per-partition order and the
@@ -132,7 +111,7 @@ pub const GUARANTEE_KEYS: &[&str] = &[
 /// then ends the session with nothing after the failed message written, and the collector
 /// restarts from its checkpoints. `[kafka] message_timeout_ms` is the collector's own deadline
 /// that does the same restart (dropping the producer purges its queue; what the broker
-/// already accepted is a prefix). These keys cannot be overridden ([`GUARANTEE_KEYS`]).
+/// already accepted is a prefix). These keys cannot be overridden ([`GUARANTEE_KEYS`](super::config::GUARANTEE_KEYS)).
 pub fn client_config(k: &KafkaConfig) -> Result<ClientConfig, SinkError> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &k.brokers)
@@ -160,7 +139,7 @@ pub fn client_config(k: &KafkaConfig) -> Result<ClientConfig, SinkError> {
         c.set("sasl.password", p);
     }
     for (key, v) in &k.properties {
-        if !GUARANTEE_KEYS.contains(&key.as_str()) {
+        if !super::config::GUARANTEE_KEYS.contains(&key.as_str()) {
             c.set(key, v);
         }
     }

@@ -163,7 +163,8 @@ pub async fn insert_security(
     Ok(())
 }
 
-/// Loads the progress of every stream (small: one row per file and host).
+/// Loads the progress of every stream (one row per file and host; grows with every file ever
+/// read, so the processor no longer loads it whole: see [`load_progress_of`]).
 pub async fn load_progress(client: &Client) -> Result<HashMap<(u64, String), StreamProgress>, SinkError> {
     let rows: Vec<ProgressRow> = client
         .query("SELECT ?fields FROM source_progress FINAL")
@@ -173,12 +174,50 @@ pub async fn load_progress(client: &Client) -> Result<HashMap<(u64, String), Str
     Ok(rows
         .into_iter()
         .map(|r| {
-            (
-                (r.fingerprint, r.site_host),
-                StreamProgress { max_offset: r.max_offset, max_ts: r.max_ts, records: r.records },
-            )
+            let p = progress_of(&r);
+            ((r.fingerprint, r.site_host), p)
         })
         .collect())
+}
+
+fn progress_of(r: &ProgressRow) -> StreamProgress {
+    StreamProgress { max_offset: r.max_offset, max_ts: r.max_ts, records: r.records }
+}
+
+/// How many streams one progress query asks for.
+const KEYS_PER_QUERY: usize = 2000;
+
+/// The progress of just these streams (those a batch is about to use): streams without a row
+/// are absent. Reads the primary key's prefix (`fingerprint`), so the cost follows the keys
+/// asked for, not the size of the table.
+pub async fn load_progress_of(
+    client: &Client,
+    keys: &[(u64, String)],
+) -> Result<HashMap<(u64, String), StreamProgress>, SinkError> {
+    let mut out = HashMap::with_capacity(keys.len());
+    for chunk in keys.chunks(KEYS_PER_QUERY) {
+        let mut fps: Vec<u64> = chunk.iter().map(|k| k.0).collect();
+        fps.sort_unstable();
+        fps.dedup();
+        let mut hosts: Vec<&str> = chunk.iter().map(|k| k.1.as_str()).collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        let rows: Vec<ProgressRow> = client
+            .query("SELECT ?fields FROM source_progress FINAL WHERE fingerprint IN ? AND site_host IN ?")
+            .bind(fps)
+            .bind(hosts)
+            .fetch_all()
+            .await
+            .map_err(err("reading source_progress"))?;
+        // The two IN lists select a superset (every fingerprint with every host): keep the keys asked for.
+        let wanted: std::collections::HashSet<(u64, &str)> = chunk.iter().map(|k| (k.0, k.1.as_str())).collect();
+        for r in rows {
+            if wanted.contains(&(r.fingerprint, r.site_host.as_str())) {
+                out.insert((r.fingerprint, r.site_host.clone()), progress_of(&r));
+            }
+        }
+    }
+    Ok(out)
 }
 
 pub async fn write_progress(client: &Client, changed: &[((u64, String), StreamProgress)]) -> Result<(), SinkError> {
