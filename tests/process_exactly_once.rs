@@ -13,23 +13,11 @@ use chrono::TimeZone;
 use sitelog::stack::LocalStack;
 use sitelog_processor::store::migrate::migrate;
 use sitelog_schema::migrations::Retention;
-use sitelog_schema::register::RegisterExport;
 use sitelog_schema::wire::BatchWriter;
 use sitelog_schema::{AccessRecord, SourceId};
 
 const HOSTS: [&str; 4] = ["kahvila.fi", "www.kahvila.fi", "puutarha.fi", "tuntematon.example"];
 const RECORDS_PER_MESSAGE: usize = 250;
-
-fn register() -> RegisterExport {
-    RegisterExport {
-        exported_at: "2026-11-01T00:00:00Z".into(),
-        plans: vec![support::plan("start", "requests", 1000)],
-        customers: vec![
-            support::customer(0, "C1", vec![support::site("S1", "kahvila.fi", "start")]),
-            support::customer(1, "C2", vec![support::site("S2", "puutarha.fi", "start")]),
-        ],
-    }
-}
 
 /// One stream per (file, host); records an hour apart from now backwards so they sit inside
 /// the raw retention and span two Helsinki days at most.
@@ -155,7 +143,8 @@ fn exactly_once_through_crashes_outage_resends_replicas_and_replay() {
     let ch = support::clickhouse_config(&stack, &db);
     rt.block_on(migrate(&ch.server_client().unwrap(), &db, &Retention::default())).unwrap();
     let client = ch.client().unwrap();
-    rt.block_on(sitelog_processor::register::import(&client, &register(), "test", "inline", "-")).unwrap();
+    rt.block_on(sitelog_processor::register::import(&client, &support::two_customer_register(), "test", "inline", "-"))
+        .unwrap();
 
     let plan = produce_plan(6_000);
     rt.block_on(support::produce(&stack.kafka_bootstrap, &topic, &plan.messages));

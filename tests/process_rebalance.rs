@@ -14,24 +14,12 @@ use std::time::{Duration, Instant};
 use chrono::TimeZone;
 use sitelog_processor::store::migrate::migrate;
 use sitelog_schema::migrations::Retention;
-use sitelog_schema::register::RegisterExport;
 use sitelog_schema::wire::BatchWriter;
 use sitelog_schema::{AccessRecord, SourceId};
 use support::proxy::DelayProxy;
 
 const HOSTS: [&str; 4] = ["kahvila.fi", "puutarha.fi", "www.kahvila.fi", "tuntematon.example"];
 const RECORDS_PER_MESSAGE: usize = 250;
-
-fn register() -> RegisterExport {
-    RegisterExport {
-        exported_at: "2026-11-01T00:00:00Z".into(),
-        plans: vec![support::plan("start", "requests", 1000)],
-        customers: vec![
-            support::customer(0, "C1", vec![support::site("S1", "kahvila.fi", "start")]),
-            support::customer(1, "C2", vec![support::site("S2", "puutarha.fi", "start")]),
-        ],
-    }
-}
 
 struct Produced {
     /// (partition, key, payload): host `i` always goes to partition `i % 2`.
@@ -190,7 +178,8 @@ fn setup(rt: &tokio::runtime::Runtime, prefix: &str) -> (String, String, clickho
     let ch = support::clickhouse_config(stack, &db);
     rt.block_on(migrate(&ch.server_client().unwrap(), &db, &Retention::default())).unwrap();
     let client = ch.client().unwrap();
-    rt.block_on(sitelog_processor::register::import(&client, &register(), "test", "inline", "-")).unwrap();
+    rt.block_on(sitelog_processor::register::import(&client, &support::two_customer_register(), "test", "inline", "-"))
+        .unwrap();
     (topic, db, client)
 }
 

@@ -247,3 +247,16 @@ pub fn request_batch(host: &str, fingerprint: u64, first: u64, n: u64) -> Vec<u8
     recs.iter().for_each(|r| w.push(r));
     w.finish()
 }
+
+/// Two customers with one site each: C1 kahvila.fi (so also www.kahvila.fi), C2 puutarha.fi;
+/// any other host is unattributed.
+pub fn two_customer_register() -> sitelog_schema::register::RegisterExport {
+    sitelog_schema::register::RegisterExport {
+        exported_at: "2026-11-01T00:00:00Z".into(),
+        plans: vec![plan("start", "requests", 1000)],
+        customers: vec![
+            customer(0, "C1", vec![site("S1", "kahvila.fi", "start")]),
+            customer(1, "C2", vec![site("S2", "puutarha.fi", "start")]),
+        ],
+    }
+}
