@@ -122,7 +122,30 @@ async fn assert_exact(client: &clickhouse::Client, p: &Produced, when: &str) {
     .await;
     assert_eq!(distinct, p.total, "{when}: every record stored");
     assert_eq!(stored, p.total, "{when}: no record stored twice");
-    assert_eq!(usage_by_customer_day(client).await, p.expected, "{when}: usage per customer and day");
+    let usage = usage_by_customer_day(client).await;
+    if usage != p.expected {
+        // What to look at when the rollup disagrees with exact raw rows: per host, the raw
+        // count against the rollup, and the rollup's parts (a part written twice shows here).
+        let per_host: Vec<(String, u64, u64)> = client
+            .query(
+                "SELECT site_host, n, r FROM (SELECT site_host, sum(requests) AS r FROM usage_daily GROUP BY site_host) \
+                 LEFT JOIN (SELECT site_host, count() AS n FROM access_log GROUP BY site_host) USING (site_host) \
+                 ORDER BY site_host",
+            )
+            .fetch_all()
+            .await
+            .unwrap_or_default();
+        let parts: Vec<(String, u64, String)> = client
+            .query(
+                "SELECT name, rows, toString(modification_time) FROM system.parts \
+                 WHERE database = currentDatabase() AND table = 'usage_daily' AND active ORDER BY name",
+            )
+            .fetch_all()
+            .await
+            .unwrap_or_default();
+        eprintln!("{when}: per host (raw rows, usage requests): {per_host:?}\nusage_daily parts: {parts:?}");
+    }
+    assert_eq!(usage, p.expected, "{when}: usage per customer and day");
 }
 
 fn wait_until_started(client: &clickhouse::Client, rt: &tokio::runtime::Runtime, at_least: u64, limit: Duration) {
