@@ -126,24 +126,29 @@ async fn assert_exact(client: &clickhouse::Client, p: &Produced, when: &str) {
     if usage != p.expected {
         // What to look at when the rollup disagrees with exact raw rows: per host, the raw
         // count against the rollup, and the rollup's parts (a part written twice shows here).
-        let per_host: Vec<(String, u64, u64)> = client
+        let per_host = client
             .query(
                 "SELECT site_host, n, r FROM (SELECT site_host, sum(requests) AS r FROM usage_daily GROUP BY site_host) \
                  LEFT JOIN (SELECT site_host, count() AS n FROM access_log GROUP BY site_host) USING (site_host) \
                  ORDER BY site_host",
             )
-            .fetch_all()
-            .await
-            .unwrap_or_default();
-        let parts: Vec<(String, u64, String)> = client
-            .query(
-                "SELECT name, rows, toString(modification_time) FROM system.parts \
-                 WHERE database = currentDatabase() AND table = 'usage_daily' AND active ORDER BY name",
-            )
-            .fetch_all()
-            .await
-            .unwrap_or_default();
-        eprintln!("{when}: per host (raw rows, usage requests): {per_host:?}\nusage_daily parts: {parts:?}");
+            .fetch_all::<(String, u64, u64)>()
+            .await;
+        let parts = |table: &'static str| {
+            client
+                .query(&format!(
+                    "SELECT t._part, t.site_host, toUInt64(count()), any(toString(p.modification_time)) FROM {table} AS t \
+                     LEFT JOIN (SELECT name, modification_time FROM system.parts \
+                     WHERE database = currentDatabase() AND table = '{table}') AS p ON p.name = t._part \
+                     GROUP BY t._part, t.site_host ORDER BY t._part, t.site_host"
+                ))
+                .fetch_all::<(String, String, u64, String)>()
+        };
+        eprintln!(
+            "{when}: per host (raw rows, usage requests): {per_host:?}\nusage_daily parts: {:?}\naccess_log parts: {:?}",
+            parts("usage_daily").await,
+            parts("access_log").await
+        );
     }
     assert_eq!(usage, p.expected, "{when}: usage per customer and day");
 }
@@ -188,9 +193,11 @@ fn exactly_once_through_crashes_outage_resends_replicas_and_replay() {
     let before = rt.block_on(count(&client, "SELECT count() FROM access_log"));
     wait_until_started(&client, &rt, before + 1, Duration::from_secs(60));
     // Longer than max.poll.interval.ms (10 s): the processor must stay in its group.
+    eprintln!("ClickHouse stopped at {}", chrono::Utc::now());
     stack.stop_clickhouse();
     std::thread::sleep(Duration::from_secs(12));
     stack.start_clickhouse().unwrap();
+    eprintln!("ClickHouse started again at {}", chrono::Utc::now());
 
     // 3. A restarted collector re-sends a stretch of already delivered records.
     let resend: Vec<_> = plan.messages.iter().skip(10).take(30).cloned().collect();
