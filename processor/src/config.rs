@@ -189,7 +189,7 @@ impl ProcessorConfig {
     }
 
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let cfg: ProcessorConfig = toml::from_str(text).map_err(|e| {
+        let mut cfg: ProcessorConfig = toml::from_str(text).map_err(|e| {
             let msg = match e.span() {
                 Some(span) => {
                     let line = text[..span.start].matches('\n').count() + 1;
@@ -200,6 +200,7 @@ impl ProcessorConfig {
             ConfigError::Parse { path: origin.into(), msg }
         })?;
         cfg.validate().map_err(|(key, msg)| ConfigError::Invalid { path: origin.into(), key, msg })?;
+        cfg.alerts.strip_www = cfg.attribution.strip_www;
         Ok(cfg)
     }
 

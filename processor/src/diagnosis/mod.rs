@@ -27,6 +27,12 @@ pub struct AlertsConfig {
     /// notifications and its progress): catching up after a pause goes in bounded steps.
     pub max_step_minutes: u32,
     pub webhooks: Vec<notify::Webhook>,
+    /// Not a key of `[alerts]`: `[attribution] strip_www`, copied here when the config is
+    /// loaded. When set, the hosts `www.X` and `X` are one site to the alerter, as they are
+    /// one site to attribution: an outage of a site served under both is one incident, and
+    /// the site counts once towards its server's `server_min_sites`.
+    #[serde(skip)]
+    pub strip_www: bool,
 }
 
 impl Default for AlertsConfig {
@@ -37,6 +43,7 @@ impl Default for AlertsConfig {
             poll_interval_ms: 10_000,
             max_step_minutes: 60,
             webhooks: Vec::new(),
+            strip_www: true,
         }
     }
 }
@@ -62,3 +69,33 @@ impl AlertsConfig {
 }
 
 impl Eq for AlertsConfig {}
+
+/// The alerter's name of the site a host belongs to: `X` for `www.X` when `strip_www`.
+pub fn site_key(host: &str, strip_www: bool) -> &str {
+    match host.strip_prefix("www.") {
+        Some(bare) if strip_www && !bare.is_empty() => bare,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn www_and_bare_host_are_one_site_when_attribution_strips_www() {
+        assert_eq!(site_key("www.kahvila.fi", true), "kahvila.fi");
+        assert_eq!(site_key("kahvila.fi", true), "kahvila.fi");
+        assert_eq!(site_key("www.kahvila.fi", false), "www.kahvila.fi");
+        assert_eq!(site_key("www.", true), "www.");
+        assert_eq!(site_key("wwwx.fi", true), "wwwx.fi");
+    }
+
+    #[test]
+    fn the_config_copies_strip_www() {
+        let off = crate::config::ProcessorConfig::from_toml("[attribution]\nstrip_www = false\n", "t").unwrap();
+        assert!(!off.alerts.strip_www);
+        let on = crate::config::ProcessorConfig::from_toml("", "t").unwrap();
+        assert!(on.alerts.strip_www);
+    }
+}

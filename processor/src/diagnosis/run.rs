@@ -56,7 +56,12 @@ async fn feed(
         let end = (start + CHUNK_MINUTES * 60).min(to);
         let rows = incidents::health_minutes(client, start, end, bucket).await?;
         let mut by_minute: BTreeMap<i64, Vec<MinuteCounts>> = BTreeMap::new();
-        for (m, r) in rows {
+        for (m, mut r) in rows {
+            // www.X and X are one site (their minutes add up in the engine).
+            let site = super::site_key(&r.site_host, cfg.strip_www);
+            if site.len() != r.site_host.len() {
+                r.site_host = site.to_owned();
+            }
             by_minute.entry(m).or_default().push(r);
         }
         let mut m = start;
