@@ -912,9 +912,9 @@ impl Processor {
         if !self.parts.contains_key(&p) {
             let (client, topic) = (self.client.clone(), self.cfg.kafka.topic.clone());
             // First batch since the partition was assigned: the previous owner stored and
-            // committed up to this offset (or its intent is there), so the progress read now
-            // includes everything it stored.
-            // The cache is dropped and re-read per batch from ClickHouse (`start_insert`).
+            // committed up to this offset (or its intent is there). The progress cache may
+            // predate what it stored, so it is dropped; `start_insert` re-reads from ClickHouse
+            // the progress of each batch's streams, which includes everything stored.
             if self.fresh.remove(&p) {
                 self.progress.clear();
             }

@@ -708,8 +708,10 @@ mod tests {
                 rows[2].errors = 27;
                 rows[8].errors = 27;
             }
-            for r in rows.iter_mut().filter(|_| by_site) {
-                r.site_host = crate::diagnosis::site_key(&r.site_host, true).to_owned();
+            if by_site {
+                for r in &mut rows {
+                    r.site_host = crate::diagnosis::site_key(&r.site_host, true).to_owned();
+                }
             }
             rows
         };
