@@ -164,6 +164,8 @@ fn wait_until_started(client: &clickhouse::Client, rt: &tokio::runtime::Runtime,
 #[test]
 fn exactly_once_through_crashes_outage_resends_replicas_and_replay() {
     let mut stack = support::own_stack("exactly-once");
+    // On a failure, the engine's request log (each insert with its dedup token and rows written) is here.
+    eprintln!("local stack: {}", stack.dir.display());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let topic = support::unique_name("access");
     stack.create_topic(&topic, 4).unwrap();

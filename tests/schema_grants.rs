@@ -302,6 +302,9 @@ fn needs_of(ch: &clickhouse::Client, db: &str, query: &str) -> Vec<Need> {
             };
             vec![need(&table, kind, None)]
         }
+        // The migrator's reload of a view it changed (`DETACH`, then `ATTACH … IF NOT EXISTS`).
+        ["DETACH", "TABLE", ..] => vec![need(&object_name(after(2)), "DROP VIEW", None)],
+        ["ATTACH", "TABLE", "IF", ..] => vec![need(&object_name(after(5)), "CREATE VIEW", None)],
         ["CREATE", "DATABASE", ..] => vec![need("", "CREATE DATABASE", None)],
         ["CREATE", "TABLE", ..] => vec![need(&object_name(after(5)), "CREATE TABLE", None)],
         ["CREATE", "MATERIALIZED", "VIEW", ..] => vec![need(&object_name(after(6)), "CREATE VIEW", None)],

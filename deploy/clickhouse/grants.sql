@@ -22,7 +22,7 @@ TO sitelog_processor WITH REPLACE OPTION;
 -- sitelog_migrator: sitelog schema migrate: the only role that creates or alters tables
 CREATE ROLE IF NOT EXISTS sitelog_migrator;
 GRANT
-    CREATE DATABASE, CREATE TABLE, CREATE VIEW, ALTER ADD COLUMN, ALTER MODIFY COLUMN, ALTER TTL, ALTER VIEW MODIFY QUERY ON sitelog.*,
+    CREATE DATABASE, CREATE TABLE, CREATE VIEW, DROP VIEW, ALTER ADD COLUMN, ALTER MODIFY COLUMN, ALTER TTL, ALTER VIEW MODIFY QUERY ON sitelog.*,
     SELECT ON sitelog.access_log,
     INSERT ON sitelog.usage_daily,
     INSERT ON sitelog.site_health_minute,

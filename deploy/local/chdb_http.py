@@ -572,6 +572,8 @@ class Handler(BaseHTTPRequestHandler):
         self._qtext = ""
         self._database = ""
         self._error = ""
+        self._token = ""
+        self._written = None
         self._body = None
         try:
             try:
@@ -596,9 +598,11 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             srv.request_finished()
             q = " ".join(self._qtext[:200].split())
-            log.info("%s %s %d %.1fms in=%d%s q=%s", method, urlsplit(self.path).path,
+            log.info("%s %s %d %.1fms in=%d%s%s%s q=%s", method, urlsplit(self.path).path,
                      self._status, (time.monotonic() - t0) * 1000,
-                     self._body.bytes_read if self._body else 0, self._error, q)
+                     self._body.bytes_read if self._body else 0, self._error,
+                     f" token={self._token}" if self._token else "",
+                     f" written={self._written}" if self._written is not None else "", q)
             if srv.query_log is not None and self._qtext:
                 srv.query_log.write(self._database, self._qtext, self._status)
 
@@ -708,6 +712,8 @@ class Handler(BaseHTTPRequestHandler):
             if not _SETTING_NAME.match(k):
                 raise CHError.make(115, "UNKNOWN_SETTING", f"Invalid setting name {k!r}")
             settings[k] = v
+        # Logged with the request: which retries of an insert the engine saw, and how each ended.
+        self._token = settings.get("insert_deduplication_token", "")
         readonly = method == "GET"
         if readonly and "readonly" in settings:
             # GET is read-only, as in ClickHouse: readonly=1 (stricter) is fine, 0 would lift it.
@@ -817,6 +823,7 @@ class Handler(BaseHTTPRequestHandler):
                         break
                     ins.append(chunk)
                 res = ins.finish()
+                self._written = res.rows_written
             except ClientGone:
                 _quiet_cancel(ins)  # the client aborted: commit nothing
                 raise

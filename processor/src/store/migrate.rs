@@ -29,6 +29,8 @@ pub enum MigrateError {
     ClickHouse { what: &'static str, source: clickhouse::error::Error },
     #[error(transparent)]
     Cluster(#[from] cluster::ClusterError),
+    #[error("reloading a changed view: `{statement}` failed, so the view may be detached and its source table's inserts bypass it; run that statement (or `sitelog schema migrate` again) now: {source}")]
+    ViewDetached { statement: String, source: clickhouse::error::Error },
     #[error("setting the TTL of {place} to {new} (was {old}): {source}")]
     Ttl { place: String, old: String, new: String, source: clickhouse::error::Error },
 }
@@ -91,12 +93,47 @@ pub async fn migrate_on(
     migrate_with(server, db, retention, MIGRATIONS, cluster).await
 }
 
-/// `stmt` as it runs: unchanged on one server, rewritten for the cluster otherwise.
+/// `stmt` as it runs: unchanged on one server, rewritten for the cluster otherwise. A view's
+/// `MODIFY QUERY` is followed by the view's reload ([`reload_view`]).
 fn for_target(stmt: &str, db: &str, cluster: Option<&str>) -> Result<Vec<String>, MigrateError> {
-    match cluster {
-        None => Ok(vec![stmt.to_owned()]),
-        Some(c) => Ok(cluster::render(stmt, db, c)?),
+    let mut out = match cluster {
+        None => vec![stmt.to_owned()],
+        Some(c) => cluster::render(stmt, db, c)?,
+    };
+    if let Some(view) = modified_view(stmt) {
+        let [detach, attach] = reload_view(view, cluster);
+        out.insert(0, attach.clone());
+        out.extend([detach, attach]);
     }
+    Ok(out)
+}
+
+/// The view (`db.name`) an `ALTER TABLE db.name MODIFY QUERY …` changes.
+fn modified_view(stmt: &str) -> Option<&str> {
+    let mut words = stmt.split_whitespace();
+    let (alter, table, name, modify, query) = (words.next()?, words.next()?, words.next()?, words.next()?, words.next()?);
+    [(alter, "ALTER"), (table, "TABLE"), (modify, "MODIFY"), (query, "QUERY")]
+        .iter()
+        .all(|(w, k)| w.eq_ignore_ascii_case(k))
+        .then_some(name)
+}
+
+/// Re-attaches a view after `MODIFY QUERY`, as a server start would load it.
+///
+/// Why: ClickHouse derives a materialized view's deduplication block id from the insert's
+/// token and the view's identity *as held in memory*; after `MODIFY QUERY` that identity
+/// differs from the one loaded from the metadata at the next start (seen with ClickHouse 26.9
+/// through chDB). An insert committed before a restart and retried after it (a processor killed
+/// between storing a batch and recording its progress) was then dropped as a repeat in the
+/// source table but counted again in the view's rollup (`tests/schema_view_dedup.rs`). After
+/// `DETACH` + `ATTACH` the view is held as a start loads it, so the ids stay the same across
+/// restarts. The view misses inserts only between the two statements (milliseconds), so run
+/// migrations that change a view with the processors stopped. [`for_target`] also puts the
+/// `ATTACH … IF NOT EXISTS` before the `MODIFY QUERY`: it re-attaches a view that a run
+/// interrupted between the two left detached, and does nothing otherwise.
+fn reload_view(view: &str, cluster: Option<&str>) -> [String; 2] {
+    let on = cluster.map(|c| format!(" ON CLUSTER {c}")).unwrap_or_default();
+    [format!("DETACH TABLE {view}{on}"), format!("ATTACH TABLE IF NOT EXISTS {view}{on}")]
 }
 
 pub(crate) async fn migrate_with(
@@ -153,11 +190,12 @@ pub(crate) async fn migrate_with(
                 continue;
             }
             for st in for_target(stmt, db, cluster)? {
-                server.query(&st).execute().await.map_err(|source| MigrateError::Statement {
-                    version: m.version,
-                    name: m.name,
-                    index: index + 1,
-                    source,
+                server.query(&st).execute().await.map_err(|source| {
+                    if st.starts_with("ATTACH TABLE") {
+                        MigrateError::ViewDetached { statement: st.clone(), source }
+                    } else {
+                        MigrateError::Statement { version: m.version, name: m.name, index: index + 1, source }
+                    }
                 })?;
             }
         }
@@ -330,7 +368,28 @@ pub fn is_access_statement(stmt: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_access_statement;
+    use super::{for_target, is_access_statement};
+
+    #[test]
+    fn a_changed_view_is_reloaded_after_its_new_query() {
+        let alter = "ALTER TABLE sitelog.usage_daily_mv MODIFY QUERY\nSELECT 1 AS x FROM sitelog.access_log";
+        assert_eq!(
+            for_target(alter, "sitelog", None).unwrap(),
+            [
+                "ATTACH TABLE IF NOT EXISTS sitelog.usage_daily_mv",
+                alter,
+                "DETACH TABLE sitelog.usage_daily_mv",
+                "ATTACH TABLE IF NOT EXISTS sitelog.usage_daily_mv"
+            ]
+        );
+        let on_cluster = for_target(alter, "sitelog", Some("logs")).unwrap();
+        assert_eq!(on_cluster.len(), 4);
+        assert_eq!(on_cluster[2], "DETACH TABLE sitelog.usage_daily_mv ON CLUSTER logs");
+        assert_eq!(on_cluster[3], "ATTACH TABLE IF NOT EXISTS sitelog.usage_daily_mv ON CLUSTER logs");
+        for other in ["ALTER TABLE sitelog.access_log ADD COLUMN IF NOT EXISTS x UInt8", "CREATE DATABASE IF NOT EXISTS sitelog"] {
+            assert_eq!(for_target(other, "sitelog", None).unwrap(), [other]);
+        }
+    }
 
     #[test]
     fn access_statements_are_recognised() {
