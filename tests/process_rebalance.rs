@@ -233,3 +233,145 @@ fn a_batch_in_flight_across_a_revocation_is_stored_once() {
     eprintln!("--- A ---\n{a_log}\n--- B ---\n{b_log}");
     rt.block_on(assert_exact(&client, plan.total, &plan.expected, "after a revocation with A's insert in flight"));
 }
+
+/// A small deterministic generator (xorshift64*): the schedule replays from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in `lo..=hi`.
+    fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+}
+
+/// One replica of the randomized run: its own slow link to ClickHouse and its own batch size.
+struct Replica {
+    child: Child,
+    config: PathBuf,
+    proxy: DelayProxy,
+}
+
+/// The randomized case: live traffic (messages produced while the run goes on, with stretches
+/// re-sent as a restarted collector would: same records, new offsets), replicas joining,
+/// leaving (SIGTERM) and killed with SIGKILL while an insert is on its way, each behind a link
+/// to ClickHouse whose latency changes (0–1.5 s each way). At the end a replica drains the
+/// group and everything must be exact: `count() == uniqExact(identity) ==` produced, usage per
+/// customer and day as produced. The seed is printed; `SITELOG_STRESS_SEED` replays a
+/// schedule, `SITELOG_STRESS_SECS` (default 40) sets the run's length. Repetitions and their
+/// figures: benches/README.md ("Randomized rebalance runs").
+#[test]
+fn randomized_replicas_kills_and_slow_inserts_under_live_traffic_stay_exact() {
+    let seed = std::env::var("SITELOG_STRESS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
+    let secs: u64 = std::env::var("SITELOG_STRESS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
+    eprintln!("randomized run: SITELOG_STRESS_SEED={seed} SITELOG_STRESS_SECS={secs}");
+    let mut rng = Rng(seed);
+    let stack = support::stack();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (topic, db, client) = setup(&rt, "chaos");
+    let upstream = stack.clickhouse_url.trim_start_matches("http://").to_owned();
+
+    // Live traffic: the hosts' messages interleaved, sent over 70 % of the run; three times a
+    // stretch already sent is sent again.
+    let plan = produce_plan(0, 4_000);
+    let per_host = plan.messages.len() / HOSTS.len();
+    let mut order: Vec<(i32, String, Vec<u8>)> = (0..per_host)
+        .flat_map(|k| (0..HOSTS.len()).map(move |h| h * per_host + k))
+        .map(|i| plan.messages[i].clone())
+        .collect();
+    for _ in 0..3 {
+        let at = rng.between(8, order.len() as u64 - 1) as usize;
+        let len = rng.between(2, 8) as usize;
+        let stretch: Vec<_> = order[at.saturating_sub(len)..at].to_vec();
+        order.splice(at..at, stretch);
+    }
+    let sent = order.len();
+    let gap = Duration::from_millis(secs * 700 / sent as u64);
+    let (bootstrap, topic2) = (stack.kafka_bootstrap.clone(), topic.clone());
+    let producer = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        for m in order {
+            rt.block_on(produce(&bootstrap, &topic2, std::slice::from_ref(&m)));
+            std::thread::sleep(gap);
+        }
+    });
+
+    let spawn = |rng: &mut Rng, n: usize| -> Replica {
+        let proxy = DelayProxy::start(&upstream, Duration::ZERO);
+        proxy.set_delay(Duration::from_millis(rng.between(0, 1500)), Duration::from_millis(rng.between(0, 1500)));
+        let (batch, linger) = (rng.between(200, 2_000) as usize, rng.between(100, 1_000));
+        let config =
+            write_config(&format!("chaos-{n}"), &stack.kafka_bootstrap, &proxy.url, &topic, &db, batch, linger);
+        // Every replica of the run is in the topic's group (write_config: group_id = topic).
+        Replica { child: spawn_processor(&config, false), config, proxy }
+    };
+    let mut alive: Vec<Replica> = Vec::new();
+    let mut done: Vec<Replica> = Vec::new();
+    let (mut spawned, mut kills, mut stops) = (0, 0, 0);
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        let action = if alive.is_empty() { 0 } else { rng.between(0, 4) };
+        match action {
+            0 | 1 if alive.len() < 3 => {
+                alive.push(spawn(&mut rng, spawned));
+                spawned += 1;
+            }
+            2 => {
+                // SIGKILL while an insert is on its way (or after 3 s without one).
+                let mut r = alive.remove(rng.between(0, alive.len() as u64 - 1) as usize);
+                let before = r.proxy.sent_count("INSERT INTO `access_log`");
+                let t = Instant::now();
+                while r.proxy.sent_count("INSERT INTO `access_log`") == before && t.elapsed() < Duration::from_secs(3) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                r.child.kill().unwrap();
+                r.child.wait().unwrap();
+                kills += 1;
+                done.push(r);
+            }
+            3 => {
+                let mut r = alive.remove(rng.between(0, alive.len() as u64 - 1) as usize);
+                // SAFETY: kill(2) on our own child's pid.
+                unsafe { libc::kill(r.child.id() as i32, libc::SIGTERM) };
+                let status = r.child.wait().unwrap();
+                assert!(status.success(), "SIGTERM exits 0: {status}\n{}", log_of(&r.config));
+                stops += 1;
+                done.push(r);
+            }
+            _ => {
+                let r = &alive[rng.between(0, alive.len() as u64 - 1) as usize];
+                r.proxy.set_delay(
+                    Duration::from_millis(rng.between(0, 1500)),
+                    Duration::from_millis(rng.between(0, 1500)),
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(rng.between(1_000, 4_000)));
+    }
+    producer.join().unwrap();
+    for mut r in alive.drain(..) {
+        // SAFETY: as above.
+        unsafe { libc::kill(r.child.id() as i32, libc::SIGTERM) };
+        let status = r.child.wait().unwrap();
+        assert!(status.success(), "SIGTERM exits 0: {status}\n{}", log_of(&r.config));
+        done.push(r);
+    }
+    // One replica drains what is left and exits once the group has caught up.
+    let last = write_config("chaos-last", &stack.kafka_bootstrap, &stack.clickhouse_url, &topic, &db, 1_000, 300);
+    let mut drain = spawn_processor(&last, true);
+    wait_success(&mut drain, &last, Duration::from_secs(240));
+    eprintln!(
+        "randomized run (seed {seed}): {sent} messages ({} re-sent), {spawned} replicas, {kills} killed mid-insert, \
+         {stops} stopped",
+        sent - plan.messages.len()
+    );
+    rt.block_on(assert_exact(&client, plan.total, &plan.expected, &format!("randomized run, seed {seed}")));
+    drop(done);
+}
