@@ -36,6 +36,7 @@ use crate::retry::Backoff;
 use crate::security::detector::{Detector, Scenarios};
 use crate::store::rows::AccessLogRow;
 use crate::store::sink::{self, batch_token, StreamProgress};
+use crate::topics::TopicIdentity;
 use crate::visitors::{KeyError, KeyStore, VisitorStamper};
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +65,13 @@ pub enum ProcessError {
     /// Kafka refuses this configuration (credentials, TLS): retrying cannot help.
     #[error("{0}")]
     Refused(String),
+    /// The topic's id or partition count cannot be read (see [`crate::topics::describe`]).
+    #[error("{0}")]
+    Topic(#[from] crate::topics::TopicsError),
+    /// The topic's partition count changed while this replica ran (hosts map to other
+    /// partitions from then on): old, new and what to do.
+    #[error("{0}")]
+    PartitionsChanged(String),
 }
 
 /// How [`Processor::run`] ends besides SIGTERM.
@@ -420,6 +428,9 @@ pub struct Processor {
     /// Assigned partitions whose source progress must be re-read before their first batch
     /// (another replica may have advanced it).
     fresh: BTreeSet<i32>,
+    /// The topic's id and partition count (re-read before the first batch of every assigned
+    /// partition): intents and dedup tokens name the topic by [`TopicIdentity::key`].
+    identity: TopicIdentity,
     pub stats: Stats,
 }
 
@@ -466,6 +477,8 @@ impl Processor {
             (!cfg.kafka.security.uses_tls()).then(|| cfg.kafka.security.security_protocol.clone()),
         ))?;
         consumer.subscribe(&[&cfg.kafka.topic])?;
+        let identity = describe_topic(&consumer, &cfg.kafka.topic)?;
+        tracing::info!(topic = %identity.name, topic_id = %identity.id, partitions = identity.partitions, "consuming");
         let quarantine = Quarantine::new(&cfg.kafka)?;
         let visitors = VisitorStamper::new(KeyStore::open(&cfg.privacy.key_dir())?);
         let scenarios = if cfg.security.enabled {
@@ -498,6 +511,7 @@ impl Processor {
             held: BTreeSet::new(),
             give_up: Arc::new(AtomicBool::new(false)),
             fresh: BTreeSet::new(),
+            identity,
             stats: Stats::default(),
             cfg,
         };
@@ -910,7 +924,10 @@ impl Processor {
             }
         };
         if !self.parts.contains_key(&p) {
-            let (client, topic) = (self.client.clone(), self.cfg.kafka.topic.clone());
+            if self.fresh.contains(&p) {
+                self.refresh_identity()?;
+            }
+            let (client, topic) = (self.client.clone(), self.identity.key());
             // First batch since the partition was assigned: the previous owner stored and
             // committed up to this offset (or its intent is there). The progress cache may
             // predate what it stored, so it is dropped; `start_insert` re-reads from ClickHouse
@@ -944,6 +961,32 @@ impl Processor {
         if self.is_due(self.parts.get(&p).expect("present")) {
             self.seal(p)?;
         }
+        Ok(())
+    }
+
+    /// Re-reads the topic's id and partition count (a partition was just assigned). A new id:
+    /// the topic was deleted and created again, its offsets start afresh, so the detectors'
+    /// expected offsets no longer mean anything. A new partition count: hosts map to other
+    /// partitions from now on, and a host's older records may still wait in its old partition
+    /// (or on another replica) while its newer ones arrive here: the per-(source, host)
+    /// max-offset rule would drop the older ones. This replica stops with a message instead.
+    fn refresh_identity(&mut self) -> Result<(), ProcessError> {
+        let now = match describe_topic(&self.consumer, &self.cfg.kafka.topic) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot re-read the topic's id and partition count; keeping the known ones");
+                return Ok(());
+            }
+        };
+        if now.id != self.identity.id {
+            tracing::warn!(topic = %now.name, old_id = %self.identity.id, new_id = %now.id, "the topic was deleted and created again: new intents and tokens");
+            metrics::counter!("sitelog_process_topic_recreated_total").increment(1);
+            self.detectors.clear();
+        } else if now.partitions != self.identity.partitions {
+            metrics::counter!("sitelog_process_partition_count_changes_total").increment(1);
+            return Err(ProcessError::PartitionsChanged(partitions_changed(&self.identity, &now)));
+        }
+        self.identity = now;
         Ok(())
     }
 
@@ -1141,7 +1184,7 @@ impl Processor {
             }
             self.progress.extend(found);
         }
-        let topic = self.cfg.kafka.topic.clone();
+        let topic = self.identity.key();
         let token = batch_token(&topic, p, b.start, b.end);
         let started = Instant::now();
 
@@ -1255,6 +1298,33 @@ const START_UNREACHABLE_LIMIT: Duration = Duration::from_secs(120);
 
 /// At most this many (source, host) progress entries are kept in memory (~100 B each).
 const PROGRESS_CACHE_MAX: usize = 100_000;
+
+/// The topic's identity, retried briefly (a broker that is starting may not answer yet).
+fn describe_topic(consumer: &BaseConsumer<Context>, topic: &str) -> Result<TopicIdentity, ProcessError> {
+    let mut tries = 0;
+    loop {
+        match crate::topics::describe(consumer.client(), topic, Duration::from_secs(10)) {
+            Ok(id) => return Ok(id),
+            Err(e) if tries >= 5 => return Err(e.into()),
+            Err(e) => {
+                tries += 1;
+                tracing::warn!(error = %e, "describing the topic failed; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+fn partitions_changed(old: &TopicIdentity, new: &TopicIdentity) -> String {
+    format!(
+        "the partition count of topic '{}' changed from {} to {} while this processor ran: hosts now map to \
+         other partitions, and a host's older records in its old partition must be stored before its newer \
+         ones or the per-source max-offset rule drops them. Stop the collectors, run `sitelog process \
+         --exit-when-idle` until the group has caught up, then restart the collectors and the processors \
+         (README: 'Changing the partition count')",
+        new.name, old.partitions, new.partitions
+    )
+}
 
 /// Runs one ClickHouse step until it succeeds, with backoff; gives up on an error once
 /// `give_up` is set (shutdown). Nothing is committed for a batch that gave up. Returns

@@ -2,7 +2,10 @@
 //!
 //! Order of writes per batch (the invariant the whole billing chain rests on):
 //! 1. the batch's intent `(topic, partition, start, end)` — so a restart cuts it again the same,
-//! 2. the rows, with `insert_deduplication_token = topic/partition/start-end` — a repeat of the
+//!    where `topic` is the topic's name *and id* (`name@id`, [`crate::topics::TopicIdentity::key`]),
+//!    so a topic deleted and created again, whose offsets start at 0 again, never meets the old
+//!    topic's intents or tokens within the dedup window,
+//! 2. the rows, with `insert_deduplication_token = name@id/partition/start-end` — a repeat of the
 //!    same batch is dropped by ClickHouse in `access_log` and in every materialized view target,
 //! 3. the per-source progress (highest byte offset stored per file fingerprint and host),
 //! 4. and only then does the caller commit the Kafka offset `end + 1`.
@@ -78,7 +81,8 @@ struct ProgressRow {
     updated_at: i64,
 }
 
-/// The dedup token of a batch: a pure function of where it sits in Kafka.
+/// The dedup token of a batch: a pure function of where it sits in Kafka (`topic` is the
+/// topic's identity key, `name@id`).
 pub fn batch_token(topic: &str, partition: i32, start: i64, end: i64) -> String {
     format!("{topic}/{partition}/{start}-{end}")
 }

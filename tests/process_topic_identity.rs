@@ -1,0 +1,111 @@
+//! Issue 12, part 5: intents and dedup tokens name the topic by its name *and its id*. A topic
+//! deleted and created again within the dedup window starts its offsets at 0 again, so its
+//! batches sit at the same (partition, start, end) as the old topic's: keyed by name only, the
+//! new records' inserts carried the old tokens and ClickHouse dropped them as repeats (this
+//! test stored 0 of the second 120 records before the fix). With the topic id in the key,
+//! every new record is stored once, and a restart stores nothing again.
+
+mod support;
+
+use std::process::Command;
+
+use sitelog_schema::wire::BatchWriter;
+use sitelog_schema::{AccessRecord, SourceId};
+
+const HOST: &str = "kahvila.fi";
+
+/// `n` records of source `fingerprint` from record `first` on (one message).
+fn batch(fingerprint: u64, first: u64, n: u64) -> Vec<u8> {
+    let now = chrono::Utc::now().timestamp_micros() - 3_600_000_000;
+    let recs: Vec<AccessRecord<'static>> = (first..first + n)
+        .map(|k| AccessRecord {
+            ts_micros: now + k as i64 * 1_000_000,
+            tz_offset_secs: 7200,
+            host: HOST.into(),
+            client_ip: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, (k % 200) as u8))),
+            method: "GET".into(),
+            path: format!("/sivu/{k}").into(),
+            protocol: "HTTP/1.1".into(),
+            status: 200,
+            bytes_sent: 100,
+            user_agent: "Mozilla/5.0".into(),
+            source: SourceId { fingerprint, offset: k * 100 },
+            ..Default::default()
+        })
+        .collect();
+    let mut w = BatchWriter::new(fingerprint, HOST, recs[0].source.offset, recs[0].ts_micros);
+    recs.iter().for_each(|r| w.push(r));
+    w.finish()
+}
+
+fn count(client: &clickhouse::Client, sql: &str) -> u64 {
+    support::block_on(client.query(sql).fetch_one::<u64>()).unwrap()
+}
+
+#[test]
+fn a_recreated_topic_never_meets_the_old_topics_tokens() {
+    let stack = support::stack();
+    let topic = support::unique_name("recreated");
+    stack.create_topic(&topic, 1).unwrap();
+    let db = support::unique_name("recreated");
+    let dir = support::temp_dir("recreated");
+    let config = dir.join("processor.toml");
+    let write_config = |group: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\ngroup_id = \"{group}\"\n\n[clickhouse]\nurl = \"{}\"\n\
+                 database = \"{db}\"\ncompression = false\n\n[sink]\nlinger_ms = 300\nbatch_max_records = 40\n\
+                 max_poll_interval_ms = 10000\n",
+                stack.kafka_bootstrap, stack.clickhouse_url
+            ),
+        )
+        .unwrap();
+    };
+    write_config("recreated-1");
+    let cfg = config.to_str().unwrap();
+    support::sitelog(&["schema", "migrate", "-c", cfg], &[]);
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_sitelog"))
+            .args(["process", "-c", cfg, "--exit-when-idle", "3"])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "process exits 0: {err}");
+        err
+    };
+    // The old topic: 3 messages of 40 records of source 77 (offsets 0, 1, 2: batches 0-0, 1-1, 2-2).
+    let messages =
+        |fp: u64| -> Vec<(String, Vec<u8>)> { (0..3).map(|i| (HOST.to_owned(), batch(fp, i * 40, 40))).collect() };
+    support::block_on(support::produce(&stack.kafka_bootstrap, &topic, &messages(77)));
+    run();
+    let ch = support::clickhouse_config(stack, &db).client().unwrap();
+    assert_eq!(count(&ch, "SELECT count() FROM access_log"), 120);
+
+    // Deleted and created again under the same name; another source's records at the same
+    // Kafka offsets. Another consumer group: what happens to a deleted topic's committed
+    // offsets is the broker's business (Apache Kafka removes them); this test is about tokens.
+    stack.delete_topic(&topic).unwrap();
+    stack.create_topic(&topic, 1).unwrap();
+    support::block_on(support::produce(&stack.kafka_bootstrap, &topic, &messages(78)));
+    write_config("recreated-2");
+    let err = run();
+    assert_eq!(
+        count(&ch, "SELECT count() FROM access_log WHERE source_fingerprint = 78"),
+        120,
+        "every record of the recreated topic stored: {err}"
+    );
+    assert_eq!(count(&ch, "SELECT count() FROM access_log"), 240);
+    assert_eq!(
+        count(&ch, "SELECT count() FROM (SELECT DISTINCT source_fingerprint, source_offset FROM access_log)"),
+        240,
+        "…once"
+    );
+    let keys = count(&ch, &format!("SELECT uniqExact(topic) FROM sink_intents WHERE topic LIKE '{topic}@%'"));
+    assert_eq!(keys, 2, "the intents of the two topics carry two ids");
+
+    // A restart stores nothing again.
+    run();
+    assert_eq!(count(&ch, "SELECT count() FROM access_log"), 240);
+}
