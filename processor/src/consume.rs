@@ -476,8 +476,10 @@ impl Processor {
             cfg.kafka.topic.clone(),
             (!cfg.kafka.security.uses_tls()).then(|| cfg.kafka.security.security_protocol.clone()),
         ))?;
+        // Before subscribing: until then `poll` serves only errors (a refused login ends the
+        // wait at once), never a message.
+        let identity = describe_topic(&consumer, &cfg.kafka.topic, true)?;
         consumer.subscribe(&[&cfg.kafka.topic])?;
-        let identity = describe_topic(&consumer, &cfg.kafka.topic)?;
         tracing::info!(topic = %identity.name, topic_id = %identity.id, partitions = identity.partitions, "consuming");
         let quarantine = Quarantine::new(&cfg.kafka)?;
         let visitors = VisitorStamper::new(KeyStore::open(&cfg.privacy.key_dir())?);
@@ -516,6 +518,7 @@ impl Processor {
             cfg,
         };
         p.first_register_load()?;
+        p.check_partition_count()?;
         Ok(p)
     }
 
@@ -964,6 +967,33 @@ impl Processor {
         Ok(())
     }
 
+    /// Compares the topic's partition count with the one the processors last recorded for this
+    /// topic (see [`sink::recorded_partitions`]): a processor started after partitions were
+    /// added would otherwise not know. A different count is accepted only when the group has
+    /// caught up on every partition (nothing produced under the old count waits anywhere);
+    /// otherwise this ends with [`ProcessError::PartitionsChanged`]. Then records the count.
+    fn check_partition_count(&mut self) -> Result<(), ProcessError> {
+        let (client, key) = (self.client.clone(), self.identity.key());
+        let now = self.identity.partitions as i32;
+        let recorded = self.rt.block_on(sink::recorded_partitions(&client, &key))?;
+        if let Some(old) = recorded.filter(|&n| n != now) {
+            let lag = self.group_lag()?;
+            if lag.total() > 0 {
+                metrics::counter!("sitelog_process_partition_count_changes_total").increment(1);
+                let old_identity = TopicIdentity { partitions: old.max(0) as usize, ..self.identity.clone() };
+                return Err(ProcessError::PartitionsChanged(format!(
+                    "{} (found at start; the group lags {} messages: {})",
+                    partitions_changed(&old_identity, &self.identity),
+                    lag.total(),
+                    lag.lagging()
+                )));
+            }
+            tracing::warn!(topic = %self.identity.name, old, new = now, "the partition count changed while the group had caught up: accepted");
+        }
+        self.rt.block_on(sink::record_partitions(&client, &key, now))?;
+        Ok(())
+    }
+
     /// Re-reads the topic's id and partition count (a partition was just assigned). A new id:
     /// the topic was deleted and created again, its offsets start afresh, so the detectors'
     /// expected offsets no longer mean anything. A new partition count: hosts map to other
@@ -971,7 +1001,7 @@ impl Processor {
     /// (or on another replica) while its newer ones arrive here: the per-(source, host)
     /// max-offset rule would drop the older ones. This replica stops with a message instead.
     fn refresh_identity(&mut self) -> Result<(), ProcessError> {
-        let now = match describe_topic(&self.consumer, &self.cfg.kafka.topic) {
+        let now = match describe_topic(&self.consumer, &self.cfg.kafka.topic, false) {
             Ok(id) => id,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot re-read the topic's id and partition count; keeping the known ones");
@@ -982,11 +1012,18 @@ impl Processor {
             tracing::warn!(topic = %now.name, old_id = %self.identity.id, new_id = %now.id, "the topic was deleted and created again: new intents and tokens");
             metrics::counter!("sitelog_process_topic_recreated_total").increment(1);
             self.detectors.clear();
+            self.identity = now;
+            return self.check_partition_count();
         } else if now.partitions != self.identity.partitions {
             metrics::counter!("sitelog_process_partition_count_changes_total").increment(1);
             return Err(ProcessError::PartitionsChanged(partitions_changed(&self.identity, &now)));
         }
         self.identity = now;
+        // Kept fresh against the intents' TTL; best effort (the start-up check reads it).
+        let (client, key, n) = (self.client.clone(), self.identity.key(), self.identity.partitions as i32);
+        if let Err(e) = self.rt.block_on(sink::record_partitions(&client, &key, n)) {
+            tracing::warn!(error = %e, "recording the partition count failed; next assignment tries again");
+        }
         Ok(())
     }
 
@@ -1299,19 +1336,27 @@ const START_UNREACHABLE_LIMIT: Duration = Duration::from_secs(120);
 /// At most this many (source, host) progress entries are kept in memory (~100 B each).
 const PROGRESS_CACHE_MAX: usize = 100_000;
 
-/// The topic's identity, retried briefly (a broker that is starting may not answer yet).
-fn describe_topic(consumer: &BaseConsumer<Context>, topic: &str) -> Result<TopicIdentity, ProcessError> {
-    let mut tries = 0;
+/// The topic's identity, retried for up to a minute (a broker that is starting may not answer
+/// yet). With `serve`, the consumer is polled between tries (only before it subscribed: then
+/// nothing but errors can come) so that a refused login or TLS set-up ends it at once.
+fn describe_topic(consumer: &BaseConsumer<Context>, topic: &str, serve: bool) -> Result<TopicIdentity, ProcessError> {
+    let started = Instant::now();
     loop {
-        match crate::topics::describe(consumer.client(), topic, Duration::from_secs(10)) {
+        let e = match crate::topics::describe(consumer.client(), topic, Duration::from_secs(3)) {
             Ok(id) => return Ok(id),
-            Err(e) if tries >= 5 => return Err(e.into()),
-            Err(e) => {
-                tries += 1;
-                tracing::warn!(error = %e, "describing the topic failed; retrying");
-                std::thread::sleep(Duration::from_secs(1));
+            Err(e) => e,
+        };
+        if serve {
+            let _ = consumer.poll(Duration::from_millis(200));
+            if let Some(msg) = consumer.context().refused.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                return Err(ProcessError::Refused(msg));
             }
         }
+        if !serve || started.elapsed() >= Duration::from_secs(60) {
+            return Err(e.into());
+        }
+        tracing::warn!(error = %e, "describing the topic failed; retrying");
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 

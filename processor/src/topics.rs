@@ -30,6 +30,8 @@ pub enum TopicsError {
     Client(rdkafka::error::KafkaError),
     #[error("describing the configuration of topic {topic}: {detail}")]
     Describe { topic: String, detail: String },
+    #[error("reading the id and partition count of topic {topic}: {detail}")]
+    Identity { topic: String, detail: String },
     #[error("setting {key} = {value} on topic {topic}: {detail}")]
     Alter { topic: String, key: String, value: String, detail: String },
 }
@@ -220,7 +222,7 @@ pub fn describe<C: rdkafka::ClientContext>(
     timeout: Duration,
 ) -> Result<TopicIdentity, TopicsError> {
     use rdkafka::bindings as rd;
-    let fail = |detail: String| TopicsError::Describe { topic: topic.into(), detail };
+    let fail = |detail: String| TopicsError::Identity { topic: topic.into(), detail };
     let name = CString::new(topic).map_err(|e| fail(e.to_string()))?;
     let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
     // SAFETY: as in `incremental_alter_topic`: everything created here is destroyed before
@@ -232,11 +234,21 @@ pub fn describe<C: rdkafka::ClientContext>(
         let coll = rd::rd_kafka_TopicCollection_of_topic_names(names.as_mut_ptr(), 1);
         let queue = rd::rd_kafka_queue_new(rk);
         let opts = rd::rd_kafka_AdminOptions_new(rk, rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBETOPICS);
+        // librdkafka answers every admin request on `queue`, with a timeout error at the
+        // latest after the request timeout: the queue must live until that answer, or the
+        // answer lands in freed memory (seen: SIGSEGV when a busy broker answered after the
+        // wait). So the request times out first and the wait is longer.
+        let mut errstr = [0 as std::os::raw::c_char; 256];
+        rd::rd_kafka_AdminOptions_set_request_timeout(opts, ms, errstr.as_mut_ptr(), errstr.len());
         rd::rd_kafka_DescribeTopics(rk, coll, opts, queue);
-        let ev = rd::rd_kafka_queue_poll(queue, ms);
-        let out = if ev.is_null() {
-            Err(fail(format!("no answer from the broker within {} ms", ms)))
-        } else if rd::rd_kafka_event_error(ev) != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        let ev = rd::rd_kafka_queue_poll(queue, ms.saturating_add(30_000));
+        if ev.is_null() {
+            // No answer even past the request timeout: leave queue and options alive (a small
+            // leak) rather than risk a late answer writing into freed memory.
+            rd::rd_kafka_TopicCollection_destroy(coll);
+            return Err(fail(format!("no answer from librdkafka within {} ms", ms.saturating_add(30_000))));
+        }
+        let out = if rd::rd_kafka_event_error(ev) != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
             Err(fail(CStr::from_ptr(rd::rd_kafka_event_error_string(ev)).to_string_lossy().into_owned()))
         } else {
             let result = rd::rd_kafka_event_DescribeTopics_result(ev);
@@ -267,9 +279,7 @@ pub fn describe<C: rdkafka::ClientContext>(
                 }
             }
         };
-        if !ev.is_null() {
-            rd::rd_kafka_event_destroy(ev);
-        }
+        rd::rd_kafka_event_destroy(ev);
         rd::rd_kafka_AdminOptions_destroy(opts);
         rd::rd_kafka_queue_destroy(queue);
         rd::rd_kafka_TopicCollection_destroy(coll);

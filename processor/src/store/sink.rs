@@ -114,6 +114,30 @@ pub async fn planned_end(client: &Client, topic: &str, partition: i32, start: i6
     Ok(ends.into_iter().max())
 }
 
+/// Where the partition count the processors last worked with is kept: a row of
+/// `sink_intents` under the topic `name@id#partitions`, its `partition` the count and both
+/// offsets -1 (no migration; rewritten on every start and assignment, so the table's 30-day
+/// TTL never removes it from a running pipeline).
+fn partitions_marker(topic: &str) -> String {
+    format!("{topic}#partitions")
+}
+
+/// The partition count last recorded for the topic (its identity key), if any.
+pub async fn recorded_partitions(client: &Client, topic: &str) -> Result<Option<i32>, SinkError> {
+    let counts: Vec<i32> = client
+        .query("SELECT partition FROM sink_intents FINAL WHERE topic = ? ORDER BY written_at DESC LIMIT 1")
+        .bind(partitions_marker(topic))
+        .fetch_all()
+        .await
+        .map_err(err("reading the recorded partition count"))?;
+    Ok(counts.into_iter().next())
+}
+
+/// Records the topic's partition count (see [`recorded_partitions`]).
+pub async fn record_partitions(client: &Client, topic: &str, partitions: i32) -> Result<(), SinkError> {
+    write_intent(client, &partitions_marker(topic), partitions, -1, -1).await
+}
+
 /// Inserts `rows` as one deduplicated insert.
 pub async fn insert_rows(client: &Client, token: &str, rows: &[AccessLogRow]) -> Result<(), SinkError> {
     if rows.is_empty() {
