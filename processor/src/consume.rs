@@ -225,8 +225,9 @@ struct PartBuf {
     payloads: Vec<(i64, Vec<u8>)>,
     records: usize,
     since: Instant,
-    /// Set when an intent for `start` exists: the batch must end exactly there.
-    planned_end: Option<i64>,
+    /// Set when an intent for `start` exists: the batch must end exactly there, and its token
+    /// names the topic as that intent does.
+    planned: Option<sink::Planned>,
 }
 
 /// Routes librdkafka's errors to `tracing`, minus the end-of-partition notices this loop
@@ -662,7 +663,7 @@ impl Processor {
         self.give_up.store(stop.load(Ordering::Relaxed), Ordering::Relaxed);
         let pending: Vec<i32> = self.parts.keys().copied().collect();
         for p in pending {
-            if self.parts.get(&p).is_some_and(|b| b.planned_end.is_none_or(|e| b.end >= e)) {
+            if self.parts.get(&p).is_some_and(|b| b.planned.as_ref().is_none_or(|pl| b.end >= pl.end)) {
                 self.seal(p)?;
             }
         }
@@ -822,8 +823,8 @@ impl Processor {
     }
 
     fn is_due(&self, b: &PartBuf) -> bool {
-        match b.planned_end {
-            Some(end) => b.end >= end,
+        match &b.planned {
+            Some(pl) => b.end >= pl.end,
             None => {
                 b.records >= self.cfg.sink.batch_max_records
                     || b.since.elapsed() >= Duration::from_millis(self.cfg.sink.linger_ms)
@@ -930,7 +931,7 @@ impl Processor {
             if self.fresh.contains(&p) {
                 self.refresh_identity()?;
             }
-            let (client, topic) = (self.client.clone(), self.identity.key());
+            let (client, key, name) = (self.client.clone(), self.identity.key(), self.identity.name.clone());
             // First batch since the partition was assigned: the previous owner stored and
             // committed up to this offset (or its intent is there). The progress cache may
             // predate what it stored, so it is dropped; `start_insert` re-reads from ClickHouse
@@ -939,7 +940,7 @@ impl Processor {
                 self.progress.clear();
             }
             let planned =
-                self.storage("reading batch intents", stop, || sink::planned_end(&client, &topic, p, offset))?;
+                self.storage("reading batch intents", stop, || sink::planned_end(&client, &key, &name, p, offset))?;
             if !self.assigned.contains(&p) {
                 return Ok(());
             }
@@ -951,7 +952,7 @@ impl Processor {
                     payloads: Vec::new(),
                     records: 0,
                     since: Instant::now(),
-                    planned_end: planned,
+                    planned,
                 },
             );
         }
@@ -975,7 +976,9 @@ impl Processor {
     fn check_partition_count(&mut self) -> Result<(), ProcessError> {
         let (client, key) = (self.client.clone(), self.identity.key());
         let now = self.identity.partitions as i32;
-        let recorded = self.rt.block_on(sink::recorded_partitions(&client, &key))?;
+        let stop = self.give_up.clone();
+        let recorded =
+            self.storage("reading the recorded partition count", &stop, || sink::recorded_partitions(&client, &key))?;
         if let Some(old) = recorded.filter(|&n| n != now) {
             let lag = self.group_lag()?;
             if lag.total() > 0 {
@@ -990,8 +993,7 @@ impl Processor {
             }
             tracing::warn!(topic = %self.identity.name, old, new = now, "the partition count changed while the group had caught up: accepted");
         }
-        self.rt.block_on(sink::record_partitions(&client, &key, now))?;
-        Ok(())
+        self.storage("recording the partition count", &stop, || sink::record_partitions(&client, &key, now))
     }
 
     /// Re-reads the topic's id and partition count (a partition was just assigned). A new id:
@@ -1221,7 +1223,7 @@ impl Processor {
             }
             self.progress.extend(found);
         }
-        let topic = self.identity.key();
+        let topic = b.planned.as_ref().map_or_else(|| self.identity.key(), |pl| pl.key.clone());
         let token = batch_token(&topic, p, b.start, b.end);
         let started = Instant::now();
 
@@ -1294,7 +1296,7 @@ impl Processor {
         let (client, give_up) = (self.client.clone(), self.give_up.clone());
         let revoked = Arc::new(AtomicBool::new(false));
         let stop = revoked.clone();
-        let (planned, start, end, n) = (b.planned_end.is_some(), b.start, b.end, rows.len() as u64);
+        let (planned, start, end, n) = (b.planned.is_some(), b.start, b.end, rows.len() as u64);
         let handle = self.rt.spawn(async move {
             // Each write starts only while the partition is still ours (`Context::revoke`).
             if !planned

@@ -111,7 +111,8 @@ fn for_target(stmt: &str, db: &str, cluster: Option<&str>) -> Result<Vec<String>
 /// The view (`db.name`) an `ALTER TABLE db.name MODIFY QUERY …` changes.
 fn modified_view(stmt: &str) -> Option<&str> {
     let mut words = stmt.split_whitespace();
-    let (alter, table, name, modify, query) = (words.next()?, words.next()?, words.next()?, words.next()?, words.next()?);
+    let (alter, table, name, modify, query) =
+        (words.next()?, words.next()?, words.next()?, words.next()?, words.next()?);
     [(alter, "ALTER"), (table, "TABLE"), (modify, "MODIFY"), (query, "QUERY")]
         .iter()
         .all(|(w, k)| w.eq_ignore_ascii_case(k))
@@ -386,7 +387,9 @@ mod tests {
         assert_eq!(on_cluster.len(), 4);
         assert_eq!(on_cluster[2], "DETACH TABLE sitelog.usage_daily_mv ON CLUSTER logs");
         assert_eq!(on_cluster[3], "ATTACH TABLE IF NOT EXISTS sitelog.usage_daily_mv ON CLUSTER logs");
-        for other in ["ALTER TABLE sitelog.access_log ADD COLUMN IF NOT EXISTS x UInt8", "CREATE DATABASE IF NOT EXISTS sitelog"] {
+        for other in
+            ["ALTER TABLE sitelog.access_log ADD COLUMN IF NOT EXISTS x UInt8", "CREATE DATABASE IF NOT EXISTS sitelog"]
+        {
             assert_eq!(for_target(other, "sitelog", None).unwrap(), [other]);
         }
     }

@@ -101,17 +101,42 @@ pub async fn write_intent(client: &Client, topic: &str, partition: i32, start: i
     ins.end().await.map_err(err("writing a batch intent"))
 }
 
-/// The end of the batch that was planned to start at `start`, if one was.
-pub async fn planned_end(client: &Client, topic: &str, partition: i32, start: i64) -> Result<Option<i64>, SinkError> {
-    let ends: Vec<i64> = client
-        .query("SELECT end_offset FROM sink_intents FINAL WHERE topic = ? AND partition = ? AND start_offset = ?")
-        .bind(topic)
+/// A batch planned before: where it ends, and the topic key its intent (and so its token)
+/// was written under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub end: i64,
+    pub key: String,
+}
+
+/// The batch that was planned to start at `start`, if one was: under the topic's identity key
+/// (`name@id`), else under its bare name — an intent written by a sitelog before topic ids
+/// (an upgrade while a batch was in flight), which must be retried under its old token.
+pub async fn planned_end(
+    client: &Client,
+    key: &str,
+    legacy_name: &str,
+    partition: i32,
+    start: i64,
+) -> Result<Option<Planned>, SinkError> {
+    let rows: Vec<(String, i64)> = client
+        .query(
+            "SELECT topic, max(end_offset) FROM sink_intents FINAL \
+             WHERE topic IN (?, ?) AND partition = ? AND start_offset = ? GROUP BY topic",
+        )
+        .bind(key)
+        .bind(legacy_name)
         .bind(partition)
         .bind(start)
         .fetch_all()
         .await
         .map_err(err("reading batch intents"))?;
-    Ok(ends.into_iter().max())
+    Ok(pick_planned(rows, key))
+}
+
+/// The identity key's intent wins over a legacy one.
+fn pick_planned(rows: Vec<(String, i64)>, key: &str) -> Option<Planned> {
+    rows.into_iter().map(|(k, end)| Planned { end, key: k }).max_by_key(|p| p.key == key)
 }
 
 /// Where the partition count the processors last worked with is kept: a row of
@@ -280,5 +305,20 @@ mod permanent_tests {
         assert!(e("Code: 516. DB::Exception: default: Authentication failed").is_permanent());
         assert!(!e("Code: 241. DB::Exception: Memory limit exceeded").is_permanent());
         assert!(!e("connection reset").is_permanent());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_intent_under_the_topic_id_wins_over_a_legacy_one() {
+        let key = "sitelog.access@AAECAwQFBgcICQoLDA0ODw";
+        let both = vec![("sitelog.access".to_owned(), 150), (key.to_owned(), 170)];
+        assert_eq!(pick_planned(both, key), Some(Planned { end: 170, key: key.into() }));
+        let legacy = vec![("sitelog.access".to_owned(), 150)];
+        assert_eq!(pick_planned(legacy, key), Some(Planned { end: 150, key: "sitelog.access".into() }));
+        assert_eq!(pick_planned(vec![], key), None);
     }
 }
