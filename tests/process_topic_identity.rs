@@ -14,14 +14,14 @@ use sitelog_schema::{AccessRecord, SourceId};
 
 const HOST: &str = "kahvila.fi";
 
-/// Deleting a topic happens on a stack of its own: while tansu 0.6.0 deletes a topic, other
-/// clients of the same broker saw `UnknownTopicOrPartition` producing to a topic just created,
-/// and a processor consuming another topic died with SIGSEGV in 3 of 6 parallel runs (never
-/// alone). The core: librdkafka's main thread serving a metadata-update op
-/// (`rd_kafka_metadata_update_op` → `rd_kafka_metadata_cache_find` → `strcmp` on a null topic
-/// name), i.e. a metadata hint for a topic librdkafka cannot name (the deleted one), not the
-/// processor's `DescribeTopics` call. Deleting topics under running clients is rare in
-/// production (README: "Re-creating the records topic").
+// Deleting a topic happens on a stack of its own: while tansu 0.6.0 deletes a topic, other
+// clients of the same broker saw `UnknownTopicOrPartition` producing to a topic just created,
+// and a processor consuming another topic died with SIGSEGV in 3 of 6 parallel runs (never
+// alone). The core: librdkafka's main thread serving a metadata-update op
+// (`rd_kafka_metadata_update_op` → `rd_kafka_metadata_cache_find` → `strcmp` on a null topic
+// name), i.e. a metadata hint for a topic librdkafka cannot name (the deleted one), not the
+// processor's `DescribeTopics` call. Deleting topics under running clients is rare in
+// production (README: "Which topic: its name and its id").
 
 /// `n` records of source `fingerprint` from record `first` on (one message).
 fn batch(fingerprint: u64, first: u64, n: u64) -> Vec<u8> {
