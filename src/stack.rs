@@ -502,6 +502,20 @@ impl LocalStack {
         create_topic(self.kafka_port, name, partitions)
     }
 
+    /// Deletes a topic (its records and its id; a topic created under the same name later is
+    /// another topic with another id).
+    pub fn delete_topic(&self, name: &str) -> Result<(), StackError> {
+        let out = Command::new(tansu_bin())
+            .args(["topic", "delete", "--broker", &format!("tcp://127.0.0.1:{}", self.kafka_port), name])
+            .output()
+            .map_err(io("running tansu topic delete"))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        Err(StackError::Topic { topic: name.into(), detail: text.trim().to_owned() })
+    }
+
     /// Stops the broker (SIGTERM, then SIGKILL); its data stays for [`Self::start_kafka`].
     pub fn stop_kafka(&mut self) {
         self.kafka.stop();

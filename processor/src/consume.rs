@@ -36,6 +36,7 @@ use crate::retry::Backoff;
 use crate::security::detector::{Detector, Scenarios};
 use crate::store::rows::AccessLogRow;
 use crate::store::sink::{self, batch_token, StreamProgress};
+use crate::topics::TopicIdentity;
 use crate::visitors::{KeyError, KeyStore, VisitorStamper};
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +65,13 @@ pub enum ProcessError {
     /// Kafka refuses this configuration (credentials, TLS): retrying cannot help.
     #[error("{0}")]
     Refused(String),
+    /// The topic's id or partition count cannot be read (see [`crate::topics::describe`]).
+    #[error("{0}")]
+    Topic(#[from] crate::topics::TopicsError),
+    /// The topic's partition count changed while this replica ran (hosts map to other
+    /// partitions from then on): old, new and what to do.
+    #[error("{0}")]
+    PartitionsChanged(String),
 }
 
 /// How [`Processor::run`] ends besides SIGTERM.
@@ -217,8 +225,9 @@ struct PartBuf {
     payloads: Vec<(i64, Vec<u8>)>,
     records: usize,
     since: Instant,
-    /// Set when an intent for `start` exists: the batch must end exactly there.
-    planned_end: Option<i64>,
+    /// Set when an intent for `start` exists: the batch must end exactly there, and its token
+    /// names the topic as that intent does.
+    planned: Option<sink::Planned>,
 }
 
 /// Routes librdkafka's errors to `tracing`, minus the end-of-partition notices this loop
@@ -420,6 +429,9 @@ pub struct Processor {
     /// Assigned partitions whose source progress must be re-read before their first batch
     /// (another replica may have advanced it).
     fresh: BTreeSet<i32>,
+    /// The topic's id and partition count (re-read before the first batch of every assigned
+    /// partition): intents and dedup tokens name the topic by [`TopicIdentity::key`].
+    identity: TopicIdentity,
     pub stats: Stats,
 }
 
@@ -465,7 +477,11 @@ impl Processor {
             cfg.kafka.topic.clone(),
             (!cfg.kafka.security.uses_tls()).then(|| cfg.kafka.security.security_protocol.clone()),
         ))?;
+        // Before subscribing: until then `poll` serves only errors (a refused login ends the
+        // wait at once), never a message.
+        let identity = describe_topic(&consumer, &cfg.kafka.topic, true)?;
         consumer.subscribe(&[&cfg.kafka.topic])?;
+        tracing::info!(topic = %identity.name, topic_id = %identity.id, partitions = identity.partitions, "consuming");
         let quarantine = Quarantine::new(&cfg.kafka)?;
         let visitors = VisitorStamper::new(KeyStore::open(&cfg.privacy.key_dir())?);
         let scenarios = if cfg.security.enabled {
@@ -498,10 +514,12 @@ impl Processor {
             held: BTreeSet::new(),
             give_up: Arc::new(AtomicBool::new(false)),
             fresh: BTreeSet::new(),
+            identity,
             stats: Stats::default(),
             cfg,
         };
         p.first_register_load()?;
+        p.check_partition_count()?;
         Ok(p)
     }
 
@@ -645,7 +663,7 @@ impl Processor {
         self.give_up.store(stop.load(Ordering::Relaxed), Ordering::Relaxed);
         let pending: Vec<i32> = self.parts.keys().copied().collect();
         for p in pending {
-            if self.parts.get(&p).is_some_and(|b| b.planned_end.is_none_or(|e| b.end >= e)) {
+            if self.parts.get(&p).is_some_and(|b| b.planned.as_ref().is_none_or(|pl| b.end >= pl.end)) {
                 self.seal(p)?;
             }
         }
@@ -805,8 +823,8 @@ impl Processor {
     }
 
     fn is_due(&self, b: &PartBuf) -> bool {
-        match b.planned_end {
-            Some(end) => b.end >= end,
+        match &b.planned {
+            Some(pl) => b.end >= pl.end,
             None => {
                 b.records >= self.cfg.sink.batch_max_records
                     || b.since.elapsed() >= Duration::from_millis(self.cfg.sink.linger_ms)
@@ -910,7 +928,10 @@ impl Processor {
             }
         };
         if !self.parts.contains_key(&p) {
-            let (client, topic) = (self.client.clone(), self.cfg.kafka.topic.clone());
+            if self.fresh.contains(&p) {
+                self.refresh_identity()?;
+            }
+            let (client, key, name) = (self.client.clone(), self.identity.key(), self.identity.name.clone());
             // First batch since the partition was assigned: the previous owner stored and
             // committed up to this offset (or its intent is there). The progress cache may
             // predate what it stored, so it is dropped; `start_insert` re-reads from ClickHouse
@@ -919,7 +940,7 @@ impl Processor {
                 self.progress.clear();
             }
             let planned =
-                self.storage("reading batch intents", stop, || sink::planned_end(&client, &topic, p, offset))?;
+                self.storage("reading batch intents", stop, || sink::planned_end(&client, &key, &name, p, offset))?;
             if !self.assigned.contains(&p) {
                 return Ok(());
             }
@@ -931,7 +952,7 @@ impl Processor {
                     payloads: Vec::new(),
                     records: 0,
                     since: Instant::now(),
-                    planned_end: planned,
+                    planned,
                 },
             );
         }
@@ -943,6 +964,67 @@ impl Processor {
         }
         if self.is_due(self.parts.get(&p).expect("present")) {
             self.seal(p)?;
+        }
+        Ok(())
+    }
+
+    /// Compares the topic's partition count with the one the processors last recorded for this
+    /// topic (see [`sink::recorded_partitions`]): a processor started after partitions were
+    /// added would otherwise not know. A different count is accepted only when the group has
+    /// caught up on every partition (nothing produced under the old count waits anywhere);
+    /// otherwise this ends with [`ProcessError::PartitionsChanged`]. Then records the count.
+    fn check_partition_count(&mut self) -> Result<(), ProcessError> {
+        let (client, key) = (self.client.clone(), self.identity.key());
+        let now = self.identity.partitions as i32;
+        let stop = self.give_up.clone();
+        let recorded =
+            self.storage("reading the recorded partition count", &stop, || sink::recorded_partitions(&client, &key))?;
+        if let Some(old) = recorded.filter(|&n| n != now) {
+            let lag = self.group_lag()?;
+            if lag.total() > 0 {
+                metrics::counter!("sitelog_process_partition_count_changes_total").increment(1);
+                let old_identity = TopicIdentity { partitions: old.max(0) as usize, ..self.identity.clone() };
+                return Err(ProcessError::PartitionsChanged(format!(
+                    "{} (found at start; the group lags {} messages: {})",
+                    partitions_changed(&old_identity, &self.identity),
+                    lag.total(),
+                    lag.lagging()
+                )));
+            }
+            tracing::warn!(topic = %self.identity.name, old, new = now, "the partition count changed while the group had caught up: accepted");
+        }
+        self.storage("recording the partition count", &stop, || sink::record_partitions(&client, &key, now))
+    }
+
+    /// Re-reads the topic's id and partition count (a partition was just assigned). A new id:
+    /// the topic was deleted and created again, its offsets start afresh, so the detectors'
+    /// expected offsets no longer mean anything. A new partition count: hosts map to other
+    /// partitions from now on, and a host's older records may still wait in its old partition
+    /// (or on another replica) while its newer ones arrive here: the per-(source, host)
+    /// max-offset rule would drop the older ones. This replica stops with a message instead.
+    fn refresh_identity(&mut self) -> Result<(), ProcessError> {
+        let now = match describe_topic(&self.consumer, &self.cfg.kafka.topic, false) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot re-read the topic's id and partition count; keeping the known ones");
+                return Ok(());
+            }
+        };
+        if now.id != self.identity.id {
+            tracing::warn!(topic = %now.name, old_id = %self.identity.id, new_id = %now.id, "the topic was deleted and created again: new intents and tokens");
+            metrics::counter!("sitelog_process_topic_recreated_total").increment(1);
+            self.detectors.clear();
+            self.identity = now;
+            return self.check_partition_count();
+        } else if now.partitions != self.identity.partitions {
+            metrics::counter!("sitelog_process_partition_count_changes_total").increment(1);
+            return Err(ProcessError::PartitionsChanged(partitions_changed(&self.identity, &now)));
+        }
+        self.identity = now;
+        // Kept fresh against the intents' TTL; best effort (the start-up check reads it).
+        let (client, key, n) = (self.client.clone(), self.identity.key(), self.identity.partitions as i32);
+        if let Err(e) = self.rt.block_on(sink::record_partitions(&client, &key, n)) {
+            tracing::warn!(error = %e, "recording the partition count failed; next assignment tries again");
         }
         Ok(())
     }
@@ -1141,7 +1223,7 @@ impl Processor {
             }
             self.progress.extend(found);
         }
-        let topic = self.cfg.kafka.topic.clone();
+        let topic = b.planned.as_ref().map_or_else(|| self.identity.key(), |pl| pl.key.clone());
         let token = batch_token(&topic, p, b.start, b.end);
         let started = Instant::now();
 
@@ -1214,7 +1296,7 @@ impl Processor {
         let (client, give_up) = (self.client.clone(), self.give_up.clone());
         let revoked = Arc::new(AtomicBool::new(false));
         let stop = revoked.clone();
-        let (planned, start, end, n) = (b.planned_end.is_some(), b.start, b.end, rows.len() as u64);
+        let (planned, start, end, n) = (b.planned.is_some(), b.start, b.end, rows.len() as u64);
         let handle = self.rt.spawn(async move {
             // Each write starts only while the partition is still ours (`Context::revoke`).
             if !planned
@@ -1255,6 +1337,41 @@ const START_UNREACHABLE_LIMIT: Duration = Duration::from_secs(120);
 
 /// At most this many (source, host) progress entries are kept in memory (~100 B each).
 const PROGRESS_CACHE_MAX: usize = 100_000;
+
+/// The topic's identity, retried for up to a minute (a broker that is starting may not answer
+/// yet). With `serve`, the consumer is polled between tries (only before it subscribed: then
+/// nothing but errors can come) so that a refused login or TLS set-up ends it at once.
+fn describe_topic(consumer: &BaseConsumer<Context>, topic: &str, serve: bool) -> Result<TopicIdentity, ProcessError> {
+    let started = Instant::now();
+    loop {
+        let e = match crate::topics::describe(consumer.client(), topic, Duration::from_secs(3)) {
+            Ok(id) => return Ok(id),
+            Err(e) => e,
+        };
+        if serve {
+            let _ = consumer.poll(Duration::from_millis(200));
+            if let Some(msg) = consumer.context().refused.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                return Err(ProcessError::Refused(msg));
+            }
+        }
+        if !serve || started.elapsed() >= Duration::from_secs(60) {
+            return Err(e.into());
+        }
+        tracing::warn!(error = %e, "describing the topic failed; retrying");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn partitions_changed(old: &TopicIdentity, new: &TopicIdentity) -> String {
+    format!(
+        "the partition count of topic '{}' changed from {} to {} while this processor ran: hosts now map to \
+         other partitions, and a host's older records in its old partition must be stored before its newer \
+         ones or the per-source max-offset rule drops them. Stop the collectors, run `sitelog process \
+         --exit-when-idle` until the group has caught up, then restart the collectors and the processors \
+         (README: 'Changing the partition count')",
+        new.name, old.partitions, new.partitions
+    )
+}
 
 /// Runs one ClickHouse step until it succeeds, with backoff; gives up on an error once
 /// `give_up` is set (shutdown). Nothing is committed for a batch that gave up. Returns

@@ -30,6 +30,8 @@ pub enum TopicsError {
     Client(rdkafka::error::KafkaError),
     #[error("describing the configuration of topic {topic}: {detail}")]
     Describe { topic: String, detail: String },
+    #[error("reading the id and partition count of topic {topic}: {detail}")]
+    Identity { topic: String, detail: String },
     #[error("setting {key} = {value} on topic {topic}: {detail}")]
     Alter { topic: String, key: String, value: String, detail: String },
 }
@@ -189,9 +191,120 @@ fn incremental_alter_topic(
     }
 }
 
+/// What identifies the topic the processor consumes, beyond its name: the broker's topic id
+/// (Kafka's `Uuid`, KIP-516, Apache Kafka 2.8+; tansu 0.6.0 gives one per created topic, a new
+/// one when a topic is deleted and created again), and its partition count.
+///
+/// rust-rdkafka's metadata types carry neither the topic id nor the cluster's view of it; they
+/// come from librdkafka's `DescribeTopics` (a Metadata request v10+), called here through the
+/// C API. A broker that gives no topic id (older than 2.8: the all-zero `Uuid`) leaves `id`
+/// as the cluster id with the name (`cluster:<id>`): a recreated topic is then not told apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicIdentity {
+    pub name: String,
+    /// The topic id in Kafka's URL-safe base64 form (22 characters), or `cluster:<cluster id>`.
+    pub id: String,
+    pub partitions: usize,
+}
+
+impl TopicIdentity {
+    /// How intents and dedup tokens name the topic: `name@id`, so batches of a topic deleted
+    /// and created again never share a token or an intent with the old topic's batches.
+    pub fn key(&self) -> String {
+        format!("{}@{}", self.name, self.id)
+    }
+}
+
+/// Describes `topic` (id and partition count) through any client of the cluster.
+pub fn describe<C: rdkafka::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<TopicIdentity, TopicsError> {
+    use rdkafka::bindings as rd;
+    let fail = |detail: String| TopicsError::Identity { topic: topic.into(), detail };
+    let name = CString::new(topic).map_err(|e| fail(e.to_string()))?;
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: as in `incremental_alter_topic`: everything created here is destroyed before
+    // return, the client handle outlives the call, the result is read before it is destroyed
+    // (the id string is copied out at once).
+    let (id, partitions) = unsafe {
+        let rk = client.native_ptr();
+        let mut names = [name.as_ptr()];
+        let coll = rd::rd_kafka_TopicCollection_of_topic_names(names.as_mut_ptr(), 1);
+        let queue = rd::rd_kafka_queue_new(rk);
+        let opts = rd::rd_kafka_AdminOptions_new(rk, rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBETOPICS);
+        // librdkafka answers every admin request on `queue`, with a timeout error at the
+        // latest after the request timeout: the queue must live until that answer, or the
+        // answer lands in freed memory (seen: SIGSEGV when a busy broker answered after the
+        // wait). So the request times out first and the wait is longer.
+        let mut errstr = [0 as std::os::raw::c_char; 256];
+        rd::rd_kafka_AdminOptions_set_request_timeout(opts, ms, errstr.as_mut_ptr(), errstr.len());
+        rd::rd_kafka_DescribeTopics(rk, coll, opts, queue);
+        let ev = rd::rd_kafka_queue_poll(queue, ms.saturating_add(30_000));
+        if ev.is_null() {
+            // No answer even past the request timeout: leave queue and options alive (a small
+            // leak) rather than risk a late answer writing into freed memory.
+            rd::rd_kafka_TopicCollection_destroy(coll);
+            return Err(fail(format!("no answer from librdkafka within {} ms", ms.saturating_add(30_000))));
+        }
+        let out = if rd::rd_kafka_event_error(ev) != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            Err(fail(CStr::from_ptr(rd::rd_kafka_event_error_string(ev)).to_string_lossy().into_owned()))
+        } else {
+            let result = rd::rd_kafka_event_DescribeTopics_result(ev);
+            let mut n = 0usize;
+            let descs = rd::rd_kafka_DescribeTopics_result_topics(result, &mut n);
+            if n == 0 {
+                Err(fail("the broker described no topic".into()))
+            } else {
+                let d = *descs;
+                let err = rd::rd_kafka_TopicDescription_error(d);
+                if !err.is_null() && rd::rd_kafka_error_code(err) != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+                {
+                    Err(fail(CStr::from_ptr(rd::rd_kafka_error_string(err)).to_string_lossy().into_owned()))
+                } else {
+                    let uuid = rd::rd_kafka_TopicDescription_topic_id(d);
+                    let zero = uuid.is_null()
+                        || (rd::rd_kafka_Uuid_most_significant_bits(uuid) == 0
+                            && rd::rd_kafka_Uuid_least_significant_bits(uuid) == 0);
+                    let id = if zero {
+                        None
+                    } else {
+                        let s = rd::rd_kafka_Uuid_base64str(uuid);
+                        (!s.is_null()).then(|| CStr::from_ptr(s).to_string_lossy().into_owned())
+                    };
+                    let mut np = 0usize;
+                    rd::rd_kafka_TopicDescription_partitions(d, &mut np);
+                    Ok((id, np))
+                }
+            }
+        };
+        rd::rd_kafka_event_destroy(ev);
+        rd::rd_kafka_AdminOptions_destroy(opts);
+        rd::rd_kafka_queue_destroy(queue);
+        rd::rd_kafka_TopicCollection_destroy(coll);
+        out?
+    };
+    let id = match id {
+        Some(id) => id,
+        None => format!("cluster:{}", client.fetch_cluster_id(timeout).unwrap_or_default()),
+    };
+    Ok(TopicIdentity { name: topic.into(), id, partitions })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_identity_key_names_the_topic_and_its_id() {
+        let t = TopicIdentity { name: "sitelog.access".into(), id: "AAECAwQFBgcICQoLDA0ODw".into(), partitions: 4 };
+        assert_eq!(t.key(), "sitelog.access@AAECAwQFBgcICQoLDA0ODw");
+        assert_eq!(
+            crate::store::sink::batch_token(&t.key(), 2, 10, 20),
+            "sitelog.access@AAECAwQFBgcICQoLDA0ODw/2/10-20"
+        );
+    }
 
     #[test]
     fn shorter_is_fine_longer_or_unset_is_not() {

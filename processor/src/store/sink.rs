@@ -2,7 +2,10 @@
 //!
 //! Order of writes per batch (the invariant the whole billing chain rests on):
 //! 1. the batch's intent `(topic, partition, start, end)` — so a restart cuts it again the same,
-//! 2. the rows, with `insert_deduplication_token = topic/partition/start-end` — a repeat of the
+//!    where `topic` is the topic's name *and id* (`name@id`, [`crate::topics::TopicIdentity::key`]),
+//!    so a topic deleted and created again, whose offsets start at 0 again, never meets the old
+//!    topic's intents or tokens within the dedup window,
+//! 2. the rows, with `insert_deduplication_token = name@id/partition/start-end` — a repeat of the
 //!    same batch is dropped by ClickHouse in `access_log` and in every materialized view target,
 //! 3. the per-source progress (highest byte offset stored per file fingerprint and host),
 //! 4. and only then does the caller commit the Kafka offset `end + 1`.
@@ -78,7 +81,8 @@ struct ProgressRow {
     updated_at: i64,
 }
 
-/// The dedup token of a batch: a pure function of where it sits in Kafka.
+/// The dedup token of a batch: a pure function of where it sits in Kafka (`topic` is the
+/// topic's identity key, `name@id`).
 pub fn batch_token(topic: &str, partition: i32, start: i64, end: i64) -> String {
     format!("{topic}/{partition}/{start}-{end}")
 }
@@ -97,17 +101,66 @@ pub async fn write_intent(client: &Client, topic: &str, partition: i32, start: i
     ins.end().await.map_err(err("writing a batch intent"))
 }
 
-/// The end of the batch that was planned to start at `start`, if one was.
-pub async fn planned_end(client: &Client, topic: &str, partition: i32, start: i64) -> Result<Option<i64>, SinkError> {
-    let ends: Vec<i64> = client
-        .query("SELECT end_offset FROM sink_intents FINAL WHERE topic = ? AND partition = ? AND start_offset = ?")
-        .bind(topic)
+/// A batch planned before: where it ends, and the topic key its intent (and so its token)
+/// was written under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub end: i64,
+    pub key: String,
+}
+
+/// The batch that was planned to start at `start`, if one was: under the topic's identity key
+/// (`name@id`), else under its bare name — an intent written by a sitelog before topic ids
+/// (an upgrade while a batch was in flight), which must be retried under its old token.
+pub async fn planned_end(
+    client: &Client,
+    key: &str,
+    legacy_name: &str,
+    partition: i32,
+    start: i64,
+) -> Result<Option<Planned>, SinkError> {
+    let rows: Vec<(String, i64)> = client
+        .query(
+            "SELECT topic, max(end_offset) FROM sink_intents FINAL \
+             WHERE topic IN (?, ?) AND partition = ? AND start_offset = ? GROUP BY topic",
+        )
+        .bind(key)
+        .bind(legacy_name)
         .bind(partition)
         .bind(start)
         .fetch_all()
         .await
         .map_err(err("reading batch intents"))?;
-    Ok(ends.into_iter().max())
+    Ok(pick_planned(rows, key))
+}
+
+/// The identity key's intent wins over a legacy one.
+fn pick_planned(rows: Vec<(String, i64)>, key: &str) -> Option<Planned> {
+    rows.into_iter().map(|(k, end)| Planned { end, key: k }).max_by_key(|p| p.key == key)
+}
+
+/// Where the partition count the processors last worked with is kept: a row of
+/// `sink_intents` under the topic `name@id#partitions`, its `partition` the count and both
+/// offsets -1 (no migration; rewritten on every start and assignment, so the table's 30-day
+/// TTL never removes it from a running pipeline).
+fn partitions_marker(topic: &str) -> String {
+    format!("{topic}#partitions")
+}
+
+/// The partition count last recorded for the topic (its identity key), if any.
+pub async fn recorded_partitions(client: &Client, topic: &str) -> Result<Option<i32>, SinkError> {
+    let counts: Vec<i32> = client
+        .query("SELECT partition FROM sink_intents FINAL WHERE topic = ? ORDER BY written_at DESC LIMIT 1")
+        .bind(partitions_marker(topic))
+        .fetch_all()
+        .await
+        .map_err(err("reading the recorded partition count"))?;
+    Ok(counts.into_iter().next())
+}
+
+/// Records the topic's partition count (see [`recorded_partitions`]).
+pub async fn record_partitions(client: &Client, topic: &str, partitions: i32) -> Result<(), SinkError> {
+    write_intent(client, &partitions_marker(topic), partitions, -1, -1).await
 }
 
 /// Inserts `rows` as one deduplicated insert.
@@ -252,5 +305,20 @@ mod permanent_tests {
         assert!(e("Code: 516. DB::Exception: default: Authentication failed").is_permanent());
         assert!(!e("Code: 241. DB::Exception: Memory limit exceeded").is_permanent());
         assert!(!e("connection reset").is_permanent());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_intent_under_the_topic_id_wins_over_a_legacy_one() {
+        let key = "sitelog.access@AAECAwQFBgcICQoLDA0ODw";
+        let both = vec![("sitelog.access".to_owned(), 150), (key.to_owned(), 170)];
+        assert_eq!(pick_planned(both, key), Some(Planned { end: 170, key: key.into() }));
+        let legacy = vec![("sitelog.access".to_owned(), 150)];
+        assert_eq!(pick_planned(legacy, key), Some(Planned { end: 150, key: "sitelog.access".into() }));
+        assert_eq!(pick_planned(vec![], key), None);
     }
 }
