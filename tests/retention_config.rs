@@ -25,14 +25,15 @@ fn write_config(db: &Db, r: &Retention) {
         format!(
             "[kafka]\nbrokers = \"{}\"\n\n[clickhouse]\nurl = \"{}\"\ndatabase = \"{}\"\ncompression = false\n\n\
              [billing]\nuser = \"sitelog_billing_user\"\n\n[retention]\nraw_days = {}\nclient_ip_days = {}\n\
-             site_health_days = {}\nusage_years = {}\n",
+             site_health_days = {}\nusage_years = {}\nprogress_days = {}\n",
             stack.kafka_bootstrap,
             stack.clickhouse_url,
             db.name,
             r.raw_days,
             r.client_ip_days,
             r.site_health_days,
-            r.usage_years
+            r.usage_years,
+            r.progress_days
         ),
     )
     .unwrap();
@@ -53,7 +54,7 @@ fn count(db: &Db, sql: &str) -> u64 {
 }
 
 fn optimize(db: &Db) {
-    for t in ["access_log", "usage_daily", "site_health_minute"] {
+    for t in ["access_log", "usage_daily", "site_health_minute", "source_progress"] {
         exec(db, &format!("OPTIMIZE TABLE {t} FINAL"));
     }
 }
@@ -98,6 +99,15 @@ fn lowering_retention_alters_the_ttls_in_force_records_it_and_removes_the_data()
     let reqs = [aged(2.0, 1), aged(4.0, 2), aged(8.0, 3), aged(19.0, 4), aged(21.5, 5), aged(25.0, 6), aged(70.0, 7)];
     insert(&db, &reqs, 9);
     progress(&db, 9, "b.fi", &(now - Duration::days(2)).to_rfc3339(), reqs.len() as u64);
+    // A source last written 300 days ago: kept 400 days by default, not for 200.
+    exec(
+        &db,
+        &format!(
+            "INSERT INTO source_progress (fingerprint, site_host, max_offset, max_ts, records, updated_at) \
+             VALUES (8, 'gone.fi', 100, now64(6) - INTERVAL 300 DAY, 1, toDateTime64('{}', 3, 'UTC'))",
+            (now - Duration::days(300)).format("%Y-%m-%d %H:%M:%S")
+        ),
+    );
     // Usage 9.5 years old: kept for 10 years, not for 9.
     let old_day = (now - Duration::days(9 * 365 + 180)).date_naive();
     exec(
@@ -118,9 +128,18 @@ fn lowering_retention_alters_the_ttls_in_force_records_it_and_removes_the_data()
     assert_eq!(count(&db, with_key), 2, "default: visitor identities 7 days");
     assert_eq!(count(&db, health), 7, "default: health 90 days");
     assert_eq!(count(&db, old_usage), 10, "default: usage 10 years");
+    let sources = "SELECT count() FROM source_progress FINAL";
+    assert_eq!(count(&db, sources), 2, "default: source progress 400 days");
 
     // 2. Lowered retention: every TTL follows, each change printed and recorded.
-    let lower = Retention { raw_days: 20, client_ip_days: 3, site_health_days: 60, usage_years: 9, ..defaults };
+    let lower = Retention {
+        raw_days: 20,
+        client_ip_days: 3,
+        site_health_days: 60,
+        usage_years: 9,
+        progress_days: 200,
+        ..defaults
+    };
     write_config(&db, &lower);
     let out = migrate_cli(&db);
     assert!(
@@ -148,6 +167,9 @@ fn lowering_retention_alters_the_ttls_in_force_records_it_and_removes_the_data()
         "billing_run_lines TTL toDateTime(closed_at) + toIntervalYear(10) -> toDateTime(closed_at) + \
          toIntervalYear(9) (retention.usage_years)"
             .into(),
+        "source_progress TTL toDateTime(updated_at) + toIntervalDay(400) -> toDateTime(updated_at) + \
+         toIntervalDay(200) (retention.progress_days)"
+            .into(),
     ];
     let printed: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("retention changed: ")).collect();
     assert_eq!(printed, expected_lines.iter().map(String::as_str).collect::<Vec<_>>(), "{out}");
@@ -174,7 +196,7 @@ fn lowering_retention_alters_the_ttls_in_force_records_it_and_removes_the_data()
             .fetch_all(),
     )
     .unwrap();
-    assert_eq!(recorded.len(), 11, "{recorded:#?}");
+    assert_eq!(recorded.len(), 12, "{recorded:#?}");
     assert!(recorded.contains(&format!("access_log|client_ip|{}|{}", day_ttl(7), day_ttl(3))), "{recorded:#?}");
     assert!(recorded.contains(&format!("access_log||{}|{}", day_ttl(30), day_ttl(20))), "{recorded:#?}");
 
@@ -187,11 +209,12 @@ fn lowering_retention_alters_the_ttls_in_force_records_it_and_removes_the_data()
     assert_eq!(count(&db, health), 6, "health: 60 days (the 70-day-old minute went)");
     assert_eq!(count(&db, old_usage), 0, "usage: 9 years");
     assert_eq!(count(&db, "SELECT sum(requests) FROM usage_daily WHERE site_id = 'S1'"), 7, "recent usage stays");
+    assert_eq!(count(&db, sources), 1, "source progress: 200 days (the 300-day-old source went)");
 
     // 3. A third run changes nothing.
     let out = migrate_cli(&db);
     assert!(out.contains("retention is as configured") && !out.contains("retention changed"), "{out}");
-    assert_eq!(count(&db, "SELECT count() FROM retention_changes"), 11);
+    assert_eq!(count(&db, "SELECT count() FROM retention_changes"), 12);
 
     // 4. `--verify` recounts by the raw TTL in force. With a config still saying 30 days the
     // 21.5-day-old day would be recounted (its raw records are gone, its usage is not: a false

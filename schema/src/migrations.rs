@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         template: include_str!("../migrations/0010_collector_heartbeats.sql"),
     },
     Migration { version: 11, name: "incidents", template: include_str!("../migrations/0011_incidents.sql") },
+    Migration {
+        version: 12,
+        name: "source_progress_ttl",
+        template: include_str!("../migrations/0012_source_progress_ttl.sql"),
+    },
 ];
 
 /// Retention per purpose of the privacy notice. Defaults are the safe ones of DESIGN.md.
@@ -55,6 +60,11 @@ pub struct Retention {
     pub usage_years: u32,
     /// Collector heartbeats (`collector_heartbeats`: billing completeness per collector source).
     pub heartbeat_days: u32,
+    /// Per-source progress (`source_progress`: the re-send filter and the billing run's
+    /// per-source counts), kept this long after a source was last written. Must exceed every
+    /// collector's `tail.completed_retention_days` (a collector reads no file it has not
+    /// remembered and that is older than that, except with `--backfill`) and `raw_days`.
+    pub progress_days: u32,
 }
 
 impl Default for Retention {
@@ -66,6 +76,7 @@ impl Default for Retention {
             security_days: 365,
             usage_years: 10,
             heartbeat_days: 90,
+            progress_days: 400,
         }
     }
 }
@@ -76,6 +87,8 @@ pub enum RetentionError {
     Zero { key: &'static str },
     #[error("retention.client_ip_days ({ip}) must not exceed retention.raw_days ({raw})")]
     IpOutlivesRaw { ip: u32, raw: u32 },
+    #[error("retention.progress_days ({progress}) must be at least retention.raw_days ({raw}): the billing run's --verify reads the per-source counts of every month it can recount from raw records")]
+    ProgressShorterThanRaw { progress: u32, raw: u32 },
 }
 
 impl Retention {
@@ -87,6 +100,7 @@ impl Retention {
             ("security_days", self.security_days),
             ("usage_years", self.usage_years),
             ("heartbeat_days", self.heartbeat_days),
+            ("progress_days", self.progress_days),
         ] {
             if v == 0 {
                 return Err(RetentionError::Zero { key });
@@ -94,6 +108,9 @@ impl Retention {
         }
         if self.client_ip_days > self.raw_days {
             return Err(RetentionError::IpOutlivesRaw { ip: self.client_ip_days, raw: self.raw_days });
+        }
+        if self.progress_days < self.raw_days {
+            return Err(RetentionError::ProgressShorterThanRaw { progress: self.progress_days, raw: self.raw_days });
         }
         Ok(())
     }
@@ -115,7 +132,8 @@ impl Migration {
             .replace("{{site_health_days}}", &r.site_health_days.to_string())
             .replace("{{security_days}}", &r.security_days.to_string())
             .replace("{{usage_years}}", &r.usage_years.to_string())
-            .replace("{{heartbeat_days}}", &r.heartbeat_days.to_string());
+            .replace("{{heartbeat_days}}", &r.heartbeat_days.to_string())
+            .replace("{{progress_days}}", &r.progress_days.to_string());
         split_statements(&sql)
     }
 }

@@ -53,6 +53,7 @@ pub fn targets(r: &Retention) -> Vec<TtlTarget> {
         t("security_signals", None, "security_days", days("ts", r.security_days)),
         t("access_audit", None, "security_days", days("ts", r.security_days)),
         t("collector_heartbeats", None, "heartbeat_days", days("sent_at", r.heartbeat_days)),
+        t("source_progress", None, "progress_days", days("updated_at", r.progress_days)),
     ]
 }
 

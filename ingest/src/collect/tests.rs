@@ -719,6 +719,59 @@ fn once_reads_everything_then_nothing_again() {
     fs::remove_dir_all(&root).unwrap();
 }
 
+/// A file the collector does not remember, unmodified for longer than finished files are
+/// remembered (`tail.completed_retention_days`), is taken for a finished archive it forgot and
+/// is not read (the processor's per-source progress, which would drop its re-sent records,
+/// is not kept for ever); a backfill reads it on purpose. A file written to again is read.
+#[test]
+fn an_old_file_nobody_remembers_is_read_only_by_a_backfill() {
+    let root = temp_dir("old");
+    let cfg = config(&root, "");
+    assert_eq!(cfg.tail.completed_retention_days, 30);
+    let dir = root.join("logs/a.example");
+    fs::create_dir_all(&dir).unwrap();
+    let (fresh, old) = (dir.join("access.log"), root.join("logs/b.example/access.log"));
+    fs::create_dir_all(old.parent().unwrap()).unwrap();
+    write_lines(&fresh, 0, 5);
+    write_lines(&old, 100, 7);
+    let aged = std::time::SystemTime::now() - Duration::from_secs(31 * 86_400);
+    fs::File::options().append(true).open(&old).unwrap().set_modified(aged).unwrap();
+    let sink = MemSink::default();
+    let mut c = collector(&cfg, Mode::Once, &sink);
+    let events = c.events();
+    while !c.is_done() {
+        c.rescan_now();
+        c.step(Duration::ZERO).unwrap();
+        sink.deliver(usize::MAX, &mut |_| 0, &events);
+    }
+    assert_eq!(c.stats().files_skipped.load(Ordering::Relaxed), 1);
+    drop(c);
+    assert_eq!(lines_in(&sink).len(), 5, "only the fresh file: {:?}", lines_in(&sink));
+
+    let mut c = collector(&cfg, Mode::Backfill { paths: vec![old.clone()], source: None }, &sink);
+    let events = c.events();
+    while !c.is_done() {
+        c.step(Duration::ZERO).unwrap();
+        sink.deliver(usize::MAX, &mut |_| 0, &events);
+    }
+    drop(c);
+    assert_eq!(lines_in(&sink).len(), 12, "the backfill read it");
+
+    // Another old file that is written to again is no longer old: read whole, once.
+    let quiet = root.join("logs/c.example/access.log");
+    fs::create_dir_all(quiet.parent().unwrap()).unwrap();
+    write_lines(&quiet, 200, 3);
+    fs::File::options().append(true).open(&quiet).unwrap().set_modified(aged).unwrap();
+    run_once(&cfg, &sink);
+    assert_eq!(lines_in(&sink).len(), 12, "skipped while old");
+    write_lines(&quiet, 203, 2);
+    run_once(&cfg, &sink);
+    let got = sink.raw();
+    assert_eq!(got.len(), 17, "{:?}", lines_in(&sink));
+    assert!(got.values().all(|v| v.len() == 1), "nothing twice");
+    fs::remove_dir_all(&root).unwrap();
+}
+
 #[test]
 fn rotation_while_down_is_finished_from_the_rotated_file() {
     let root = temp_dir("down");

@@ -180,6 +180,19 @@ impl<S: Sink> Collector<S> {
                 return;
             }
         }
+        if start.is_none() && self.forgotten_if_read(&path, fp) {
+            // A file nobody remembers, unmodified for longer than finished files are
+            // remembered: most likely an archive this collector finished and forgot (reading it
+            // would re-send it, and the processor keeps per-source progress only so long,
+            // `[retention] progress_days`). `--backfill` reads it on purpose.
+            info!(path = %path.display(), days = self.cfg.tail.completed_retention_days,
+                "not read: unmodified for longer than tail.completed_retention_days and not remembered (use --backfill to read it)");
+            self.skip.insert(key, size);
+            self.stats.files_skipped.fetch_add(1, Ordering::Relaxed);
+            self.backfill_completed_bytes += self.files.get(&id).map_or(0, |f| f.disk_size);
+            self.forget(id);
+            return;
+        }
         let (offset, line) = match (start, self.store.lookup(fp)) {
             (_, Lookup::Completed(_)) => {
                 // Debug, like every per-file line: `collect` prints one summary line.
@@ -225,6 +238,20 @@ impl<S: Sink> Collector<S> {
         f.out = Some(FileOut::new(id, fp, path_str, f.site.clone()));
         self.by_fp.insert(fp, id);
         debug!(path = %path.display(), fingerprint = %fingerprint::hex(fp), offset, "tracking");
+    }
+
+    /// Whether `path` (fingerprint `fp`) is new to the checkpoints and unmodified for longer
+    /// than `tail.completed_retention_days`, outside a backfill (0 turns the rule off: finished
+    /// files are then not remembered at all, and only the processor's progress stops re-sends).
+    fn forgotten_if_read(&self, path: &Path, fp: u64) -> bool {
+        let days = self.cfg.tail.completed_retention_days;
+        if days == 0 || matches!(self.mode, Mode::Backfill { .. }) || !matches!(self.store.lookup(fp), Lookup::New) {
+            return false;
+        }
+        let Ok(mtime) = fs::metadata(path).and_then(|m| m.modified()) else {
+            return false;
+        };
+        SystemTime::now().duration_since(mtime).is_ok_and(|age| age > Duration::from_secs(days * 86_400))
     }
 
     /// Stops tracking without recording anything.
