@@ -105,8 +105,23 @@ fn check_installed() -> Result<(), StackError> {
     Ok(())
 }
 
-/// A free loopback port (bind to 0, read, release). Racy in theory; tansu needs a fixed port.
+/// A free loopback port for a service that needs a fixed one (tansu), picked at random in
+/// 20000–31999 and checked by binding it. Below Linux's ephemeral range (32768–60999) on
+/// purpose: a port the kernel handed out (bind to 0) was seen taken by some client's outgoing
+/// connection between the pick and the service's bind while test suites ran in parallel
+/// ("port … is busy (tansu (Kafka))"); ports outside that range are only taken by a service
+/// that binds them. [`LocalStack::start`] still picks again if one turns out busy.
 pub fn free_port() -> Result<u16, StackError> {
+    use std::hash::{BuildHasher, Hasher};
+    for _ in 0..200 {
+        // A fresh RandomState is randomly seeded: a different port per call and process.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let port = 20_000 + (h.finish() % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     let l = TcpListener::bind("127.0.0.1:0").map_err(io("binding a loopback port"))?;
     Ok(l.local_addr().map_err(io("reading a bound port"))?.port())
 }
@@ -468,13 +483,26 @@ impl LocalStack {
         })
     }
 
-    /// Starts both services with their data under `dir` on free ports.
+    /// Starts both services with their data under `dir` on free ports (picked again, up to 3
+    /// times, if one is taken before its service binds it).
     pub fn start(dir: &Path) -> Result<LocalStack, StackError> {
         check_installed()?;
         fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
-        let (kp, cp) = (free_port()?, free_port()?);
-        let kafka = start_kafka(dir, kp, Ownership::Owned)?;
-        let clickhouse = start_clickhouse(dir, cp, Ownership::Owned)?;
+        let mut tries = 0;
+        let (kp, kafka) = loop {
+            let kp = free_port()?;
+            match start_kafka(dir, kp, Ownership::Owned) {
+                Err(StackError::PortBusy { .. }) if tries < 3 => tries += 1,
+                other => break (kp, other?),
+            }
+        };
+        let (cp, clickhouse) = loop {
+            let cp = free_port()?;
+            match start_clickhouse(dir, cp, Ownership::Owned) {
+                Err(StackError::PortBusy { .. }) if tries < 3 => tries += 1,
+                other => break (cp, other?),
+            }
+        };
         Ok(LocalStack {
             dir: dir.to_path_buf(),
             kafka_port: kp,
