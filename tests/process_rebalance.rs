@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::TimeZone;
+use sitelog::sample::Rng;
 use sitelog_processor::store::migrate::migrate;
 use sitelog_schema::migrations::Retention;
 use sitelog_schema::wire::BatchWriter;
@@ -234,22 +235,6 @@ fn a_batch_in_flight_across_a_revocation_is_stored_once() {
     rt.block_on(assert_exact(&client, plan.total, &plan.expected, "after a revocation with A's insert in flight"));
 }
 
-/// A small deterministic generator (xorshift64*): the schedule replays from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// Uniform in `lo..=hi`.
-    fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
-
 /// One replica of the randomized run: its own slow link to ClickHouse and its own batch size.
 struct Replica {
     child: Child,
@@ -287,8 +272,8 @@ fn randomized_replicas_kills_and_slow_inserts_under_live_traffic_stay_exact() {
         .map(|i| plan.messages[i].clone())
         .collect();
     for _ in 0..3 {
-        let at = rng.between(8, order.len() as u64 - 1) as usize;
-        let len = rng.between(2, 8) as usize;
+        let at = rng.range(8, order.len() as u64 - 1) as usize;
+        let len = rng.range(2, 8) as usize;
         let stretch: Vec<_> = order[at.saturating_sub(len)..at].to_vec();
         order.splice(at..at, stretch);
     }
@@ -305,8 +290,8 @@ fn randomized_replicas_kills_and_slow_inserts_under_live_traffic_stay_exact() {
 
     let spawn = |rng: &mut Rng, n: usize| -> Replica {
         let proxy = DelayProxy::start(&upstream, Duration::ZERO);
-        proxy.set_delay(Duration::from_millis(rng.between(0, 1500)), Duration::from_millis(rng.between(0, 1500)));
-        let (batch, linger) = (rng.between(200, 2_000) as usize, rng.between(100, 1_000));
+        proxy.set_delay(Duration::from_millis(rng.range(0, 1500)), Duration::from_millis(rng.range(0, 1500)));
+        let (batch, linger) = (rng.range(200, 2_000) as usize, rng.range(100, 1_000));
         let config =
             write_config(&format!("chaos-{n}"), &stack.kafka_bootstrap, &proxy.url, &topic, &db, batch, linger);
         // Every replica of the run is in the topic's group (write_config: group_id = topic).
@@ -317,7 +302,7 @@ fn randomized_replicas_kills_and_slow_inserts_under_live_traffic_stay_exact() {
     let (mut spawned, mut kills, mut stops) = (0, 0, 0);
     let end = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < end {
-        let action = if alive.is_empty() { 0 } else { rng.between(0, 4) };
+        let action = if alive.is_empty() { 0 } else { rng.range(0, 4) };
         match action {
             0 | 1 if alive.len() < 3 => {
                 alive.push(spawn(&mut rng, spawned));
@@ -325,7 +310,7 @@ fn randomized_replicas_kills_and_slow_inserts_under_live_traffic_stay_exact() {
             }
             2 => {
                 // SIGKILL while an insert is on its way (or after 3 s without one).
-                let mut r = alive.remove(rng.between(0, alive.len() as u64 - 1) as usize);
+                let mut r = alive.remove(rng.range(0, alive.len() as u64 - 1) as usize);
                 let before = r.proxy.sent_count("INSERT INTO `access_log`");
                 let t = Instant::now();
                 while r.proxy.sent_count("INSERT INTO `access_log`") == before && t.elapsed() < Duration::from_secs(3) {
@@ -337,7 +322,7 @@ fn randomized_replicas_kills_and_slow_inserts_under_live_traffic_stay_exact() {
                 done.push(r);
             }
             3 => {
-                let mut r = alive.remove(rng.between(0, alive.len() as u64 - 1) as usize);
+                let mut r = alive.remove(rng.range(0, alive.len() as u64 - 1) as usize);
                 // SAFETY: kill(2) on our own child's pid.
                 unsafe { libc::kill(r.child.id() as i32, libc::SIGTERM) };
                 let status = r.child.wait().unwrap();
@@ -346,14 +331,11 @@ fn randomized_replicas_kills_and_slow_inserts_under_live_traffic_stay_exact() {
                 done.push(r);
             }
             _ => {
-                let r = &alive[rng.between(0, alive.len() as u64 - 1) as usize];
-                r.proxy.set_delay(
-                    Duration::from_millis(rng.between(0, 1500)),
-                    Duration::from_millis(rng.between(0, 1500)),
-                );
+                let r = &alive[rng.range(0, alive.len() as u64 - 1) as usize];
+                r.proxy.set_delay(Duration::from_millis(rng.range(0, 1500)), Duration::from_millis(rng.range(0, 1500)));
             }
         }
-        std::thread::sleep(Duration::from_millis(rng.between(1_000, 4_000)));
+        std::thread::sleep(Duration::from_millis(rng.range(1_000, 4_000)));
     }
     producer.join().unwrap();
     for mut r in alive.drain(..) {

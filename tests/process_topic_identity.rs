@@ -9,9 +9,6 @@ mod support;
 
 use std::process::Command;
 
-use sitelog_schema::wire::BatchWriter;
-use sitelog_schema::{AccessRecord, SourceId};
-
 const HOST: &str = "kahvila.fi";
 
 // Deleting a topic happens on a stack of its own: while tansu 0.6.0 deletes a topic, other
@@ -25,26 +22,7 @@ const HOST: &str = "kahvila.fi";
 
 /// `n` records of source `fingerprint` from record `first` on (one message).
 fn batch(fingerprint: u64, first: u64, n: u64) -> Vec<u8> {
-    let now = chrono::Utc::now().timestamp_micros() - 3_600_000_000;
-    let recs: Vec<AccessRecord<'static>> = (first..first + n)
-        .map(|k| AccessRecord {
-            ts_micros: now + k as i64 * 1_000_000,
-            tz_offset_secs: 7200,
-            host: HOST.into(),
-            client_ip: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, (k % 200) as u8))),
-            method: "GET".into(),
-            path: format!("/sivu/{k}").into(),
-            protocol: "HTTP/1.1".into(),
-            status: 200,
-            bytes_sent: 100,
-            user_agent: "Mozilla/5.0".into(),
-            source: SourceId { fingerprint, offset: k * 100 },
-            ..Default::default()
-        })
-        .collect();
-    let mut w = BatchWriter::new(fingerprint, HOST, recs[0].source.offset, recs[0].ts_micros);
-    recs.iter().for_each(|r| w.push(r));
-    w.finish()
+    support::request_batch(HOST, fingerprint, first, n)
 }
 
 fn count(client: &clickhouse::Client, sql: &str) -> u64 {
@@ -130,19 +108,7 @@ fn a_changed_partition_count_is_accepted_only_when_caught_up() {
     let topic = support::unique_name("repartitioned");
     stack.create_topic(&topic, 2).unwrap();
     let db = support::unique_name("repartitioned");
-    let dir = support::temp_dir("repartitioned");
-    let config = dir.join("processor.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\ngroup_id = \"repartitioned\"\n\n[clickhouse]\nurl = \"{}\"\n\
-             database = \"{db}\"\ncompression = false\n\n[sink]\nlinger_ms = 300\nmax_poll_interval_ms = 10000\n",
-            stack.kafka_bootstrap, stack.clickhouse_url
-        ),
-    )
-    .unwrap();
-    let cfg = config.to_str().unwrap();
-    support::sitelog(&["schema", "migrate", "-c", cfg], &[]);
+    let cfg = &support::processor_config(stack, &topic, "repartitioned", &db, "");
     let ch = support::clickhouse_config(stack, &db).client().unwrap();
     let run = || {
         Command::new(env!("CARGO_BIN_EXE_sitelog"))
@@ -153,8 +119,11 @@ fn a_changed_partition_count_is_accepted_only_when_caught_up() {
     };
     let hosts = ["a.fi", "b.fi", "c.fi", "d.fi"];
     let send = |fp: u64| {
-        let msgs: Vec<(String, Vec<u8>)> =
-            hosts.iter().enumerate().map(|(i, h)| (h.to_string(), batch_for(h, fp + i as u64, 0, 25))).collect();
+        let msgs: Vec<(String, Vec<u8>)> = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.to_string(), support::request_batch(h, fp + i as u64, 0, 25)))
+            .collect();
         support::block_on(support::produce(&stack.kafka_bootstrap, &topic, &msgs));
     };
     // First run records the count (2).
@@ -214,30 +183,6 @@ fn a_changed_partition_count_is_accepted_only_when_caught_up() {
     );
 }
 
-/// `n` records of `host` from source `fingerprint`, records `first..first + n`.
-fn batch_for(host: &str, fingerprint: u64, first: u64, n: u64) -> Vec<u8> {
-    let now = chrono::Utc::now().timestamp_micros() - 3_600_000_000;
-    let recs: Vec<AccessRecord<'static>> = (first..first + n)
-        .map(|k| AccessRecord {
-            ts_micros: now + k as i64 * 1_000_000,
-            tz_offset_secs: 7200,
-            host: host.to_owned().into(),
-            client_ip: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, (k % 200) as u8))),
-            method: "GET".into(),
-            path: format!("/sivu/{k}").into(),
-            protocol: "HTTP/1.1".into(),
-            status: 200,
-            bytes_sent: 100,
-            user_agent: "Mozilla/5.0".into(),
-            source: SourceId { fingerprint, offset: k * 100 },
-            ..Default::default()
-        })
-        .collect();
-    let mut w = BatchWriter::new(fingerprint, host, recs[0].source.offset, recs[0].ts_micros);
-    recs.iter().for_each(|r| w.push(r));
-    w.finish()
-}
-
 /// An upgrade while a batch was in flight: the older sitelog wrote the batch's intent and rows
 /// under the bare topic name (`topic/0/0-1`) and was stopped before its progress and commit.
 /// The new processor finds that intent, cuts the same range and retries under the old token,
@@ -249,20 +194,7 @@ fn a_batch_planned_before_topic_ids_is_retried_under_its_old_token() {
     let topic = support::unique_name("upgraded");
     stack.create_topic(&topic, 1).unwrap();
     let db = support::unique_name("upgraded");
-    let dir = support::temp_dir("upgraded");
-    let config = dir.join("processor.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\ngroup_id = \"upgraded\"\n\n[clickhouse]\nurl = \"{}\"\n\
-             database = \"{db}\"\ncompression = false\n\n[sink]\nlinger_ms = 300\nbatch_max_records = 1000\n\
-             max_poll_interval_ms = 10000\n",
-            stack.kafka_bootstrap, stack.clickhouse_url
-        ),
-    )
-    .unwrap();
-    let cfg = config.to_str().unwrap();
-    support::sitelog(&["schema", "migrate", "-c", cfg], &[]);
+    let cfg = &support::processor_config(stack, &topic, "upgraded", &db, "");
     let ch = support::clickhouse_config(stack, &db).client().unwrap();
 
     // Offsets 0 and 1: 40 records each of source 91 (record k at byte offset k * 100); offset 2

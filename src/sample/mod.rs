@@ -122,8 +122,9 @@ pub fn months_between(start: NaiveDate, end: NaiveDate) -> Vec<String> {
     out
 }
 
-/// SplitMix64: tiny, fast, and its sequence never changes with a dependency upgrade.
-struct Rng(u64);
+/// SplitMix64: tiny, fast, and its sequence never changes with a dependency upgrade. Public
+/// for tests that replay a random schedule from a seed.
+pub struct Rng(pub u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -136,7 +137,8 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.below(hi - lo + 1)
     }
     fn chance(&mut self, p: f64) -> bool {
