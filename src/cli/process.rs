@@ -79,10 +79,24 @@ pub fn run(a: ProcessArgs) -> anyhow::Result<ExitCode> {
     if result.is_err() {
         stop.store(true, Ordering::Relaxed);
     }
-    match heartbeats.join() {
-        Ok(Ok(h)) => tracing::info!(stored = h.stored, quarantined = h.quarantined, "heartbeats"),
-        Ok(Err(e)) => tracing::error!(error = %e, "the heartbeat consumer stopped"),
-        Err(_) => tracing::error!("the heartbeat consumer panicked"),
+    // Everything is stored and committed by now; leaving the group happens when the consumers
+    // are dropped, and librdkafka can block there for ever (the unassign of a close waits on
+    // its main thread: confluentinc/librdkafka#4884; seen with tansu while members come and
+    // go). So the close gets a bounded time; past it the process exits anyway and the group
+    // notices this member's absence after session.timeout.ms, as after a crash.
+    let deadline = Instant::now() + CLOSE_LIMIT;
+    close_within(p, CLOSE_LIMIT, "the records consumer");
+    while !heartbeats.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if heartbeats.is_finished() {
+        match heartbeats.join() {
+            Ok(Ok(h)) => tracing::info!(stored = h.stored, quarantined = h.quarantined, "heartbeats"),
+            Ok(Err(e)) => tracing::error!(error = %e, "the heartbeat consumer stopped"),
+            Err(_) => tracing::error!("the heartbeat consumer panicked"),
+        }
+    } else {
+        tracing::warn!(limit_s = CLOSE_LIMIT.as_secs(), "the heartbeat consumer did not close in time; exiting anyway");
     }
     let stats = result.context("processing")?;
     let secs = started.elapsed().as_secs_f64();
@@ -98,4 +112,19 @@ pub fn run(a: ProcessArgs) -> anyhow::Result<ExitCode> {
         if stop.load(Ordering::Relaxed) { " (stopped by signal)" } else { "" }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long closing the Kafka consumers may take at exit.
+const CLOSE_LIMIT: Duration = Duration::from_secs(15);
+
+/// Drops `consumer` (leaving its group) on a thread of its own and waits at most `limit`.
+fn close_within<T: Send + 'static>(consumer: T, limit: Duration, what: &'static str) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new().name("kafka-close".into()).spawn(move || {
+        drop(consumer);
+        let _ = tx.send(());
+    });
+    if spawned.is_ok() && rx.recv_timeout(limit).is_err() {
+        tracing::warn!(consumer = what, limit_s = limit.as_secs(), "closing the Kafka consumer did not finish in time (librdkafka#4884); exiting anyway, the group lets this member go after session.timeout.ms");
+    }
 }
