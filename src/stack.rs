@@ -126,6 +126,19 @@ pub fn free_port() -> Result<u16, StackError> {
     Ok(l.local_addr().map_err(io("reading a bound port"))?.port())
 }
 
+/// Starts a service on a [`free_port`], picking another (up to 3 times) when the port was
+/// taken before the service could bind it.
+fn on_free_port<T>(start: impl Fn(u16) -> Result<T, StackError>) -> Result<(u16, T), StackError> {
+    let mut tries = 0;
+    loop {
+        let port = free_port()?;
+        match start(port) {
+            Err(StackError::PortBusy { .. }) if tries < 3 => tries += 1,
+            other => return Ok((port, other?)),
+        }
+    }
+}
+
 fn ensure_port_free(service: &'static str, port: u16) -> Result<(), StackError> {
     TcpListener::bind(("127.0.0.1", port)).map(drop).map_err(|_| StackError::PortBusy { service, port })
 }
@@ -483,26 +496,12 @@ impl LocalStack {
         })
     }
 
-    /// Starts both services with their data under `dir` on free ports (picked again, up to 3
-    /// times, if one is taken before its service binds it).
+    /// Starts both services with their data under `dir` on free ports (see [`on_free_port`]).
     pub fn start(dir: &Path) -> Result<LocalStack, StackError> {
         check_installed()?;
         fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
-        let mut tries = 0;
-        let (kp, kafka) = loop {
-            let kp = free_port()?;
-            match start_kafka(dir, kp, Ownership::Owned) {
-                Err(StackError::PortBusy { .. }) if tries < 3 => tries += 1,
-                other => break (kp, other?),
-            }
-        };
-        let (cp, clickhouse) = loop {
-            let cp = free_port()?;
-            match start_clickhouse(dir, cp, Ownership::Owned) {
-                Err(StackError::PortBusy { .. }) if tries < 3 => tries += 1,
-                other => break (cp, other?),
-            }
-        };
+        let (kp, kafka) = on_free_port(|port| start_kafka(dir, port, Ownership::Owned))?;
+        let (cp, clickhouse) = on_free_port(|port| start_clickhouse(dir, port, Ownership::Owned))?;
         Ok(LocalStack {
             dir: dir.to_path_buf(),
             kafka_port: kp,

@@ -429,9 +429,12 @@ pub struct Processor {
     /// Assigned partitions whose source progress must be re-read before their first batch
     /// (another replica may have advanced it).
     fresh: BTreeSet<i32>,
-    /// The topic's id and partition count (re-read before the first batch of every assigned
-    /// partition): intents and dedup tokens name the topic by [`TopicIdentity::key`].
+    /// The topic's id and partition count (re-read after every assignment, see
+    /// `identity_stale`): intents and dedup tokens name the topic by [`TopicIdentity::key`].
     identity: TopicIdentity,
+    /// Set when partitions were assigned: the first batch after re-reads the topic's identity
+    /// (once per assignment, however many partitions it brought).
+    identity_stale: bool,
     pub stats: Stats,
 }
 
@@ -515,6 +518,7 @@ impl Processor {
             give_up: Arc::new(AtomicBool::new(false)),
             fresh: BTreeSet::new(),
             identity,
+            identity_stale: false,
             stats: Stats::default(),
             cfg,
         };
@@ -875,6 +879,7 @@ impl Processor {
         // partition paused across an unassign and assign, so newly assigned ones are resumed
         // (their batches are re-read from the committed offset).
         let mut resume = TopicPartitionList::new();
+        self.identity_stale |= !assigned.is_empty();
         for p in assigned {
             self.fresh.insert(p);
             self.assigned.insert(p);
@@ -928,7 +933,8 @@ impl Processor {
             }
         };
         if !self.parts.contains_key(&p) {
-            if self.fresh.contains(&p) {
+            if self.identity_stale {
+                self.identity_stale = false;
                 self.refresh_identity()?;
             }
             let (client, key, name) = (self.client.clone(), self.identity.key(), self.identity.name.clone());
@@ -996,7 +1002,7 @@ impl Processor {
         self.storage("recording the partition count", &stop, || sink::record_partitions(&client, &key, now))
     }
 
-    /// Re-reads the topic's id and partition count (a partition was just assigned). A new id:
+    /// Re-reads the topic's id and partition count (partitions were just assigned). A new id:
     /// the topic was deleted and created again, its offsets start afresh, so the detectors'
     /// expected offsets no longer mean anything. A new partition count: hosts map to other
     /// partitions from now on, and a host's older records may still wait in its old partition

@@ -180,7 +180,8 @@ impl<S: Sink> Collector<S> {
                 return;
             }
         }
-        if start.is_none() && self.forgotten_if_read(&path, fp) {
+        let found = self.store.lookup(fp);
+        if start.is_none() && found == Lookup::New && self.unmodified_longer_than_remembered(&path) {
             // A file nobody remembers, unmodified for longer than finished files are
             // remembered: most likely an archive this collector finished and forgot (reading it
             // would re-send it, and the processor keeps per-source progress only so long,
@@ -193,7 +194,7 @@ impl<S: Sink> Collector<S> {
             self.forget(id);
             return;
         }
-        let (offset, line) = match (start, self.store.lookup(fp)) {
+        let (offset, line) = match (start, found) {
             (_, Lookup::Completed(_)) => {
                 // Debug, like every per-file line: `collect` prints one summary line.
                 debug!(path = %path.display(), "already sent completely; skipping");
@@ -240,12 +241,12 @@ impl<S: Sink> Collector<S> {
         debug!(path = %path.display(), fingerprint = %fingerprint::hex(fp), offset, "tracking");
     }
 
-    /// Whether `path` (fingerprint `fp`) is new to the checkpoints and unmodified for longer
-    /// than `tail.completed_retention_days`, outside a backfill (0 turns the rule off: finished
-    /// files are then not remembered at all, and only the processor's progress stops re-sends).
-    fn forgotten_if_read(&self, path: &Path, fp: u64) -> bool {
+    /// Whether `path` is unmodified for longer than `tail.completed_retention_days`, outside a
+    /// backfill (0 turns the rule off: finished files are then not remembered at all, and only
+    /// the processor's progress stops re-sends).
+    fn unmodified_longer_than_remembered(&self, path: &Path) -> bool {
         let days = self.cfg.tail.completed_retention_days;
-        if days == 0 || matches!(self.mode, Mode::Backfill { .. }) || !matches!(self.store.lookup(fp), Lookup::New) {
+        if days == 0 || matches!(self.mode, Mode::Backfill { .. }) {
             return false;
         }
         let Ok(mtime) = fs::metadata(path).and_then(|m| m.modified()) else {
